@@ -1,0 +1,132 @@
+/**
+ * The error family. Every error a user can see has a stable code (never reused), a message that says
+ * what happened and where, and, where one helps, the next command to try. Expected outcomes (a job
+ * failed, a dep was cached) are events, not errors.
+ */
+
+/** Process exit codes; documented in README.md. */
+export const ExitCode = {
+  ok: 0,
+  jobFailed: 1,
+  usage: 2,
+  backendUnavailable: 3,
+  interrupted: 130,
+} as const;
+export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
+
+/** A place in a source file, 1-based. */
+export interface SourceLocation {
+  readonly file: string;
+  readonly line: number;
+  readonly col: number;
+}
+
+/**
+ * The catalogue. Add new codes at the end; never renumber or reuse one.
+ * The exit code follows from the code, so the same failure always exits the same way.
+ */
+export const Codes = {
+  // workflow files: 2
+  DS0001: { title: 'malformed YAML', exit: ExitCode.usage },
+  DS0002: { title: 'unknown field', exit: ExitCode.usage },
+  DS0003: { title: 'wrong type or value', exit: ExitCode.usage },
+  DS0004: { title: 'missing required field', exit: ExitCode.usage },
+  DS0005: { title: 'workflow defined twice', exit: ExitCode.usage },
+  DS0006: { title: 'unknown workflow', exit: ExitCode.usage },
+  DS0007: { title: 'dependency cycle', exit: ExitCode.usage },
+  DS0008: { title: 'unknown variable', exit: ExitCode.usage },
+  DS0009: { title: 'path leaves the working directory', exit: ExitCode.usage },
+  DS0010: { title: 'provider not offered', exit: ExitCode.usage },
+  DS0011: { title: 'invalid size', exit: ExitCode.usage },
+  DS0012: { title: 'no workflows file', exit: ExitCode.usage },
+  DS0013: { title: 'unsupported feature', exit: ExitCode.usage },
+  DS0014: { title: 'dependency has no successful run', exit: ExitCode.usage },
+  DS0015: { title: 'unknown tag', exit: ExitCode.usage },
+  // command line: 2
+  DS0100: { title: 'bad command-line usage', exit: ExitCode.usage },
+  DS0101: { title: 'unknown run', exit: ExitCode.usage },
+  DS0102: { title: 'invalid duration', exit: ExitCode.usage },
+  DS0103: { title: 'refused without confirmation', exit: ExitCode.usage },
+  DS0104: { title: 'run is still active', exit: ExitCode.usage },
+  DS0105: { title: 'file already exists', exit: ExitCode.usage },
+  // backends: 3
+  DS0200: { title: 'Docker engine not reachable', exit: ExitCode.backendUnavailable },
+  DS0201: { title: 'image not available', exit: ExitCode.backendUnavailable },
+  DS0202: { title: 'GPU not supported by the engine', exit: ExitCode.backendUnavailable },
+  DS0203: { title: 'container could not be created', exit: ExitCode.backendUnavailable },
+  DS0204: { title: 'port could not be published', exit: ExitCode.backendUnavailable },
+  // store and artifacts
+  DS0300: { title: 'run store error', exit: ExitCode.backendUnavailable },
+  DS0301: { title: 'artifact error', exit: ExitCode.usage },
+  DS0302: { title: 'unsafe artifact entry', exit: ExitCode.usage },
+  // interruption
+  DS0400: { title: 'interrupted', exit: ExitCode.interrupted },
+} as const;
+export type ErrorCode = keyof typeof Codes;
+
+export interface DstackErrorOptions {
+  /** Where in a source file the problem is. */
+  readonly location?: SourceLocation;
+  /** The offending source line, shown under the message. */
+  readonly lineText?: string;
+  /** What was expected, or what to do next ("run `dstack ps -a` to list runs"). */
+  readonly hint?: string;
+  readonly cause?: unknown;
+}
+
+export class DstackError extends Error {
+  readonly code: ErrorCode;
+  readonly location: SourceLocation | undefined;
+  readonly lineText: string | undefined;
+  readonly hint: string | undefined;
+
+  constructor(code: ErrorCode, message: string, options: DstackErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'DstackError';
+    this.code = code;
+    this.location = options.location;
+    this.lineText = options.lineText;
+    this.hint = options.hint;
+  }
+
+  get exitCode(): ExitCode {
+    return Codes[this.code].exit;
+  }
+}
+
+export const isDstackError = (e: unknown): e is DstackError => e instanceof DstackError;
+
+/**
+ * Several errors found in one pass (a workflow file with three mistakes reports all three).
+ * Its code and exit status are the first error's.
+ */
+export class DstackErrors extends DstackError {
+  readonly errors: readonly DstackError[];
+  constructor(errors: readonly DstackError[]) {
+    const first = errors[0];
+    if (!first) throw new Error('DstackErrors needs at least one error');
+    super(first.code, first.message, { location: first.location, lineText: first.lineText, hint: first.hint });
+    this.errors = errors;
+  }
+}
+
+/** Renders an error for the terminal: `error DS0003: message`, `  --> file:line:col`, the line, a caret, the hint. */
+export function formatError(e: DstackError): string {
+  const parts: string[] = [];
+  for (const err of e instanceof DstackErrors ? e.errors : [e]) {
+    const out = [`error ${err.code}: ${err.message}`];
+    if (err.location) {
+      const { file, line, col } = err.location;
+      out.push(`  --> ${file}:${line}:${col}`);
+      if (err.lineText !== undefined) {
+        const gutter = String(line);
+        out.push(`${' '.repeat(gutter.length)} |`);
+        out.push(`${gutter} | ${err.lineText}`);
+        out.push(`${' '.repeat(gutter.length)} | ${' '.repeat(Math.max(0, col - 1))}^`);
+      }
+    }
+    if (err.hint) out.push(`  = ${err.hint}`);
+    parts.push(out.join('\n'));
+  }
+  return parts.join('\n\n');
+}

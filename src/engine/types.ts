@@ -1,0 +1,171 @@
+/**
+ * The data the engine passes around: workflows as written, jobs as resolved, runs and statuses.
+ * Plain readonly data, no behaviour; everything here can be stored and sent as JSON.
+ */
+import type { SourceLocation } from './errors.js';
+
+declare const brand: unique symbol;
+type Brand<T, B extends string> = T & { readonly [brand]: B };
+
+/** `wet-mangust-1`: unique in a dstack home. */
+export type RunName = Brand<string, 'RunName'>;
+/** `<run>/<workflow>` style id of a job, unique in a dstack home. */
+export type JobId = Brand<string, 'JobId'>;
+/** Lower-case hex sha256 of a file's content. */
+export type ContentHash = Brand<string, 'ContentHash'>;
+/** Lower-case hex sha256 over a job's resolved spec and inputs (issue 3). */
+export type Fingerprint = Brand<string, 'Fingerprint'>;
+
+export const asRunName = (s: string): RunName => s as RunName;
+export const asJobId = (s: string): JobId => s as JobId;
+export const asContentHash = (s: string): ContentHash => s as ContentHash;
+
+/** Bytes. */
+export type Bytes = number;
+
+export interface GpuSpec {
+  readonly count: number;
+  readonly name?: string;
+  readonly memory?: Bytes;
+}
+
+export interface Resources {
+  readonly cpu?: number;
+  readonly memory?: Bytes;
+  readonly gpu?: GpuSpec;
+  readonly shmSize?: Bytes;
+  readonly interruptible?: boolean;
+}
+
+export type DepSpec =
+  | { readonly kind: 'workflow'; readonly name: string; readonly location: SourceLocation }
+  | { readonly kind: 'tag'; readonly name: string; readonly location: SourceLocation };
+
+export interface ArtifactSpec {
+  /** Normalised, relative to the working dir root (`/workflow`), no leading `./`, never escaping. */
+  readonly path: string;
+  readonly mount: boolean;
+}
+
+export type Provider = 'bash' | 'docker';
+
+/**
+ * A workflow as loaded from the files: strings are still templates (`${{ … }}` unresolved).
+ * `fieldLocations` maps a field path (`commands.0`, `env.FOO`, `image`) to where it was written,
+ * so a later error (an unknown variable, an escaping path) can point at the right line.
+ */
+export interface WorkflowSpec {
+  readonly name: string;
+  readonly help?: string;
+  readonly provider: Provider;
+  readonly image?: string;
+  /** For `docker`: the entrypoint, as an argv (a string is split on whitespace like a shell would, quotes kept). */
+  readonly entrypoint?: readonly string[];
+  readonly commands: readonly string[];
+  readonly setup: readonly string[];
+  readonly deps: readonly DepSpec[];
+  readonly artifacts: readonly ArtifactSpec[];
+  /** Paths kept between runs of the same workflow; may start with `~/`. */
+  readonly cache: readonly string[];
+  /** `K=V` entries. A name with no value (`- FOO`) takes the value from the invoking environment at run time. */
+  readonly env: readonly { readonly name: string; readonly value?: string }[];
+  /** Container ports to publish; `ports: 2` in dstack 0.7 means two ports picked by dstack. */
+  readonly ports: number;
+  readonly workingDir?: string;
+  /** As written (`3.10` stays `3.10`, never the float 3.1). */
+  readonly python?: string;
+  readonly inputs?: readonly string[];
+  readonly resources: Resources;
+  readonly registryAuth?: { readonly username: string; readonly password: string };
+  readonly location: SourceLocation;
+  readonly fieldLocations: ReadonlyMap<string, SourceLocation>;
+}
+
+/** `.dstack/variables.yaml`: `global` and per-workflow defaults. */
+export interface VariablesFile {
+  readonly global: Readonly<Record<string, string>>;
+  readonly perWorkflow: Readonly<Record<string, Readonly<Record<string, string>>>>;
+  readonly locations: ReadonlyMap<string, SourceLocation>;
+}
+
+export interface Project {
+  /** Absolute path of the folder holding `.dstack/`. */
+  readonly root: string;
+  readonly workflows: ReadonlyMap<string, WorkflowSpec>;
+  readonly variables: VariablesFile;
+}
+
+/**
+ * A secret reference that survived resolution. Secrets are resolved only when a container starts;
+ * until then a resolved string holds this marker in their place, so run records, logs and
+ * fingerprints only ever see the name.
+ */
+export const secretMarker = (name: string): string => `\u0000secret:${name}\u0000`;
+// eslint-disable-next-line no-control-regex
+export const SECRET_MARKER_RE = /\u0000secret:([A-Za-z_][A-Za-z0-9_]*)\u0000/g;
+
+/** A job ready to run: every template resolved except secrets (see `secretMarker`). */
+export interface JobSpec {
+  readonly workflow: string;
+  readonly provider: Provider;
+  readonly image: string;
+  /** The argv the container runs, e.g. `['/bin/sh', '-c', 'set -e\n…']`; undefined keeps the image's own. */
+  readonly command?: readonly string[];
+  readonly entrypoint?: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+  /** Relative to `/workflow`. '' means `/workflow` itself. */
+  readonly workingDir: string;
+  readonly ports: number;
+  readonly artifacts: readonly ArtifactSpec[];
+  readonly cache: readonly string[];
+  readonly inputs?: readonly string[];
+  readonly resources: Resources;
+  readonly registryAuth?: { readonly username: string; readonly password: string };
+  /** The variables the job saw, after overrides (recorded; part of the fingerprint later). */
+  readonly variables: Readonly<Record<string, string>>;
+  readonly args: readonly string[];
+  readonly deps: readonly DepSpec[];
+}
+
+export const RUN_STATUSES = [
+  'submitted',
+  'provisioning',
+  'downloading',
+  'running',
+  'uploading',
+  'done',
+  'failed',
+  'stopped',
+  'aborted',
+  'interrupted',
+] as const;
+export type JobStatus = (typeof RUN_STATUSES)[number];
+export const FINAL_STATUSES: ReadonlySet<JobStatus> = new Set(['done', 'failed', 'stopped', 'aborted', 'interrupted']);
+export const isFinal = (s: JobStatus): boolean => FINAL_STATUSES.has(s);
+
+/** Where the run's code came from. */
+export interface RepoInfo {
+  readonly root: string;
+  readonly isGit: boolean;
+  readonly branch?: string;
+  readonly commit?: string;
+  /** sha256 of `git diff HEAD` plus the untracked files' content; undefined when clean or not git. */
+  readonly diffHash?: string;
+}
+
+/** Command-line overrides of the named workflow (`--cpu 4 --memory 8GB -e K=V -a out --dep wf`). Sizes as written. */
+export interface JobOverrides {
+  readonly cpu?: number;
+  readonly memory?: string;
+  readonly gpu?: number;
+  readonly gpuName?: string;
+  readonly gpuMemory?: string;
+  readonly shmSize?: string;
+  readonly interruptible?: boolean;
+  /** `K=V` or `K` (from the invoking environment). */
+  readonly env?: readonly string[];
+  readonly artifacts?: readonly string[];
+  /** `NAME` (workflow) or `:TAG`. */
+  readonly deps?: readonly string[];
+  readonly workingDir?: string;
+}

@@ -11,6 +11,7 @@
 import type { ArtifactStore, Manifest } from '../artifacts/types.js';
 import type { ArtifactSpec, JobSpec, JobStatus, RunName, JobId } from './types.js';
 import type { Snapshot } from './snapshot-types.js';
+import type { SecretSource } from './secrets.js';
 
 /** What a backend can't do for a job, with a reason a person can act on. */
 export type Capability = { readonly ok: true } | { readonly ok: false; readonly reason: string };
@@ -38,6 +39,11 @@ export interface JobContext {
   readonly notify: (notice: BackendNotice) => void;
   /** Records the handle in the run store; backends call it as soon as there is something to find later. */
   readonly recordHandle: (handle: BackendHandle) => void;
+  /**
+   * Looks secrets up by name, for the few spec fields that a backend itself must read with secrets
+   * in them (`registryAuth`). Absent: such fields keep their markers and the backend goes without.
+   */
+  readonly secrets?: SecretSource;
 }
 
 export interface StageInput {

@@ -42,6 +42,7 @@ export const Codes = {
   DS0013: { title: 'unsupported feature', exit: ExitCode.usage },
   DS0014: { title: 'dependency has no successful run', exit: ExitCode.usage },
   DS0015: { title: 'unknown tag', exit: ExitCode.usage },
+  DS0016: { title: 'unknown secret', exit: ExitCode.usage },
   // command line: 2
   DS0100: { title: 'bad command-line usage', exit: ExitCode.usage },
   DS0101: { title: 'unknown run', exit: ExitCode.usage },

@@ -49,6 +49,8 @@ export interface JobRecord {
 }
 
 export interface NewRun {
+  /** A name from `reserveName()`; when absent, createRun allocates one. */
+  readonly name?: RunName;
   readonly workflow: string;
   readonly owner: string;
   readonly backend: string;
@@ -78,14 +80,27 @@ export interface StatusUpdate {
 }
 
 export interface RunStore {
+  /**
+   * Allocates a run name unique in this home (`wet-mangust-1`) without creating the run, so jobs can
+   * be resolved with `${{ run.name }}` before they are recorded. The name is never handed out again.
+   */
+  reserveName(): RunName;
   /** Creates the run and its jobs in one transaction, allocating a name unique in this home. */
   createRun(run: NewRun): { readonly run: RunRecord; readonly jobs: readonly JobRecord[] };
   getRun(name: string): RunRecord | undefined;
-  /** Newest first. Without `all`, only runs that are not final plus the last `limit` (default 20)… see README. */
+  /**
+   * Newest first (by submission time). With `all`: every run, or the newest `limit` if given.
+   * Without (plain `dstack ps`): the newest `limit` runs (default 20) whatever their status, then
+   * every older run that is still active, so nothing running is ever hidden. Reads through indexes.
+   */
   listRuns(options?: { readonly all?: boolean; readonly limit?: number }): readonly RunRecord[];
   jobs(run: string): readonly JobRecord[];
   getJob(id: JobId): JobRecord | undefined;
-  /** Records a status change (and its time); a final status is never changed again (returns false). */
+  /**
+   * Records a status change (and its time) and the run's aggregate status in one transaction; sets
+   * `startedAt` on `running`, `finishedAt` on a final status. A final status is never changed again,
+   * and an unknown job is not an error: both return false and change nothing.
+   */
   setJobStatus(id: JobId, status: JobStatus, update?: StatusUpdate): boolean;
   setJobHandle(id: JobId, handle: BackendHandle | undefined): void;
   setJobManifest(id: JobId, manifest: Manifest): void;

@@ -1,0 +1,100 @@
+/**
+ * The default backend: jobs in containers of the Docker engine that DOCKER_HOST names (or the local
+ * socket). Opening it costs nothing; the first call talks to the engine.
+ */
+import type { Backend, BackendHandle, BackendOpenOptions, BackendPlugin, Capability, JobContext, Machine, ObservedState } from '../../engine/backend.js';
+import { DstackError } from '../../engine/errors.js';
+import type { JobSpec } from '../../engine/types.js';
+import { LABEL_HOME } from './container.js';
+import { DockerClient, endpointFromEnv, isStatus } from './docker.js';
+import { LocalMachine, removeJobDir } from './machine.js';
+
+/** How long `check` waits for the engine's `/_ping`. */
+const PING_TIMEOUT_MS = 3000;
+
+export interface LocalBackendConfig {
+  /** Extra container labels (tests use `dstack.test` to sweep what they made). */
+  readonly labels?: Readonly<Record<string, string>>;
+}
+
+export class LocalBackend implements Backend {
+  readonly id = 'local';
+  readonly home: string;
+  private readonly labels: Readonly<Record<string, string>>;
+  private clientValue: DockerClient | undefined;
+
+  constructor(options: BackendOpenOptions) {
+    this.home = options.home;
+    this.labels = readLabels(options.config);
+  }
+
+  /** Created on first use, reading DOCKER_HOST then. */
+  get client(): DockerClient {
+    this.clientValue ??= new DockerClient(endpointFromEnv());
+    return this.clientValue;
+  }
+
+  supports(_spec: JobSpec): Capability {
+    // GPU support depends on the engine, which is only known after a round trip: bootstrap checks it.
+    return { ok: true };
+  }
+
+  async check(signal: AbortSignal): Promise<void> {
+    const timeout = AbortSignal.timeout(PING_TIMEOUT_MS);
+    try {
+      await this.client.ping(AbortSignal.any([signal, timeout]));
+    } catch (e) {
+      if (timeout.aborted && !signal.aborted) {
+        throw new DstackError('DS0200', `no Docker engine answers at ${this.client.endpoint.describe} (no reply within ${PING_TIMEOUT_MS / 1000} s)`, {
+          hint: 'start one: `sudo dockerd &` or `scripts/ensure-docker.sh`, or set DOCKER_HOST',
+          cause: e,
+        });
+      }
+      throw e;
+    }
+  }
+
+  async provision(ctx: JobContext): Promise<Machine> {
+    return new LocalMachine({ client: this.client, home: this.home, ctx, labels: this.labels });
+  }
+
+  async observe(handle: BackendHandle): Promise<ObservedState> {
+    const id = handle.container;
+    if (typeof id !== 'string' || !id) return { state: 'gone' };
+    try {
+      const info = await this.client.inspectContainer(id);
+      const s = info.State;
+      if (s.Running || s.Restarting || s.Paused) return { state: 'running' };
+      // Created but never started: the CLI died between create and start; nothing will run it.
+      if (s.Status === 'created') return { state: 'gone' };
+      return { state: 'exited', exitCode: s.ExitCode };
+    } catch (e) {
+      if (isStatus(e, 404)) return { state: 'gone' };
+      throw e;
+    }
+  }
+
+  async reap(handle: BackendHandle): Promise<void> {
+    const id = handle.container;
+    if (typeof id === 'string' && id) await this.client.removeContainer(id);
+    if (typeof handle.jobDir === 'string') await removeJobDir(this.home, handle.jobDir);
+  }
+
+  async close(): Promise<void> {
+    this.clientValue?.close();
+    this.clientValue = undefined;
+  }
+}
+
+function readLabels(config: BackendOpenOptions['config']): Record<string, string> {
+  const raw = config?.labels;
+  if (!raw || typeof raw !== 'object') return {};
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(raw)) if (typeof v === 'string' && k !== LABEL_HOME) out[k] = v;
+  return out;
+}
+
+export const localPlugin: BackendPlugin = {
+  name: 'local',
+  open: (options) => new LocalBackend(options),
+};

@@ -1,0 +1,82 @@
+import { Command, Option } from 'clipanion';
+import ms from 'ms';
+import { DstackError } from '../../engine/errors.js';
+import type { JobId } from '../../engine/types.js';
+import { isFinal } from '../../engine/types.js';
+import { DstackCommand } from '../base.js';
+import { Session } from '../session.js';
+
+export class LogsCommand extends DstackCommand {
+  static override paths = [['logs']];
+  static override usage = Command.Usage({
+    description: "show a run's logs",
+    details: `
+      Prints the output of every job of RUN, in order; lines are prefixed with the workflow when the run has several
+      jobs. Logs are kept in the dstack home, so they outlive the run and a crash of the CLI.
+    `,
+    examples: [
+      ['The whole log of a run', 'dstack logs wet-mangust-1'],
+      ['Follow a running (or detached) run until it ends', 'dstack logs wet-mangust-1 -f'],
+      ['Only the last five minutes', 'dstack logs wet-mangust-1 --since 5m'],
+    ],
+  });
+
+  follow = Option.Boolean('-f,--follow', false, { description: 'keep printing new output until the run ends' });
+  since = Option.String('--since', { description: 'only output newer than this (5m, 2h, 1d)' });
+  runName = Option.String({ name: 'RUN' });
+
+  async run(): Promise<number> {
+    let sinceMs: number | undefined;
+    if (this.since !== undefined) {
+      const d = ms(this.since as Parameters<typeof ms>[0]) as number | undefined;
+      if (typeof d !== 'number' || !Number.isFinite(d) || d < 0) {
+        throw new DstackError('DS0102', `--since expects a duration like 30s, 5m, 2h or 1d, got '${this.since}'`);
+      }
+      sinceMs = Date.now() - d;
+    }
+    const session = new Session();
+    try {
+      const store = await session.store();
+      const run = store.getRun(this.runName);
+      if (!run) throw new DstackError('DS0101', `no run named '${this.runName}'`, { hint: 'list runs with `dstack ps -a`' });
+      const jobs = store.jobs(run.name);
+      const prefix = jobs.length > 1;
+      const width = Math.max(...jobs.map((j) => j.workflow.length));
+      const after = new Map<JobId, number>();
+      const partial = new Map<string, string>();
+      const print = (): void => {
+        for (const rec of store.readLogs(run.name, { sinceMs, after })) {
+          after.set(rec.job, rec.seq);
+          const out = rec.stream === 'stderr' ? this.context.stderr : this.context.stdout;
+          if (!prefix) {
+            out.write(rec.data);
+            continue;
+          }
+          const key = `${rec.job}\0${rec.stream}`;
+          const lines = ((partial.get(key) ?? '') + rec.data.toString('utf8')).split('\n');
+          partial.set(key, lines.pop() ?? '');
+          for (const line of lines) out.write(`${rec.workflow.padEnd(width)} | ${line}\n`);
+        }
+      };
+      print();
+      if (this.follow) {
+        const { reconcileRuns } = await import('../../engine/reconcile.js');
+        const backend = await session.backend(run.backend);
+        for (;;) {
+          const now = store.getRun(run.name);
+          if (!now || isFinal(now.status)) break;
+          await reconcileRuns(store, [now], () => backend);
+          await new Promise((r) => setTimeout(r, 250));
+          print();
+        }
+        print();
+      }
+      for (const [key, rest] of partial) {
+        if (rest) (key.endsWith('stderr') ? this.context.stderr : this.context.stdout).write(`${key.split('\0')[0]!.split('/').pop()!.padEnd(width)} | ${rest}\n`);
+      }
+      return 0;
+    } finally {
+      await session.close();
+    }
+  }
+}

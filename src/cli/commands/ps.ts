@@ -1,0 +1,108 @@
+import { Command, Option } from 'clipanion';
+import { DstackError } from '../../engine/errors.js';
+import type { JobRecord, RunRecord } from '../../engine/store/types.js';
+import { isFinal } from '../../engine/types.js';
+import { DstackCommand } from '../base.js';
+import { formatAgo, formatDuration, table } from '../format.js';
+import { Session } from '../session.js';
+
+export class PsCommand extends DstackCommand {
+  static override paths = [['ps']];
+  static override usage = Command.Usage({
+    description: 'list runs',
+    details: `
+      Lists unfinished runs and the most recent ones; \`-a\` lists all. With RUN, lists that run's jobs.
+      Runs whose dstack process died are first reconciled with what their containers really did.
+    `,
+    examples: [
+      ['Recent and unfinished runs', 'dstack ps'],
+      ['Every run', 'dstack ps -a'],
+      ['The jobs of one run, as JSON', 'dstack ps wet-mangust-1 --json'],
+    ],
+  });
+
+  all = Option.Boolean('-a,--all', false, { description: 'list every run' });
+  json = Option.Boolean('--json', false, { description: 'machine-readable output' });
+  watch = Option.Boolean('-w,--watch', false, { description: 'refresh every second until Ctrl-C' });
+  runName = Option.String({ required: false, name: 'RUN' });
+
+  async run(): Promise<number> {
+    const session = new Session();
+    try {
+      for (;;) {
+        const text = await this.render(session);
+        if (!this.watch) {
+          this.context.stdout.write(text);
+          return 0;
+        }
+        this.context.stdout.write(`\x1b[H\x1b[2J${text}`);
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    } finally {
+      await session.close();
+    }
+  }
+
+  private async render(session: Session): Promise<string> {
+    const store = await session.store();
+    const listed = this.runName ? [store.getRun(this.runName)].filter((r): r is RunRecord => r !== undefined) : store.listRuns({ all: this.all });
+    if (this.runName && listed.length === 0) {
+      throw new DstackError('DS0101', `no run named '${this.runName}'`, { hint: 'list runs with `dstack ps -a`' });
+    }
+    let runs = listed;
+    if (runs.some((r) => !isFinal(r.status))) {
+      const { reconcileRuns } = await import('../../engine/reconcile.js');
+      const backends = new Map<string, Awaited<ReturnType<Session['backend']>>>();
+      for (const id of new Set(runs.filter((r) => !isFinal(r.status)).map((r) => r.backend))) backends.set(id, await session.backend(id));
+      const changed = await reconcileRuns(store, runs, (id) => backends.get(id));
+      if (changed.length) runs = runs.map((r) => (changed.includes(r.name) ? (store.getRun(r.name) ?? r) : r));
+    }
+    if (this.runName) {
+      const run = runs[0]!;
+      const jobs = store.jobs(run.name);
+      if (this.json) return `${JSON.stringify({ ...runJson(run), jobs: jobs.map(jobJson) }, null, 2)}\n`;
+      return `${table(
+        ['JOB', 'WORKFLOW', 'STATUS', 'EXIT', 'DURATION', 'REASON'],
+        jobs.map((j) => [j.id, j.workflow, j.status, j.exitCode === undefined ? '' : String(j.exitCode), duration(j.startedAt, j.finishedAt), j.reason ?? '']),
+      )}\n`;
+    }
+    if (this.json) return `${JSON.stringify(runs.map(runJson), null, 2)}\n`;
+    if (runs.length === 0) return 'No runs yet. Start one with `dstack run WORKFLOW`.\n';
+    return `${table(
+      ['RUN', 'WORKFLOW', 'SUBMITTED', 'OWNER', 'STATUS', 'TAG', 'BACKEND', 'DURATION'],
+      runs.map((r) => [r.name, r.workflow, formatAgo(r.submittedAt), r.owner, r.status, r.tag ?? '', r.backend, duration(r.submittedAt, r.finishedAt)]),
+    )}\n`;
+  }
+}
+
+const duration = (from: number | undefined, to: number | undefined): string => (from === undefined ? '' : formatDuration((to ?? Date.now()) - from));
+
+function runJson(r: RunRecord): Record<string, unknown> {
+  return {
+    run: r.name,
+    workflow: r.workflow,
+    submittedAt: new Date(r.submittedAt).toISOString(),
+    finishedAt: r.finishedAt === undefined ? null : new Date(r.finishedAt).toISOString(),
+    owner: r.owner,
+    status: r.status,
+    tag: r.tag ?? null,
+    backend: r.backend,
+    args: r.args,
+    repo: r.repo,
+  };
+}
+
+function jobJson(j: JobRecord): Record<string, unknown> {
+  return {
+    job: j.id,
+    workflow: j.workflow,
+    status: j.status,
+    exitCode: j.exitCode ?? null,
+    reason: j.reason ?? null,
+    submittedAt: new Date(j.submittedAt).toISOString(),
+    startedAt: j.startedAt === undefined ? null : new Date(j.startedAt).toISOString(),
+    finishedAt: j.finishedAt === undefined ? null : new Date(j.finishedAt).toISOString(),
+    artifacts: j.manifest?.entries.filter((e) => e.type === 'file').map((e) => e.path) ?? [],
+    history: j.history.map((h) => ({ status: h.status, at: new Date(h.at).toISOString() })),
+  };
+}

@@ -1,0 +1,62 @@
+import { rm } from 'node:fs/promises';
+import { Command, Option } from 'clipanion';
+import { DstackError } from '../../engine/errors.js';
+import type { RunRecord } from '../../engine/store/types.js';
+import { isFinal } from '../../engine/types.js';
+import { DstackCommand, usageError } from '../base.js';
+import { confirm } from '../confirm.js';
+import { runDir } from '../detach.js';
+import { Session } from '../session.js';
+
+export class RmCommand extends DstackCommand {
+  static override paths = [['rm']];
+  static override usage = Command.Usage({
+    description: 'remove finished runs',
+    details: `
+      Removes RUN (or, with \`-a\`, every finished run) with its jobs and logs from the dstack home. Unfinished runs are
+      refused: stop them first with \`dstack stop\`. Asks first unless \`-y\`.
+    `,
+    examples: [
+      ['Remove one run', 'dstack rm wet-mangust-1 -y'],
+      ['Remove every finished run', 'dstack rm -a -y'],
+    ],
+  });
+
+  yes = Option.Boolean('-y,--yes', false, { description: 'do not ask for confirmation' });
+  all = Option.Boolean('-a,--all', false, { description: 'every finished run' });
+  runName = Option.String({ required: false, name: 'RUN' });
+
+  async run(): Promise<number> {
+    if (!this.all && !this.runName) throw usageError('name a run, or pass -a for every finished run', 'dstack rm wet-mangust-1');
+    if (this.all && this.runName) throw usageError('give either RUN or -a, not both');
+    const session = new Session();
+    try {
+      const store = await session.store();
+      let runs: RunRecord[];
+      if (this.runName) {
+        const run = store.getRun(this.runName);
+        if (!run) throw new DstackError('DS0101', `no run named '${this.runName}'`, { hint: 'list runs with `dstack ps -a`' });
+        if (!isFinal(run.status)) {
+          throw new DstackError('DS0104', `run ${run.name} is still ${run.status}`, { hint: `stop it first: dstack stop ${run.name}` });
+        }
+        runs = [run];
+        await confirm(`Remove run ${run.name}?`, this.yes, `dstack rm ${run.name} -y`);
+      } else {
+        runs = store.listRuns({ all: true }).filter((r) => isFinal(r.status));
+        if (runs.length === 0) {
+          this.context.stderr.write('No finished runs to remove\n');
+          return 0;
+        }
+        await confirm(`Remove ${runs.length} finished run${runs.length === 1 ? '' : 's'}?`, this.yes, 'dstack rm -a -y');
+      }
+      for (const run of runs) {
+        store.deleteRun(run.name);
+        await rm(runDir(session.home, run.name), { recursive: true, force: true });
+      }
+      this.context.stderr.write(`Removed ${runs.length} run${runs.length === 1 ? '' : 's'}\n`);
+      return 0;
+    } finally {
+      await session.close();
+    }
+  }
+}

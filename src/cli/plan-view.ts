@@ -1,0 +1,50 @@
+/** `dstack run --dry-run`: the plan as a person reads it, or as JSON. */
+import type { PreparedRun } from '../engine/submit.js';
+import { displaySecrets } from '../engine/secrets.js';
+import { formatBytes } from './format.js';
+
+export function printPlan(out: NodeJS.WritableStream, prepared: PreparedRun, options: { json?: boolean }): void {
+  if (options.json) {
+    const jobs = prepared.jobs.map((j) => ({
+      workflow: j.workflow,
+      action: j.reuse ? 'reuse' : 'run',
+      ...(j.reuse ? { reuse: j.reuse.id } : {}),
+      deps: j.deps.map((d) => prepared.jobs[d]!.workflow),
+      image: j.spec.image,
+      command: j.spec.command?.map(displaySecrets),
+      workingDir: j.spec.workingDir,
+      artifacts: j.spec.artifacts.map((a) => a.path),
+      env: Object.fromEntries(Object.entries(j.spec.env).map(([k, v]) => [k, displaySecrets(v)])),
+      resources: j.spec.resources,
+    }));
+    out.write(`${JSON.stringify({ jobs, args: prepared.args, overrides: prepared.overrides }, null, 2)}\n`);
+    return;
+  }
+  const lines: string[] = [];
+  prepared.jobs.forEach((j, i) => {
+    const deps = j.deps.map((d) => prepared.jobs[d]!.workflow);
+    lines.push(`${i + 1}. ${j.workflow}  ${j.reuse ? `reuse ${j.reuse.id}` : 'run'}`);
+    if (j.reuse) return;
+    lines.push(`   image:    ${j.spec.image}`);
+    const script = j.spec.command?.at(-1);
+    if (script !== undefined) {
+      const body = displaySecrets(script).split('\n');
+      lines.push(`   commands: ${body[0] ?? ''}`);
+      for (const l of body.slice(1)) lines.push(`             ${l}`);
+    }
+    if (deps.length) lines.push(`   after:    ${deps.join(', ')}`);
+    if (j.spec.artifacts.length) lines.push(`   saves:    ${j.spec.artifacts.map((a) => a.path + (a.mount ? ' (mounted)' : '')).join(', ')}`);
+    const r = j.spec.resources;
+    const res = [
+      r.cpu !== undefined ? `cpu ${r.cpu}` : '',
+      r.memory !== undefined ? `memory ${formatBytes(r.memory)}` : '',
+      r.gpu ? `gpu ${r.gpu.count}${r.gpu.name ? ` ${r.gpu.name}` : ''}` : '',
+      r.shmSize !== undefined ? `shm ${formatBytes(r.shmSize)}` : '',
+      r.interruptible ? 'interruptible' : '',
+    ].filter(Boolean);
+    if (res.length) lines.push(`   needs:    ${res.join(', ')}`);
+    if (j.spec.ports) lines.push(`   ports:    ${j.spec.ports}`);
+  });
+  if (prepared.args.length) lines.push(`run.args: ${prepared.args.join(' ')}`);
+  out.write(`${lines.join('\n')}\n`);
+}

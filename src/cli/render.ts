@@ -1,0 +1,103 @@
+/**
+ * The one place where run events become terminal output. Job output goes to stdout (stderr for the
+ * job's stderr), as it comes; with several jobs in a run, each line is prefixed with its workflow.
+ * Statuses and notices go to stderr. `--json` prints each event as one JSON line instead.
+ */
+import type { RunEvent } from '../engine/events.js';
+import type { JobId } from '../engine/types.js';
+import { formatBytes } from './format.js';
+
+export interface RenderOptions {
+  readonly stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  readonly stderr: NodeJS.WritableStream & { isTTY?: boolean };
+  readonly json?: boolean;
+  /** Prefix job output with the workflow name (several jobs in the run). */
+  readonly prefix?: boolean;
+}
+
+export function createRenderer(options: RenderOptions): (event: RunEvent) => void {
+  if (options.json) {
+    return (event) => {
+      const out = event.type === 'job-log' ? { ...event, data: event.data.toString('utf8') } : event;
+      options.stdout.write(`${JSON.stringify(out)}\n`);
+    };
+  }
+  const { stdout, stderr } = options;
+  const partial = new Map<string, string>();
+  const started = new Map<JobId, number>();
+  const width = new Map<JobId, string>();
+  let progressLine = false;
+  const clearProgress = (): void => {
+    if (progressLine) {
+      stderr.write('\r\x1b[K');
+      progressLine = false;
+    }
+  };
+  const say = (text: string): void => {
+    clearProgress();
+    stderr.write(`${text}\n`);
+  };
+
+  return (event) => {
+    switch (event.type) {
+      case 'run-created': {
+        const pad = Math.max(...event.jobs.map((j) => j.workflow.length));
+        for (const j of event.jobs) width.set(j.id, j.workflow.padEnd(pad));
+        say(`Run ${event.run}: ${event.jobs.map((j) => j.workflow).join(' → ')}`);
+        break;
+      }
+      case 'job-reused':
+        say(`  ${event.workflow}: reusing the artifacts of ${event.from}`);
+        break;
+      case 'job-status':
+        if (event.status === 'running') started.set(event.job, Date.now());
+        if (event.status === 'done') say(`  ${event.workflow}: done${elapsed(started.get(event.job))}`);
+        else if (event.status === 'failed') say(`  ${event.workflow}: failed${event.reason ? ` — ${event.reason}` : ''}`);
+        else if (event.status === 'stopped' || event.status === 'aborted') say(`  ${event.workflow}: ${event.status}${event.reason ? ` — ${event.reason}` : ''}`);
+        else if (event.status === 'running') say(`  ${event.workflow}: running`);
+        break;
+      case 'job-log': {
+        clearProgress();
+        const stream = event.stream === 'stderr' ? stderr : stdout;
+        if (!options.prefix) {
+          stream.write(event.data);
+          break;
+        }
+        const key = `${event.job}\0${event.stream}`;
+        const text = (partial.get(key) ?? '') + event.data.toString('utf8');
+        const lines = text.split('\n');
+        partial.set(key, lines.pop() ?? '');
+        const tag = width.get(event.job) ?? event.workflow;
+        for (const line of lines) stream.write(`${tag} | ${line}\n`);
+        break;
+      }
+      case 'job-notice': {
+        const n = event.notice;
+        if (n.kind === 'pull-progress') {
+          if (!stderr.isTTY) break;
+          const pct = n.total > 0 ? ` ${Math.floor((100 * n.current) / n.total)}% (${formatBytes(n.current)} / ${formatBytes(n.total)})` : '';
+          stderr.write(`\r\x1b[K  pulling ${n.image}${pct}`);
+          progressLine = true;
+        } else if (n.kind === 'pull-done') say(`  pulled ${n.image}`);
+        else if (n.kind === 'port') say(`  ${event.workflow}: port ${n.containerPort} → ${n.url}`);
+        else say(`  ${event.workflow}: ${n.message}`);
+        break;
+      }
+      case 'artifacts-saved':
+        say(`  ${event.workflow}: saved ${event.files} artifact file${event.files === 1 ? '' : 's'} (${formatBytes(event.bytes)})`);
+        break;
+      case 'stopping':
+        say(event.mode === 'graceful' ? 'Stopping gracefully (artifacts are saved); press Ctrl-C again to abort' : 'Aborting');
+        break;
+      case 'run-finished':
+        for (const [key, rest] of partial) {
+          if (rest) (key.endsWith('stderr') ? stderr : stdout).write(`${rest}\n`);
+        }
+        partial.clear();
+        say(`Run ${event.run} ${event.status}`);
+        break;
+    }
+  };
+}
+
+const elapsed = (since: number | undefined): string => (since ? ` in ${((Date.now() - since) / 1000).toFixed(1)} s` : '');

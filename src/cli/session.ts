@@ -1,0 +1,50 @@
+/**
+ * What a command needs from the outside world, opened lazily so `dstack --version` and `dstack ps`
+ * never load dockerode, and nothing is created in the dstack home before it is needed.
+ */
+import type { ArtifactStore } from '../artifacts/types.js';
+import type { Backend } from '../engine/backend.js';
+import type { RunStore } from '../engine/store/types.js';
+import { dstackHome } from './home.js';
+
+export class Session {
+  readonly home: string;
+  #store: RunStore | undefined;
+  #artifacts: ArtifactStore | undefined;
+  readonly #backends = new Map<string, Backend>();
+
+  constructor(env: NodeJS.ProcessEnv = process.env) {
+    this.home = dstackHome(env);
+  }
+
+  async store(): Promise<RunStore> {
+    if (!this.#store) {
+      const { openStore } = await import('../engine/store/sqlite.js');
+      this.#store = openStore(this.home);
+    }
+    return this.#store;
+  }
+
+  async artifacts(): Promise<ArtifactStore> {
+    if (!this.#artifacts) {
+      const { LocalArtifactStore } = await import('../artifacts/local-store.js');
+      this.#artifacts = new LocalArtifactStore({ home: this.home });
+    }
+    return this.#artifacts;
+  }
+
+  /** The backend a run is recorded with (`local`, `ssh:NAME`, …); undefined when not offered here. */
+  async backend(id: string): Promise<Backend | undefined> {
+    const existing = this.#backends.get(id);
+    if (existing) return existing;
+    const { openBackend } = await import('../backends/index.js');
+    const backend = openBackend(id, { home: this.home });
+    if (backend) this.#backends.set(id, backend);
+    return backend;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.#backends.values()].map((b) => b.close().catch(() => undefined)));
+    this.#store?.close();
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * Drives one run to its end in this process — the foreground CLI, or the detached supervisor —
+ * and turns signals into the two-stage stop: the first SIGINT (Ctrl-C) or a SIGTERM stops
+ * gracefully, a second SIGINT or a SIGUSR2 (`dstack stop -x`) aborts.
+ */
+import { RunControl } from '../engine/control.js';
+import { ExitCode, formatError } from '../engine/errors.js';
+import type { RunEvent } from '../engine/events.js';
+import type { RunOutcome } from '../engine/executor.js';
+import type { Snapshot } from '../engine/snapshot-types.js';
+import type { JobRecord, RunRecord } from '../engine/store/types.js';
+import { readSecrets } from './secrets-file.js';
+import type { Session } from './session.js';
+
+export interface SuperviseOptions {
+  readonly session: Session;
+  readonly run: RunRecord;
+  readonly jobs: readonly JobRecord[];
+  readonly snapshot: Snapshot;
+  readonly render: (event: RunEvent) => void;
+  readonly stderr: NodeJS.WritableStream;
+  /** In the foreground, the first Ctrl-C announces the graceful stop. */
+  readonly foreground: boolean;
+}
+
+export async function superviseRun(options: SuperviseOptions): Promise<RunOutcome> {
+  const { session, run, render } = options;
+  const [store, artifacts, backend, { executeRun }] = await Promise.all([
+    session.store(),
+    session.artifacts(),
+    session.backend(run.backend),
+    import('../engine/executor.js'),
+  ]);
+  if (!backend) throw new Error(`backend ${run.backend} is not offered by this build`);
+  const control = new RunControl();
+  const onInt = (): void => {
+    const mode = control.interrupt();
+    render({ type: 'stopping', run: run.name, mode: mode === 'stopping' ? 'graceful' : 'abort' });
+  };
+  const onTerm = (): void => {
+    if (control.mode !== 'running') return;
+    control.stop();
+    render({ type: 'stopping', run: run.name, mode: 'graceful' });
+  };
+  const onAbort = (): void => {
+    control.abort();
+    render({ type: 'stopping', run: run.name, mode: 'abort' });
+  };
+  process.on('SIGINT', onInt);
+  process.on('SIGTERM', onTerm);
+  process.on('SIGUSR2', onAbort);
+  process.on('SIGHUP', onTerm);
+  try {
+    const secrets = readSecrets(session.home);
+    return await executeRun({
+      store,
+      artifacts,
+      backend,
+      run,
+      jobs: options.jobs,
+      snapshot: options.snapshot,
+      secrets: (name) => secrets[name],
+      control,
+      onEvent: render,
+      graceSeconds: Number(process.env.DSTACK_STOP_GRACE ?? 10),
+    });
+  } finally {
+    process.off('SIGINT', onInt);
+    process.off('SIGTERM', onTerm);
+    process.off('SIGUSR2', onAbort);
+    process.off('SIGHUP', onTerm);
+  }
+}
+
+/** The process's exit code for a run's outcome; prints the errors that ended jobs. */
+export function exitCodeOf(outcome: RunOutcome, stderr: NodeJS.WritableStream): number {
+  let code: number = ExitCode.ok;
+  for (const job of outcome.jobs) {
+    if (job.error) {
+      stderr.write(`${formatError(job.error)}\n`);
+      code = Math.max(code, job.error.exitCode);
+    }
+  }
+  if (code !== ExitCode.ok) return code;
+  switch (outcome.status) {
+    case 'done':
+      return ExitCode.ok;
+    case 'stopped':
+    case 'aborted':
+      return outcome.jobs.some((j) => j.status === 'failed') ? ExitCode.jobFailed : ExitCode.interrupted;
+    default:
+      return ExitCode.jobFailed;
+  }
+}

@@ -1,0 +1,214 @@
+/**
+ * Runs the jobs of one run on a backend: each job waits for its deps, takes one of a bounded number
+ * of slots, and goes through provision → bootstrap → stage → start → wait → collect, with teardown
+ * always last — after success, failure, a graceful stop and an abort alike.
+ */
+import pLimit from 'p-limit';
+import type { ArtifactStore, Manifest } from '../artifacts/types.js';
+import type { Backend, ExitInfo, JobContext, Machine, RunningJob } from './backend.js';
+import type { ControlMode, RunControl } from './control.js';
+import { DstackError, isDstackError } from './errors.js';
+import type { RunEvent } from './events.js';
+import { revealSecrets, secretMasker, type SecretSource } from './secrets.js';
+import type { Snapshot } from './snapshot-types.js';
+import type { JobRecord, RunRecord, RunStore } from './store/types.js';
+import type { JobId, JobStatus } from './types.js';
+
+export interface ExecuteOptions {
+  readonly store: RunStore;
+  readonly artifacts: ArtifactStore;
+  readonly backend: Backend;
+  readonly run: RunRecord;
+  /** In topological order, as the store returned them. Jobs already final (reused deps) are not run. */
+  readonly jobs: readonly JobRecord[];
+  readonly snapshot: Snapshot;
+  readonly secrets: SecretSource;
+  readonly control: RunControl;
+  readonly onEvent: (event: RunEvent) => void;
+  /** How many jobs run at once (default 2). */
+  readonly parallelism?: number;
+  /** Seconds between SIGTERM and SIGKILL on a graceful stop (default 10). */
+  readonly graceSeconds?: number;
+}
+
+export interface JobOutcome {
+  readonly job: JobId;
+  readonly workflow: string;
+  readonly status: JobStatus;
+  readonly manifest?: Manifest;
+  /** The error that ended the job, when one did (image missing, engine gone). */
+  readonly error?: DstackError;
+}
+
+export interface RunOutcome {
+  readonly status: JobStatus;
+  readonly jobs: readonly JobOutcome[];
+}
+
+/** Teardown gets its own time, independent of whatever cancelled the job. */
+const TEARDOWN_TIMEOUT_MS = 60_000;
+
+export async function executeRun(options: ExecuteOptions): Promise<RunOutcome> {
+  const { jobs, control } = options;
+  const limit = pLimit(Math.max(1, options.parallelism ?? 2));
+  const outcomes = new Map<JobId, Promise<JobOutcome>>();
+  const byId = new Map(jobs.map((j) => [j.id, j] as const));
+
+  for (const job of jobs) {
+    outcomes.set(
+      job.id,
+      (async (): Promise<JobOutcome> => {
+        if (job.status === 'done') return { job: job.id, workflow: job.workflow, status: 'done', manifest: job.manifest };
+        const deps = await Promise.all(job.deps.map((d) => outcomes.get(d) ?? Promise.resolve(missingDep(d, byId))));
+        const blocked = deps.find((d) => d.status !== 'done');
+        if (blocked) {
+          return endWithout(options, job, 'aborted', `not run: dependency ${blocked.workflow} ended ${blocked.status}`);
+        }
+        return limit(() => {
+          if (control.mode !== 'running') return endWithout(options, job, control.mode === 'stopping' ? 'stopped' : 'aborted', 'not started: the run was stopped');
+          return runJob(options, job, deps.map((d) => d.manifest).filter((m): m is Manifest => m !== undefined));
+        });
+      })(),
+    );
+  }
+  const results = await Promise.all(jobs.map((j) => outcomes.get(j.id)!));
+  const status = options.store.getRun(options.run.name)?.status ?? 'failed';
+  options.onEvent({ type: 'run-finished', run: options.run.name, status });
+  return { status, jobs: results };
+}
+
+function missingDep(id: JobId, byId: ReadonlyMap<JobId, JobRecord>): JobOutcome {
+  return { job: id, workflow: byId.get(id)?.workflow ?? id, status: 'failed' };
+}
+
+function setStatus(o: ExecuteOptions, job: JobRecord, status: JobStatus, extra: { exitCode?: number; reason?: string } = {}): void {
+  if (o.store.setJobStatus(job.id, status, extra)) {
+    o.onEvent({ type: 'job-status', job: job.id, workflow: job.workflow, status, ...extra });
+  }
+}
+
+function endWithout(o: ExecuteOptions, job: JobRecord, status: JobStatus, reason: string): JobOutcome {
+  setStatus(o, job, status, { reason });
+  return { job: job.id, workflow: job.workflow, status };
+}
+
+async function runJob(o: ExecuteOptions, job: JobRecord, depManifests: readonly Manifest[]): Promise<JobOutcome> {
+  const { control, store } = o;
+  const outcome = (status: JobStatus, extra: Partial<JobOutcome> = {}): JobOutcome => ({ job: job.id, workflow: job.workflow, status, ...extra });
+  const ctx: JobContext = {
+    run: o.run.name,
+    job: job.id,
+    spec: job.spec,
+    signal: control.abortSignal,
+    notify: (notice) => o.onEvent({ type: 'job-notice', job: job.id, workflow: job.workflow, notice }),
+    recordHandle: (handle) => store.setJobHandle(job.id, handle),
+  };
+  let machine: Machine | undefined;
+  let running: RunningJob | undefined;
+  let unsubscribe: (() => void) | undefined;
+  try {
+    const revealed: string[] = [];
+    const secrets: SecretSource = (name) => {
+      const v = o.secrets(name);
+      if (v !== undefined) revealed.push(v);
+      return v;
+    };
+    const env = Object.fromEntries(Object.entries(job.spec.env).map(([k, v]) => [k, revealSecrets(v, secrets, `env ${k} of ${job.workflow}`)]));
+    const mask = secretMasker(revealed);
+
+    setStatus(o, job, 'provisioning');
+    machine = await o.backend.provision(ctx);
+    setStatus(o, job, 'downloading');
+    await machine.bootstrap(ctx);
+    await machine.stage(ctx, { snapshot: o.snapshot, deps: depManifests, store: o.artifacts });
+    if (modeOf(control) !== 'running') {
+      const status = modeOf(control) === 'stopping' ? 'stopped' : 'aborted';
+      setStatus(o, job, status, { reason: 'stopped before it started' });
+      return outcome(status);
+    }
+
+    running = await machine.start(ctx, env, (stream, chunk) => {
+      const data = mask(chunk);
+      store.appendLog(job.id, stream, data);
+      o.onEvent({ type: 'job-log', job: job.id, workflow: job.workflow, stream, data });
+    });
+    setStatus(o, job, 'running');
+    const r = running;
+    const follow = (mode: string): void => {
+      if (mode === 'stopping') void r.stop(o.graceSeconds ?? 10).catch(() => undefined);
+      else if (mode === 'aborting') void r.kill().catch(() => undefined);
+    };
+    unsubscribe = control.onChange(follow);
+    follow(control.mode); // a stop that came while the container was starting
+
+    const exit: ExitInfo = await running.wait();
+    unsubscribe();
+    if (modeOf(control) === 'aborting') {
+      setStatus(o, job, 'aborted', { exitCode: exit.exitCode, reason: 'aborted by user' });
+      return outcome('aborted');
+    }
+    if (modeOf(control) === 'stopping') {
+      setStatus(o, job, 'uploading');
+      const manifest = await collect(o, job, machine);
+      setStatus(o, job, 'stopped', { exitCode: exit.exitCode, reason: 'stopped by user' });
+      return outcome('stopped', { manifest });
+    }
+    if (exit.exitCode !== 0 || exit.lost) {
+      setStatus(o, job, 'failed', { exitCode: exit.exitCode, reason: exit.reason ?? `exited with code ${exit.exitCode}` });
+      return outcome('failed');
+    }
+    setStatus(o, job, 'uploading');
+    const manifest = await collect(o, job, machine);
+    setStatus(o, job, 'done', { exitCode: 0 });
+    return outcome('done', { manifest });
+  } catch (e) {
+    unsubscribe?.();
+    if (control.mode === 'aborting') {
+      setStatus(o, job, 'aborted', { reason: 'aborted by user' });
+      return outcome('aborted');
+    }
+    const error = isDstackError(e) ? e : undefined;
+    const reason = error ? `${error.code}: ${error.message}` : `internal error: ${e instanceof Error ? e.message : String(e)}`;
+    setStatus(o, job, control.mode === 'stopping' ? 'stopped' : 'failed', { reason });
+    if (!error) throw e;
+    return outcome('failed', { error });
+  } finally {
+    if (machine) await withTimeout(machine.teardown(), TEARDOWN_TIMEOUT_MS).catch(() => undefined);
+  }
+}
+
+async function collect(o: ExecuteOptions, job: JobRecord, machine: Machine): Promise<Manifest> {
+  const ctx: JobContext = {
+    run: o.run.name,
+    job: job.id,
+    spec: job.spec,
+    signal: new AbortController().signal,
+    notify: (notice) => o.onEvent({ type: 'job-notice', job: job.id, workflow: job.workflow, notice }),
+    recordHandle: (handle) => o.store.setJobHandle(job.id, handle),
+  };
+  const manifest = await machine.collect(ctx, job.spec.artifacts, o.artifacts);
+  o.store.setJobManifest(job.id, manifest);
+  const files = manifest.entries.filter((e) => e.type === 'file').length;
+  o.onEvent({ type: 'artifacts-saved', job: job.id, workflow: job.workflow, files, bytes: manifest.size });
+  return manifest;
+}
+
+/** Read through a function so the compiler does not narrow a mode that changes under awaits. */
+const modeOf = (control: RunControl): ControlMode => control.mode;
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+    t.unref();
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
+}

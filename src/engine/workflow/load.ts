@@ -1,0 +1,137 @@
+/**
+ * Finds the project and loads its workflow files and variables. Every file is parsed with the
+ * `yaml` Document API so each node keeps its source range; all errors of all files are collected
+ * and thrown together (`DstackErrors` when more than one).
+ */
+import { existsSync, statSync } from 'node:fs';
+import { readFile, readdir } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { isAlias, isMap, isSeq, parseDocument, type Document, type Node } from 'yaml';
+import { DstackError, DstackErrors } from '../errors.js';
+import type { Project, VariablesFile, WorkflowSpec } from '../types.js';
+import { convertWorkflow, scalarText } from './convert.js';
+import { KNOWN_KEYS, variablesFile, workflowItem, workflowsFile } from './schema.js';
+import { SourceFile, formatLocation } from './source.js';
+import { nodeError, validate } from './validate.js';
+
+const isDir = (p: string): boolean => existsSync(p) && statSync(p).isDirectory();
+const PROJECT_MARKERS = ['workflows.yaml', 'workflows.yml', 'workflows', 'variables.yaml'];
+
+/**
+ * The nearest ancestor whose `.dstack/` holds project files. The dstack home (`~/.dstack` by
+ * default) is also a `.dstack/` folder, so a bare `.dstack/` only counts when it is not the home;
+ * otherwise every folder under `~` would look like a project.
+ */
+export function findProjectRoot(cwd: string): string | undefined {
+  const home = resolve(process.env['DSTACK_HOME'] ?? join(homedir(), '.dstack'));
+  let bare: string | undefined;
+  for (let dir = resolve(cwd); ; dir = dirname(dir)) {
+    const d = join(dir, '.dstack');
+    if (isDir(d)) {
+      if (PROJECT_MARKERS.some((m) => existsSync(join(d, m)))) return dir;
+      if (bare === undefined && d !== home) bare = dir;
+    }
+    if (dirname(dir) === dir) return bare;
+  }
+}
+
+async function workflowFiles(root: string): Promise<string[]> {
+  const files = ['.dstack/workflows.yaml', '.dstack/workflows.yml'].filter((f) => existsSync(join(root, f)));
+  const dir = join(root, '.dstack', 'workflows');
+  if (isDir(dir)) {
+    const names = (await readdir(dir)).filter((n) => /\.ya?ml$/.test(n)).sort();
+    files.push(...names.map((n) => `.dstack/workflows/${n}`));
+  }
+  return files;
+}
+
+async function parse(root: string, file: string): Promise<{ src: SourceFile; doc: Document; errors: DstackError[] }> {
+  const src = new SourceFile(file, await readFile(join(root, file), 'utf8'));
+  const doc = parseDocument(src.text, { lineCounter: src.lineCounter, prettyErrors: false });
+  const errors = doc.errors.map((e) => {
+    const location = src.locate(e.pos[0]);
+    return new DstackError('DS0001', `malformed YAML: ${e.message}`, { location, lineText: src.lineText(location.line) });
+  });
+  return { src, doc, errors };
+}
+
+export async function loadProject(root: string): Promise<Project> {
+  const files = await workflowFiles(root);
+  if (files.length === 0)
+    throw new DstackError('DS0012', `no workflows file in ${root}: expected .dstack/workflows.yaml or .dstack/workflows/*.yaml`, {
+      hint: 'run `dstack init` to write a starter .dstack/workflows.yaml',
+    });
+  const errors: DstackError[] = [];
+  const workflows = new Map<string, WorkflowSpec>();
+  for (const file of files) {
+    const before = errors.length;
+    await loadFile(root, file, workflows, errors);
+    // Within a file, report in reading order (schema and meaning errors are found in two passes).
+    errors.splice(before, Infinity, ...errors.slice(before).sort(byPosition));
+  }
+  const variables = await loadVariables(root, errors);
+  if (errors.length === 1) throw errors[0]!;
+  if (errors.length > 1) throw new DstackErrors(errors);
+  return { root, workflows, variables };
+}
+
+const byPosition = (a: DstackError, b: DstackError): number =>
+  (a.location?.line ?? 0) - (b.location?.line ?? 0) || (a.location?.col ?? 0) - (b.location?.col ?? 0);
+
+async function loadFile(root: string, file: string, workflows: Map<string, WorkflowSpec>, errors: DstackError[]): Promise<void> {
+  const { src, doc, errors: parseErrors } = await parse(root, file);
+  errors.push(...parseErrors);
+  if (parseErrors.length || !doc.contents) return;
+  const base = { src, doc, known: { '': ['workflows'] }, where: ` in ${file}`, rootLabel: 'file' };
+  const fileErrors = validate(workflowsFile, doc.contents, base);
+  errors.push(...fileErrors);
+  if (fileErrors.length) return;
+  const list = isMap(doc.contents) ? doc.contents.get('workflows', true) : undefined;
+  for (const raw of isSeq(list) ? (list.items as Node[]) : []) {
+    const item = isAlias(raw) ? (raw.resolve(doc) ?? raw) : raw;
+    const nameHint = isMap(item) ? scalarText(item.get('name', true) as Node | undefined) : '';
+    const shapeErrors = validate(workflowItem, item, {
+      src, doc, known: KNOWN_KEYS, rootLabel: 'workflow', where: nameHint ? ` in workflow \`${nameHint}\`` : '',
+    });
+    errors.push(...shapeErrors);
+    if (shapeErrors.length || !isMap(item)) continue;
+    const { spec, errors: specErrors } = convertWorkflow({ src, doc }, item);
+    errors.push(...specErrors);
+    if (!spec) continue;
+    const first = workflows.get(spec.name);
+    if (first) {
+      errors.push(nodeError({ src }, item, 'DS0005',
+        `workflow \`${spec.name}\` is defined twice: at ${formatLocation(first.location)} and at ${formatLocation(spec.location)}`,
+        'rename or remove one of them'));
+    } else workflows.set(spec.name, spec);
+  }
+}
+
+const EMPTY_VARIABLES: VariablesFile = { global: {}, perWorkflow: {}, locations: new Map() };
+
+/** `.dstack/variables.yaml`: `variables: {global: {k: v}, <workflow>: {k: v}}`, values kept as written. */
+async function loadVariables(root: string, errors: DstackError[]): Promise<VariablesFile> {
+  const file = '.dstack/variables.yaml';
+  if (!existsSync(join(root, file))) return EMPTY_VARIABLES;
+  const { src, doc, errors: parseErrors } = await parse(root, file);
+  errors.push(...parseErrors);
+  if (parseErrors.length || !doc.contents) return EMPTY_VARIABLES;
+  const shapeErrors = validate(variablesFile, doc.contents, { src, doc, known: { '': ['variables'] }, where: ` in ${file}`, rootLabel: 'file' });
+  errors.push(...shapeErrors);
+  if (shapeErrors.length) return EMPTY_VARIABLES;
+  const sections = isMap(doc.contents) ? doc.contents.get('variables', true) : undefined;
+  const global: Record<string, string> = {};
+  const perWorkflow: Record<string, Record<string, string>> = {};
+  const locations = new Map<string, { file: string; line: number; col: number }>();
+  for (const section of isMap(sections) ? sections.items : []) {
+    const sectionName = scalarText(section.key as Node);
+    const target = sectionName === 'global' ? global : (perWorkflow[sectionName] ??= {});
+    for (const pair of isMap(section.value) ? section.value.items : []) {
+      const name = scalarText(pair.key as Node);
+      target[name] = scalarText(pair.value as Node | undefined);
+      locations.set(`${sectionName}.${name}`, src.locate((pair.key as Node).range?.[0] ?? 0));
+    }
+  }
+  return { global, perWorkflow, locations };
+}

@@ -1,0 +1,63 @@
+/**
+ * Source text helpers shared by the loader, the planner and the resolver: turning offsets into
+ * `file:line:col`, fetching the offending line for an error, and the "did you mean" suggestion.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { closest, distance } from 'fastest-levenshtein';
+import { LineCounter } from 'yaml';
+import type { SourceLocation } from '../errors.js';
+
+/** One YAML file as read: its path relative to the project root, its text and line index. */
+export class SourceFile {
+  readonly lines: readonly string[];
+  readonly lineCounter = new LineCounter();
+  constructor(
+    readonly file: string,
+    readonly text: string,
+  ) {
+    this.lines = text.split(/\r?\n/);
+  }
+
+  locate(offset: number): SourceLocation {
+    const { line, col } = this.lineCounter.linePos(offset);
+    return { file: this.file, line, col };
+  }
+
+  lineText(line: number): string | undefined {
+    return this.lines[line - 1];
+  }
+}
+
+/**
+ * The line a location points at, read again from disk. Used by errors found after loading (the
+ * planner, the resolver), which only have the location; errors are rare, so the re-read is cheap.
+ */
+export function lineTextAt(root: string, loc: SourceLocation): string | undefined {
+  return sourceLines(root, loc.file)?.[loc.line - 1];
+}
+
+export function sourceLines(root: string, file: string): string[] | undefined {
+  try {
+    return readFileSync(join(root, file), 'utf8').split(/\r?\n/);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The closest candidate within a small edit distance, or undefined. Field names use the fixed
+ * limit 2; longer names (workflows, variables) allow a third of their length.
+ */
+export function didYouMean(word: string, candidates: Iterable<string>, maxDistance?: number): string | undefined {
+  const list = [...candidates];
+  if (list.length === 0) return undefined;
+  const best = closest(word, list);
+  const limit = maxDistance ?? Math.max(2, Math.floor(word.length / 3));
+  return distance(word, best) <= limit ? best : undefined;
+}
+
+/** `; did you mean \`x\`?` or ''. */
+export const suggestion = (best: string | undefined): string => (best === undefined ? '' : `; did you mean \`${best}\`?`);
+
+export const formatLocation = (loc: SourceLocation): string => `${loc.file}:${loc.line}:${loc.col}`;

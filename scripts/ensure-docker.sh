@@ -7,7 +7,10 @@ set -euo pipefail
 sock=${DOCKER_HOST:-unix:///var/run/docker.sock}
 sock=${sock#unix://}
 
-ping() { curl -fsS --max-time 2 --unix-socket "$sock" http://localhost/_ping >/dev/null 2>&1; }
+# Node is always here; curl may not be.
+ping() {
+  node -e 'const r=require("http").get({socketPath:process.argv[1],path:"/_ping",timeout:2000},(res)=>process.exit(res.statusCode===200?0:1));r.on("error",()=>process.exit(1));r.on("timeout",()=>process.exit(1))' "$sock"
+}
 
 if ping; then exit 0; fi
 

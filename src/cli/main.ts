@@ -19,16 +19,20 @@ export async function main(argv: readonly string[]): Promise<number> {
     process.stdout.write(`${VERSION}\n`);
     return 0;
   }
-  const cli = new Cli({ binaryLabel: 'dstack — run ML workflows in Docker', binaryName: 'dstack', binaryVersion: VERSION });
-  for (const c of [RunCommand, PsCommand, LogsCommand, StopCommand, RmCommand, InitCommand, SuperviseCommand, Builtins.HelpCommand, Builtins.VersionCommand]) {
+  const colored = Boolean(process.stdout.isTTY) && !process.env.NO_COLOR;
+  const cli = new Cli({ binaryLabel: 'dstack — run ML workflows in Docker', binaryName: 'dstack', binaryVersion: VERSION, enableColors: colored });
+  for (const c of [RunCommand, PsCommand, LogsCommand, StopCommand, RmCommand, InitCommand, Builtins.HelpCommand, Builtins.VersionCommand]) {
     cli.register(c);
   }
+  // The detached supervisor is for dstack itself; registered only when called, so help never lists it.
+  if (argv[0] === '_supervise') cli.register(SuperviseCommand);
   let command;
   try {
     command = cli.process([...argv], Cli.defaultContext);
   } catch (e) {
     // Parse errors: unknown command or option, missing argument.
-    process.stderr.write(`${cli.error(e, { colored: false })}`);
+    const text = cli.error(e, { colored: false }).replace(/^Unknown Syntax Error: /, '').trimEnd();
+    process.stderr.write(`error DS0100: ${text}\n  = see \`dstack --help\`\n`);
     return 2;
   }
   try {

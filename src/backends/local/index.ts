@@ -76,6 +76,7 @@ export class LocalBackend implements Backend {
 
   async reap(handle: BackendHandle): Promise<void> {
     const id = handle.container;
+    // The container first: while it runs it may still be writing into the folder.
     if (typeof id === 'string' && id) await this.client.removeContainer(id);
     if (typeof handle.jobDir === 'string') await removeJobDir(this.home, handle.jobDir);
   }

@@ -113,14 +113,17 @@ export class LocalMachine implements Machine {
       home: this.imageHome,
     });
 
+    ctx.signal.throwIfAborted();
     let id: string;
     try {
-      id = (await this.client.createContainer(options, ctx.signal)).Id;
+      // No abort signal here: an aborted create may still make a container whose id we'd never learn.
+      id = (await this.client.createContainer(options)).Id;
     } catch (e) {
       throw createError(e, spec.image, ctx.job);
     }
     this.containerId = id;
     ctx.recordHandle(this.handle());
+    ctx.signal.throwIfAborted();
 
     // Both must be in place before start: a wait registered afterwards could miss a fast exit, and
     // attach would miss the first output. The engine answers each with headers once it holds them.
@@ -146,7 +149,7 @@ export class LocalMachine implements Machine {
     waitBody.catch(() => undefined);
 
     try {
-      await this.client.call('POST', `/containers/${id}/start`, { signal: ctx.signal });
+      await this.client.call('POST', `/containers/${id}/start`);
     } catch (e) {
       this.destroyStreams();
       throw startError(e, ctx.job, ports);
@@ -163,6 +166,7 @@ export class LocalMachine implements Machine {
 
   async teardown(): Promise<void> {
     this.destroyStreams();
+    // The container first: while it runs it may still be writing into the folder.
     if (this.containerId) await this.client.removeContainer(this.containerId);
     await removeJobDir(this.home, this.jobDir);
   }

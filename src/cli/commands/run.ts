@@ -40,7 +40,7 @@ export class RunCommand extends DstackCommand {
     ],
   });
 
-  tokens = Option.Proxy();
+  tokens = Option.Proxy({ name: 'WORKFLOW [ARGS]' });
 
   async run(): Promise<number> {
     const flags = parseRunFlags(this.tokens);

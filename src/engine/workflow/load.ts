@@ -50,7 +50,10 @@ async function parse(root: string, file: string): Promise<{ src: SourceFile; doc
   const src = new SourceFile(file, await readFile(join(root, file), 'utf8'));
   const doc = parseDocument(src.text, { lineCounter: src.lineCounter, prettyErrors: false });
   const errors = doc.errors.map((e) => {
-    const location = src.locate(e.pos[0]);
+    // An unclosed quote or bracket is found at the end of the input, past the last line written;
+    // point at that last line instead of an empty one.
+    const trimmed = src.text.trimEnd().length;
+    const location = src.locate(e.pos[0] >= trimmed ? Math.max(0, trimmed - 1) : e.pos[0]);
     return new DstackError('DS0001', `malformed YAML: ${e.message}`, { location, lineText: src.lineText(location.line) });
   });
   return { src, doc, errors };
@@ -83,7 +86,7 @@ async function loadFile(root: string, file: string, workflows: Map<string, Workf
   const { src, doc, errors: parseErrors } = await parse(root, file);
   errors.push(...parseErrors);
   if (parseErrors.length || !doc.contents) return;
-  const base = { src, doc, known: { '': ['workflows'] }, where: ` in ${file}`, rootLabel: 'file' };
+  const base = { src, doc, known: { '': ['workflows'] }, where: ` in ${file}`, rootLabel: 'the file' };
   const fileErrors = validate(workflowsFile, doc.contents, base);
   errors.push(...fileErrors);
   if (fileErrors.length) return;
@@ -92,7 +95,7 @@ async function loadFile(root: string, file: string, workflows: Map<string, Workf
     const item = isAlias(raw) ? (raw.resolve(doc) ?? raw) : raw;
     const nameHint = isMap(item) ? scalarText(item.get('name', true) as Node | undefined) : '';
     const shapeErrors = validate(workflowItem, item, {
-      src, doc, known: KNOWN_KEYS, rootLabel: 'workflow', where: nameHint ? ` in workflow \`${nameHint}\`` : '',
+      src, doc, known: KNOWN_KEYS, rootLabel: 'a workflow entry', where: nameHint ? ` in workflow \`${nameHint}\`` : '',
     });
     errors.push(...shapeErrors);
     if (shapeErrors.length || !isMap(item)) continue;
@@ -117,7 +120,7 @@ async function loadVariables(root: string, errors: DstackError[]): Promise<Varia
   const { src, doc, errors: parseErrors } = await parse(root, file);
   errors.push(...parseErrors);
   if (parseErrors.length || !doc.contents) return EMPTY_VARIABLES;
-  const shapeErrors = validate(variablesFile, doc.contents, { src, doc, known: { '': ['variables'] }, where: ` in ${file}`, rootLabel: 'file' });
+  const shapeErrors = validate(variablesFile, doc.contents, { src, doc, known: { '': ['variables'] }, where: ` in ${file}`, rootLabel: 'the file' });
   errors.push(...shapeErrors);
   if (shapeErrors.length) return EMPTY_VARIABLES;
   const sections = isMap(doc.contents) ? doc.contents.get('variables', true) : undefined;

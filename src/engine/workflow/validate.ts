@@ -20,7 +20,7 @@ export interface ValidateContext {
   readonly known: Readonly<Record<string, readonly string[]>>;
   /** Appended after a field's name: " in workflow `train`". */
   readonly where: string;
-  /** How to name the root itself in a message: "workflow", "file". */
+  /** How to name the root itself in a message: "a workflow entry", "the file". */
   readonly rootLabel: string;
 }
 
@@ -45,7 +45,7 @@ export function nodeError(
 function toDstackError(raw: string, ctx: ValidateContext): DstackError {
   const { segments, message } = parseTypanionError(raw);
   const { node, parent, keyNode } = follow(ctx, segments);
-  const display = displayPath(segments) || ctx.rootLabel;
+  const display = segments.length ? `\`${displayPath(segments)}\`` : ctx.rootLabel;
   if (message.startsWith('Extraneous property')) {
     const key = String(segments[segments.length - 1]);
     const parentPath = segments.slice(0, -1);
@@ -56,11 +56,11 @@ function toDstackError(raw: string, ctx: ValidateContext): DstackError {
       best ? undefined : `known fields: ${known.join(', ')}`);
   }
   if (message === MISSING) {
-    return nodeError(ctx, parent ?? node, 'DS0004', `missing required field \`${display}\`${ctx.where}`);
+    return nodeError(ctx, parent ?? node, 'DS0004', `missing required field ${display}${ctx.where}`);
   }
   const m = /^Expected (.*) \(got (.*)\)$/s.exec(message);
   const detail = m ? `expected ${m[1]}, got ${m[2]}` : message.charAt(0).toLowerCase() + message.slice(1);
-  return nodeError(ctx, node, 'DS0003', `wrong type for \`${display}\`${ctx.where}: ${detail}`);
+  return nodeError(ctx, node, 'DS0003', `wrong type for ${display}${ctx.where}: ${detail}`);
 }
 
 /** Parses typanion's `<path>: <message>`, where path is `.`, `.key`, `[0]` and `["odd key"]` segments. */

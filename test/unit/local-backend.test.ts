@@ -1,0 +1,118 @@
+/** The local backend's pure parts: container options, cache mounts, the demuxer, DOCKER_HOST, image names. */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { cacheMounts, createOptions } from '../../src/backends/local/container.js';
+import { demuxer } from '../../src/backends/local/demux.js';
+import { endpointFromEnv } from '../../src/backends/local/docker.js';
+import { splitImage } from '../../src/backends/local/pull.js';
+import { DstackError } from '../../src/engine/errors.js';
+import type { JobSpec } from '../../src/engine/types.js';
+
+const spec = (o: Partial<JobSpec> = {}): JobSpec => ({
+  workflow: 'train',
+  provider: 'bash',
+  image: 'python:3.11',
+  command: ['/bin/sh', '-c', 'python train.py'],
+  env: {},
+  workingDir: '',
+  ports: 0,
+  artifacts: [],
+  cache: [],
+  resources: {},
+  variables: {},
+  args: [],
+  deps: [],
+  ...o,
+});
+
+test('createOptions: limits, gpu, ports, working dir, labels, env', () => {
+  const o = createOptions({
+    spec: spec({
+      workingDir: 'src',
+      resources: { cpu: 1.5, memory: 2 ** 30, shmSize: 2 ** 26, gpu: { count: 2 } },
+      cache: ['~/.cache/pip'],
+    }),
+    labels: { 'dstack.run': 'r' },
+    workflowDir: '/h/jobs/r_train/workflow',
+    cacheDir: '/h/cache/abc/train',
+    env: { A: '1' },
+    ports: [40001],
+  });
+  assert.equal(o.Cmd, ['/bin/sh', '-c', 'python train.py']);
+  assert.is(o.Entrypoint, undefined);
+  assert.is(o.WorkingDir, '/workflow/src');
+  assert.equal(o.Env, ['A=1', 'PORT_0=40001', 'HOME=/root']);
+  assert.equal(o.Labels, { 'dstack.run': 'r' });
+  assert.equal(o.ExposedPorts, { '40001/tcp': {} });
+  const hc = o.HostConfig ?? {};
+  assert.equal(hc.Binds, ['/h/jobs/r_train/workflow:/workflow', '/h/cache/abc/train/root/.cache/pip:/root/.cache/pip']);
+  assert.is(hc.Memory, 2 ** 30);
+  assert.is(hc.NanoCpus, 1_500_000_000);
+  assert.is(hc.ShmSize, 2 ** 26);
+  assert.equal(hc.DeviceRequests, [{ Driver: '', Count: 2, Capabilities: [['gpu']] }]);
+  assert.equal(hc.PortBindings, { '40001/tcp': [{ HostIp: '127.0.0.1', HostPort: '40001' }] });
+});
+
+test('createOptions: no limits, no ports → none set; the image command kept', () => {
+  const o = createOptions({ spec: spec({ command: undefined }), labels: {}, workflowDir: '/w', cacheDir: '/c', env: {}, ports: [] });
+  assert.is(o.Cmd, undefined);
+  assert.is(o.WorkingDir, '/workflow');
+  assert.equal(o.HostConfig, { Binds: ['/w:/workflow'] });
+  assert.is(o.ExposedPorts, undefined);
+});
+
+test('cacheMounts: ~, absolute and relative paths; duplicates and the root dropped', () => {
+  assert.equal(cacheMounts(['~/.cache/pip', '/data/', 'models', './models', '~', '/', '.'], '/home/me'), [
+    { target: '/home/me/.cache/pip', source: 'home/me/.cache/pip' },
+    { target: '/data', source: 'data' },
+    { target: '/workflow/models', source: 'workflow/models' },
+    { target: '/home/me', source: 'home/me' },
+  ]);
+});
+
+test('demuxer: frames split across chunks and several frames in one chunk', () => {
+  const got: [string, string][] = [];
+  const push = demuxer((s, c) => got.push([s, c.toString()]));
+  const frame = (t: number, text: string): Buffer => {
+    const h = Buffer.alloc(8);
+    h[0] = t;
+    h.writeUInt32BE(Buffer.byteLength(text), 4);
+    return Buffer.concat([h, Buffer.from(text)]);
+  };
+  const all = Buffer.concat([frame(1, 'out1\n'), frame(2, 'err\n'), frame(1, 'out2\n')]);
+  push(all.subarray(0, 3));
+  push(all.subarray(3, 15));
+  push(all.subarray(15));
+  assert.equal(got, [
+    ['stdout', 'out1\n'],
+    ['stderr', 'err\n'],
+    ['stdout', 'out2\n'],
+  ]);
+});
+
+test('endpointFromEnv: unix, tcp, default socket, ssh refused', () => {
+  assert.equal(endpointFromEnv({ DOCKER_HOST: 'unix:///tmp/d.sock' }), { describe: 'unix:///tmp/d.sock', socketPath: '/tmp/d.sock' });
+  const tcp = endpointFromEnv({ DOCKER_HOST: 'tcp://10.0.0.2:2375' });
+  assert.is(tcp.describe, 'tcp://10.0.0.2:2375');
+  assert.is(tcp.host, '10.0.0.2');
+  assert.is(tcp.port, 2375);
+  assert.is(tcp.tls, undefined);
+  assert.ok(endpointFromEnv({}).socketPath?.endsWith('docker.sock'));
+  try {
+    endpointFromEnv({ DOCKER_HOST: 'ssh://me@host' });
+    assert.unreachable();
+  } catch (e) {
+    assert.instance(e, DstackError);
+    assert.is((e as DstackError).code, 'DS0200');
+  }
+});
+
+test('splitImage: tags, registries with ports, digests', () => {
+  assert.equal(splitImage('ubuntu'), { name: 'ubuntu', tag: 'latest' });
+  assert.equal(splitImage('python:3.11'), { name: 'python', tag: '3.11' });
+  assert.equal(splitImage('localhost:5000/x/y'), { name: 'localhost:5000/x/y', tag: 'latest' });
+  assert.equal(splitImage('localhost:5000/x/y:v2'), { name: 'localhost:5000/x/y', tag: 'v2' });
+  assert.equal(splitImage('x@sha256:abc'), { name: 'x', tag: 'sha256:abc' });
+});
+
+test.run();

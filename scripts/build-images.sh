@@ -24,27 +24,28 @@ mirror() { # the Debian mirror this machine already uses
   [ -n "$m" ] || m=$(grep -hoE '^deb +\S+' /etc/apt/sources.list 2>/dev/null | head -1 | awk '{print $2}')
   echo "${m:-http://deb.debian.org/debian}"
 }
-recipe_hash() { sha256sum "$0" | cut -c1-16; }
+# An image's label is a hash of the function that builds it: editing one recipe rebuilds only that image.
+recipe_hash() { declare -f "$1" mirror | sha256sum | cut -c1-16; }
 have_image() { # name hash
   [ "$(docker image inspect -f '{{ index .Config.Labels "dstack.recipe" }}' "$1" 2>/dev/null || true)" = "$2" ]
 }
 
 build_busybox() {
-  local name=dstack-test/busybox:latest h; h=$(recipe_hash)
+  local name=dstack-test/busybox:latest h; h=$(recipe_hash build_busybox)
   have_image "$name" "$h" && { echo "image $name is up to date"; return; }
   need_pkg /bin/busybox busybox-static
   local root; root=$(mktemp -d)
   mkdir -p "$root/bin" "$root/tmp" "$root/workflow"
   cp /bin/busybox "$root/bin/busybox"
-  "$root/bin/busybox" --install -s "$root/bin" 2>/dev/null || (cd "$root/bin" && for a in $(./busybox --list); do [ -e "$a" ] || ln -s busybox "$a"; done)
-  # busybox --install -s writes absolute links to /bin/busybox, which is right inside the image.
+  # Relative links: `busybox --install -s` would point them at this temporary folder.
+  (cd "$root/bin" && for a in $(./busybox --list); do [ -e "$a" ] || ln -s busybox "$a"; done)
   tar -C "$root" -c . | docker import --change 'ENV PATH=/bin' --change "LABEL dstack.recipe=$h" - "$name" >/dev/null
   rm -rf "$root"
   echo "built $name"
 }
 
 build_python() {
-  local name=dstack/python:3.11-ml h; h=$(recipe_hash)
+  local name=dstack/python:3.11-ml h; h=$(recipe_hash build_python)
   have_image "$name" "$h" && { echo "image $name is up to date"; return; }
   need_pkg debootstrap debootstrap
   local root; root=$(mktemp -d /var/tmp/dstack-rootfs.XXXXXX)

@@ -55,7 +55,8 @@ export function parseRunFlags(tokens: readonly string[]): RunFlags {
   for (let i = 0; i < tokens.length; i++) {
     const token = tokens[i]!;
     if (token === '--') {
-      rest.push(...tokens.slice(i + 1));
+      // Kept: the workflow's own parser (parseRunArgs) reads `--` as the end of variable overrides.
+      rest.push(...tokens.slice(i));
       break;
     }
     const eq = token.startsWith('--') ? token.indexOf('=') : -1;

@@ -86,6 +86,8 @@ export interface ProjectOptions {
   readonly files?: Readonly<Record<string, string>>;
   /** Written to `$DSTACK_HOME/secrets.json`, mode 0600. */
   readonly secrets?: Readonly<Record<string, string>>;
+  /** More environment for every command run in this project. */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 /** Every home made in this process, for the leak sweep at the end of a file. */
@@ -159,6 +161,7 @@ export async function createProject(options: ProjectOptions = {}): Promise<Proje
     NO_COLOR: '1',
     FORCE_COLOR: '0',
     ...(process.env.DOCKER_HOST ? { DOCKER_HOST: process.env.DOCKER_HOST } : {}),
+    ...options.env,
   };
   const project = { dir, env };
   return {

@@ -4,7 +4,7 @@
  * Statuses and notices go to stderr. `--json` prints each event as one JSON line instead.
  */
 import type { RunEvent } from '../engine/events.js';
-import type { JobId } from '../engine/types.js';
+import { isFinal, type JobId } from '../engine/types.js';
 import { formatBytes } from './format.js';
 
 export interface RenderOptions {
@@ -37,6 +37,16 @@ export function createRenderer(options: RenderOptions): (event: RunEvent) => voi
     clearProgress();
     stderr.write(`${text}\n`);
   };
+  const tags = new Map<JobId, string>();
+  /** Ends the unfinished last lines of a job (or of every job), prefixed like the others. */
+  const flush = (job?: JobId): void => {
+    for (const [key, rest] of partial) {
+      const [id, stream] = key.split('\0') as [JobId, string];
+      if (job !== undefined && id !== job) continue;
+      if (rest) (stream === 'stderr' ? stderr : stdout).write(`${tags.get(id) ?? id} | ${rest}\n`);
+      partial.delete(key);
+    }
+  };
 
   return (event) => {
     switch (event.type) {
@@ -50,6 +60,7 @@ export function createRenderer(options: RenderOptions): (event: RunEvent) => voi
         say(`  ${event.workflow}: reusing the artifacts of ${event.from}`);
         break;
       case 'job-status':
+        if (isFinal(event.status)) flush(event.job);
         if (event.status === 'running') started.set(event.job, Date.now());
         if (event.status === 'done') say(`  ${event.workflow}: done${elapsed(started.get(event.job))}`);
         else if (event.status === 'failed') say(`  ${event.workflow}: failed${event.reason ? ` — ${event.reason}` : ''}`);
@@ -68,6 +79,7 @@ export function createRenderer(options: RenderOptions): (event: RunEvent) => voi
         const lines = text.split('\n');
         partial.set(key, lines.pop() ?? '');
         const tag = width.get(event.job) ?? event.workflow;
+        tags.set(event.job, tag);
         for (const line of lines) stream.write(`${tag} | ${line}\n`);
         break;
       }
@@ -90,10 +102,7 @@ export function createRenderer(options: RenderOptions): (event: RunEvent) => voi
         say(event.mode === 'graceful' ? 'Stopping gracefully (artifacts are saved); press Ctrl-C again to abort' : 'Aborting');
         break;
       case 'run-finished':
-        for (const [key, rest] of partial) {
-          if (rest) (key.endsWith('stderr') ? stderr : stdout).write(`${rest}\n`);
-        }
-        partial.clear();
+        flush();
         say(`Run ${event.run} ${event.status}`);
         break;
     }

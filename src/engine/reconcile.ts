@@ -50,7 +50,11 @@ export async function reconcileRuns(
         continue;
       }
       const seen = await backend.observe(job.handle);
-      if (seen.state === 'running') continue;
+      if (seen.state === 'running') {
+        // The CLI can die after the container started but before it recorded `running`.
+        if (job.status !== 'running') touched = store.setJobStatus(job.id, 'running') || touched;
+        continue;
+      }
       const reason =
         seen.state === 'exited'
           ? `${why}; its container exited with code ${seen.exitCode}; artifacts were not saved`

@@ -111,6 +111,11 @@ test(
         [[first, 'b', 'done']],
       );
 
+      const table = await p.run(['ps']);
+      assert.is(table.exitCode, 0, table.stderr);
+      assert.match(table.stdout, /^RUN +WORKFLOW +SUBMITTED +OWNER +STATUS +TAG +BACKEND +DURATION\n/);
+      assert.match(table.stdout, new RegExp(`\\n${first} +b +(now|\\d+ secs ago) +e2e +done +local +\\d+s\\n$`));
+
       const detail = await p.json<RunWithJobs>(['ps', first, '--json']);
       assert.is(detail.status, 'done');
       assert.equal(
@@ -174,6 +179,53 @@ test(
       assert.is((await p.json<RunJson[]>(['ps', '-a', '--json'])).length, 3);
     } finally {
       await removeContainers(p.home);
+    }
+  }),
+);
+
+test(
+  'run --json: one JSON event per line on stdout, job output included',
+  withTimeout(60_000, async () => {
+    try {
+      const r = await p.run(['run', 'a', '--json']);
+      assert.is(r.exitCode, 0, r.stderr);
+      assertNoCrash(r);
+      const events = r.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { type: string; data?: string; status?: string });
+      assert.is(events[0]!.type, 'run-created');
+      assert.equal(events.at(-1), { type: 'run-finished', run: (events[0] as unknown as { run: string }).run, status: 'done' });
+      assert.ok(events.some((e) => e.type === 'job-log' && e.data === 'a-says-hi\n'), r.stdout);
+      assert.equal(
+        events.filter((e) => e.type === 'job-status').map((e) => e.status),
+        ['provisioning', 'downloading', 'running', 'uploading', 'done'],
+      );
+    } finally {
+      await removeContainers(p.home);
+    }
+  }),
+);
+
+test(
+  'a last line without a newline keeps its workflow prefix, live and in logs',
+  withTimeout(60_000, async () => {
+    const t = await createProject({
+      workflows: `workflows:
+  - name: first
+    image: ${IMAGE}
+    commands: [printf 'first-tail']
+  - name: second
+    image: ${IMAGE}
+    deps: [first]
+    commands: [printf 'second-line\\nsecond-tail']
+`,
+    });
+    try {
+      const r = await t.run(['run', 'second']);
+      assert.is(r.exitCode, 0, r.stderr);
+      assert.is(r.stdout, 'first  | first-tail\nsecond | second-line\nsecond | second-tail\n');
+      const logs = await t.run(['logs', runNameOf(r.stderr)]);
+      assert.is(logs.stdout, r.stdout);
+    } finally {
+      await t.cleanup();
     }
   }),
 );

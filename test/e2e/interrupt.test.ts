@@ -5,7 +5,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertNoCrash, containersOf, createProject, docker, homes, runNameOf, type Background, type Project } from '../helpers/cli.js';
+import { assertNoCrash, containersOf, createProject, docker, homes, runNameOf, sleep, type Background, type Project } from '../helpers/cli.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 const IMAGE = 'dstack-test/busybox:latest';
@@ -47,14 +47,23 @@ async function project(): Promise<Project> {
   return createProject({ workflows: WORKFLOWS, env: { DSTACK_STOP_GRACE: '30' } });
 }
 
-/** Starts `dstack run WF` in the foreground and waits until the job has printed `ready`. */
-async function startRun(p: Project, wf: string): Promise<{ bg: Background; name: string }> {
+const runOf = (p: Project, name: string): Promise<RunJson> => p.json<RunJson>(['ps', name, '--json']);
+
+/**
+ * Starts `dstack run WF` in the foreground and waits until the job has printed `ready` (its traps
+ * are set) and, unless `untilReady`, until `ps RUN --json` records it running.
+ */
+async function startRun(p: Project, wf: string, options: { untilReady?: boolean } = {}): Promise<{ bg: Background; name: string }> {
   const bg = p.start(['run', wf]);
   await bg.waitFor((out) => out.includes('ready\n'), 30_000);
-  return { bg, name: runNameOf(bg.stderr()) };
+  const name = runNameOf(bg.stderr());
+  if (!options.untilReady) {
+    for (const deadline = Date.now() + 20_000; (await runOf(p, name)).status !== 'running'; await sleep(100)) {
+      if (Date.now() > deadline) throw new Error(`run ${name} never recorded running`);
+    }
+  }
+  return { bg, name };
 }
-
-const runOf = (p: Project, name: string): Promise<RunJson> => p.json<RunJson>(['ps', name, '--json']);
 
 test(
   'Ctrl-C once: the container gets SIGTERM, artifacts saved, stopped, exit 130',
@@ -118,7 +127,8 @@ test(
   withTimeout(60_000, async () => {
     const p = await project();
     try {
-      const { bg, name } = await startRun(p, 'sleeper');
+      // Killed as soon as the job printed: possibly before the CLI recorded it running.
+      const { bg, name } = await startRun(p, 'sleeper', { untilReady: true });
       bg.signal('SIGKILL');
       const r = await bg.result;
       assert.is(r.signal, 'SIGKILL');
@@ -150,7 +160,7 @@ test(
   withTimeout(60_000, async () => {
     const p = await project();
     try {
-      const { bg, name } = await startRun(p, 'sleeper');
+      const { bg, name } = await startRun(p, 'sleeper', { untilReady: true });
       bg.signal('SIGKILL');
       await bg.result;
       const ids = await containersOf(p.home);
@@ -159,6 +169,31 @@ test(
       const runs = await p.json<{ run: string; status: string }[]>(['ps', '--json']);
       assert.equal(runs.map((x) => [x.run, x.status]), [[name, 'aborted']]);
       assert.match(String((await runOf(p, name)).jobs[0]!.reason), /^the dstack process supervising it \(pid \d+\) died and its container is gone$/);
+    } finally {
+      await p.cleanup();
+    }
+  }),
+);
+
+test(
+  'kill -9 of the CLI, then dstack stop: the orphaned container is removed, the run ends stopped',
+  withTimeout(60_000, async () => {
+    const p = await project();
+    try {
+      const { bg, name } = await startRun(p, 'sleeper');
+      bg.signal('SIGKILL');
+      await bg.result;
+      assert.is((await containersOf(p.home, 'status=running')).length, 1);
+      const stop = await p.run(['stop', name]);
+      assert.is(stop.exitCode, 0, stop.stderr);
+      assertNoCrash(stop);
+      assert.is(stop.stderr, `Run ${name} stopped\n`);
+      const run = await runOf(p, name);
+      assert.equal(
+        [run.status, run.jobs[0]!.status, run.jobs[0]!.reason],
+        ['stopped', 'stopped', 'stopped by user; its supervising process was gone, so artifacts were not saved'],
+      );
+      assert.equal(await containersOf(p.home), []);
     } finally {
       await p.cleanup();
     }

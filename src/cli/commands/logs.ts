@@ -39,12 +39,23 @@ export class LogsCommand extends DstackCommand {
       const store = await session.store();
       const run = store.getRun(this.runName);
       if (!run) throw new DstackError('DS0101', `no run named '${this.runName}'`, { hint: 'list runs with `dstack ps -a`' });
-      const jobs = store.jobs(run.name);
+      let jobs = store.jobs(run.name);
       const prefix = jobs.length > 1;
       const width = Math.max(...jobs.map((j) => j.workflow.length));
       const after = new Map<JobId, number>();
       const partial = new Map<string, string>();
+      /** Ends the unfinished last lines of the jobs that `which` picks, prefixed like the others. */
+      const flush = (which: (job: JobId) => boolean): void => {
+        for (const [key, rest] of partial) {
+          const [id, stream] = key.split('\0') as [JobId, string];
+          if (!which(id)) continue;
+          const workflow = jobs.find((j) => j.id === id)?.workflow ?? id;
+          if (rest) (stream === 'stderr' ? this.context.stderr : this.context.stdout).write(`${workflow.padEnd(width)} | ${rest}\n`);
+          partial.delete(key);
+        }
+      };
       const print = (): void => {
+        const ended = new Set(jobs.filter((j) => isFinal(j.status)).map((j) => j.id));
         for (const rec of store.readLogs(run.name, { sinceMs, after })) {
           after.set(rec.job, rec.seq);
           const out = rec.stream === 'stderr' ? this.context.stderr : this.context.stdout;
@@ -52,6 +63,8 @@ export class LogsCommand extends DstackCommand {
             out.write(rec.data);
             continue;
           }
+          // A job that has ended will print no more: its last line comes before the next job's.
+          flush((id) => id !== rec.job && ended.has(id));
           const key = `${rec.job}\0${rec.stream}`;
           const lines = ((partial.get(key) ?? '') + rec.data.toString('utf8')).split('\n');
           partial.set(key, lines.pop() ?? '');
@@ -67,13 +80,12 @@ export class LogsCommand extends DstackCommand {
           if (!now || isFinal(now.status)) break;
           await reconcileRuns(store, [now], () => backend);
           await new Promise((r) => setTimeout(r, 250));
+          jobs = store.jobs(run.name);
           print();
         }
         print();
       }
-      for (const [key, rest] of partial) {
-        if (rest) (key.endsWith('stderr') ? this.context.stderr : this.context.stdout).write(`${key.split('\0')[0]!.split('/').pop()!.padEnd(width)} | ${rest}\n`);
-      }
+      flush(() => true);
       return 0;
     } finally {
       await session.close();

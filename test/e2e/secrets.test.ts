@@ -1,0 +1,87 @@
+/**
+ * Secrets, end to end: a secret from `$DSTACK_HOME/secrets.json` reaches the job's environment, but
+ * its value is masked in logs and never written to the run store or shown by `ps --json`.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { assertNoCrash, containersOf, createProject, homes, runNameOf } from '../helpers/cli.js';
+import { withTimeout } from '../helpers/timeout.js';
+
+const IMAGE = 'dstack-test/busybox:latest';
+const VALUE = 's3cr3t-value';
+
+test(
+  'the job sees the secret; logs, ps --json, the plan and the store never hold its value',
+  withTimeout(60_000, async () => {
+    const p = await createProject({
+      secrets: { TOKEN: VALUE },
+      workflows: `workflows:
+  - name: uses-secret
+    image: ${IMAGE}
+    env:
+      - TOKEN=\${{ secrets.TOKEN }}
+    commands:
+      - echo token=$TOKEN
+      - echo "len=\${#TOKEN} upper=$(echo "$TOKEN" | tr s S)"
+`,
+    });
+    try {
+      const r = await p.run(['run', 'uses-secret']);
+      assert.is(r.exitCode, 0, r.stderr);
+      assertNoCrash(r);
+      // The container saw the real value (its length, a transformed copy), the terminal only ***.
+      assert.is(r.stdout, 'token=***\nlen=12 upper=S3cr3t-value\n');
+      const name = runNameOf(r.stderr);
+
+      const logs = await p.run(['logs', name]);
+      assert.is(logs.exitCode, 0, logs.stderr);
+      assert.is(logs.stdout, 'token=***\nlen=12 upper=S3cr3t-value\n');
+
+      for (const args of [['ps', '--json'], ['ps', name, '--json'], ['ps', '-a'], ['run', 'uses-secret', '--dry-run'], ['run', 'uses-secret', '--dry-run', '--json']]) {
+        const out = await p.run(args);
+        assert.is(out.exitCode, 0, out.stderr);
+        assert.not.ok(out.stdout.includes(VALUE) || out.stderr.includes(VALUE), `dstack ${args.join(' ')} shows the secret`);
+      }
+      const plan = JSON.parse((await p.run(['run', 'uses-secret', '--dry-run', '--json'])).stdout) as { jobs: { env: Record<string, string> }[] };
+      assert.equal(plan.jobs[0]!.env, { TOKEN: '${{ secrets.TOKEN }}' });
+
+      const stores = readdirSync(p.home).filter((f) => f.startsWith('store.db'));
+      assert.ok(stores.includes('store.db'), `store files: ${stores.join(', ')}`);
+      for (const f of stores) {
+        assert.not.ok(readFileSync(join(p.home, f)).includes(Buffer.from(VALUE)), `${f} holds the secret's bytes`);
+      }
+    } finally {
+      await p.cleanup();
+    }
+  }),
+);
+
+test(
+  'an unset secret: exit 2, DS0016 names it and where it is used',
+  withTimeout(60_000, async () => {
+    const p = await createProject({
+      secrets: { OTHER: 'x' },
+      workflows: `workflows:\n  - name: w\n    image: ${IMAGE}\n    env:\n      - TOKEN=\${{ secrets.MISSING }}\n    commands: [echo hi]\n`,
+    });
+    try {
+      const r = await p.run(['run', 'w']);
+      assert.is(r.exitCode, 2, r.stderr);
+      assertNoCrash(r);
+      assert.ok(r.stderr.includes("error DS0016: secret 'MISSING' used by env TOKEN of w is not set\n"), r.stderr);
+      assert.equal(await containersOf(p.home), [], 'nothing started');
+    } finally {
+      await p.cleanup();
+    }
+  }),
+);
+
+test(
+  'no container is left by this file',
+  withTimeout(20_000, async () => {
+    for (const home of homes) assert.equal(await containersOf(home), [], `containers left by ${home}`);
+  }),
+);
+
+test.run();

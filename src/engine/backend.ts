@@ -105,6 +105,13 @@ export interface Backend {
   supports(spec: JobSpec): Capability;
   /** Credentials and connectivity, before anything is provisioned. Throws a DstackError (exit 3) that says how to fix it. */
   check(signal: AbortSignal): Promise<void>;
+  /**
+   * The content identity of the job's image as this backend will run it (the local engine's image
+   * id, a registry digest), pulling the image first when it is missing (with 'pull-progress'
+   * notices). Part of the job's fingerprint, so it is asked before anything is provisioned.
+   * A missing image that cannot be had is DS0201.
+   */
+  imageDigest(spec: JobSpec, options: ImageDigestOptions): Promise<string>;
   /** Gets a machine for the job (a no-op for local and for the pool). */
   provision(ctx: JobContext): Promise<Machine>;
   /** Looks a recorded handle up, for reconciling runs whose CLI died. */
@@ -113,6 +120,13 @@ export interface Backend {
   reap(handle: BackendHandle): Promise<void>;
   /** Releases connections; the CLI calls it before exit. */
   close(): Promise<void>;
+}
+
+export interface ImageDigestOptions {
+  readonly notify: (notice: BackendNotice) => void;
+  readonly signal: AbortSignal;
+  /** Resolves secret markers in `registry_auth`. */
+  readonly secrets?: SecretSource;
 }
 
 export interface BackendPlugin {

@@ -50,6 +50,7 @@ export const Codes = {
   DS0103: { title: 'refused without confirmation', exit: ExitCode.usage },
   DS0104: { title: 'run is still active', exit: ExitCode.usage },
   DS0105: { title: 'file already exists', exit: ExitCode.usage },
+  DS0106: { title: 'tag already exists', exit: ExitCode.usage },
   // backends: 3
   DS0200: { title: 'Docker engine not reachable', exit: ExitCode.backendUnavailable },
   DS0201: { title: 'image not available', exit: ExitCode.backendUnavailable },

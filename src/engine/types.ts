@@ -20,6 +20,21 @@ export const asRunName = (s: string): RunName => s as RunName;
 export const asJobId = (s: string): JobId => s as JobId;
 export const asContentHash = (s: string): ContentHash => s as ContentHash;
 
+/**
+ * What a fingerprint was made of, kept so `--explain` can say which input changed. Each part is a
+ * hash (or a short value) under a stable name: `image`, `command`, `env.NAME`, `var.NAME`, `args`,
+ * `working_dir`, `resources`, `artifacts`, `inputs`, `dep.WORKFLOW`, `tag.NAME`. The fingerprint is a
+ * sha256 over `version` and the sorted parts.
+ */
+export interface FingerprintParts {
+  readonly version: number;
+  readonly parts: Readonly<Record<string, string>>;
+  /** Human-readable values for messages where they are short and not secret (variables, image name). */
+  readonly values?: Readonly<Record<string, string>>;
+  /** The object holding the inputs listing (path → hash), to name the files that changed. */
+  readonly inputsListing?: ContentHash;
+}
+
 /** Bytes. */
 export type Bytes = number;
 

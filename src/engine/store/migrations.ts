@@ -82,6 +82,39 @@ export const MIGRATIONS: readonly Migration[] = [
         ) WITHOUT ROWID;
       `),
   },
+  {
+    description: 'fingerprints and their parts on jobs, run snapshots, the file-hash stat cache, tags',
+    up: (db) =>
+      db.exec(`
+        ALTER TABLE jobs ADD COLUMN fingerprint TEXT;
+        ALTER TABLE jobs ADD COLUMN fingerprint_parts TEXT;   -- JSON FingerprintParts
+        -- A cache hit: the newest done job with this fingerprint.
+        CREATE INDEX jobs_by_fingerprint ON jobs (fingerprint, finished_at) WHERE status = 'done';
+        -- --explain: the newest fingerprinted job of a workflow.
+        CREATE INDEX jobs_fingerprinted ON jobs (workflow, submitted_at) WHERE fingerprint IS NOT NULL;
+
+        ALTER TABLE runs ADD COLUMN snapshot TEXT;            -- content hash of the snapshot manifest object
+
+        -- (device, inode) → the content hash seen at (size, mtime): an unchanged tree is not re-read.
+        CREATE TABLE file_hashes (
+          dev      INTEGER NOT NULL,
+          ino      INTEGER NOT NULL,
+          size     INTEGER NOT NULL,
+          mtime_ns INTEGER NOT NULL,
+          hash     TEXT NOT NULL,
+          PRIMARY KEY (dev, ino)
+        ) WITHOUT ROWID;
+
+        -- A tag pins an artifact set: a run's (merged) artifacts, or local folders. The manifest is a
+        -- copy, so the tag outlives the run it came from.
+        CREATE TABLE tags (
+          name       TEXT PRIMARY KEY,
+          run        TEXT,
+          manifest   TEXT NOT NULL,                         -- JSON Manifest
+          created_at INTEGER NOT NULL
+        );
+      `),
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -11,12 +11,12 @@ import Database from 'better-sqlite3';
 import type { Manifest } from '../../artifacts/types.js';
 import type { BackendHandle } from '../backend.js';
 import { DstackError } from '../errors.js';
-import type { JobId, JobStatus, RunName } from '../types.js';
-import { asJobId, asRunName, isFinal } from '../types.js';
+import type { ContentHash, Fingerprint, FingerprintParts, JobId, JobStatus, RunName } from '../types.js';
+import { asContentHash, asJobId, asRunName, isFinal } from '../types.js';
 import { ACTIVE_STATUSES_SQL, migrate, NewerSchemaError } from './migrations.js';
 import { formatRunName, randomPrefix, type RandomSource } from './names.js';
 import { aggregateStatus } from './status.js';
-import type { JobRecord, LogRecord, NewRun, RunRecord, RunStore, StatusUpdate } from './types.js';
+import type { JobRecord, LogRecord, NewRun, RunRecord, RunStore, StatKey, StatusUpdate, TagRecord } from './types.js';
 
 export const STORE_FILE = 'store.db';
 const BUSY_TIMEOUT_MS = 5000;
@@ -118,6 +118,7 @@ interface RunRow {
   finished_at: number | null;
   pid: number | null;
   hostname: string | null;
+  snapshot: string | null;
 }
 
 interface JobRow {
@@ -132,9 +133,18 @@ interface JobRow {
   reason: string | null;
   handle: string | null;
   manifest: string | null;
+  fingerprint: string | null;
+  fingerprint_parts: string | null;
   submitted_at: number;
   started_at: number | null;
   finished_at: number | null;
+}
+
+interface TagRow {
+  name: string;
+  run: string | null;
+  manifest: string;
+  created_at: number;
 }
 
 interface HistoryRow {
@@ -143,7 +153,7 @@ interface HistoryRow {
   at: number;
 }
 
-const RUN_COLUMNS = 'name, workflow, owner, backend, repo, args, tag, status, submitted_at, finished_at, pid, hostname';
+const RUN_COLUMNS = 'name, workflow, owner, backend, repo, args, tag, status, submitted_at, finished_at, pid, hostname, snapshot';
 
 function toRun(r: RunRow): RunRecord {
   return {
@@ -159,6 +169,16 @@ function toRun(r: RunRow): RunRecord {
     ...(r.finished_at !== null && { finishedAt: r.finished_at }),
     ...(r.pid !== null && { pid: r.pid }),
     ...(r.hostname !== null && { hostname: r.hostname }),
+    ...(r.snapshot !== null && { snapshot: asContentHash(r.snapshot) }),
+  };
+}
+
+function toTag(r: TagRow): TagRecord {
+  return {
+    name: r.name,
+    ...(r.run !== null && { run: asRunName(r.run) }),
+    manifest: JSON.parse(r.manifest) as Manifest,
+    createdAt: r.created_at,
   };
 }
 
@@ -175,6 +195,8 @@ function toJob(r: JobRow, history: JobRecord['history']): JobRecord {
     ...(r.reason !== null && { reason: r.reason }),
     ...(r.handle !== null && { handle: JSON.parse(r.handle) as BackendHandle }),
     ...(r.manifest !== null && { manifest: JSON.parse(r.manifest) as Manifest }),
+    ...(r.fingerprint !== null && { fingerprint: r.fingerprint as Fingerprint }),
+    ...(r.fingerprint_parts !== null && { fingerprintParts: JSON.parse(r.fingerprint_parts) as FingerprintParts }),
     submittedAt: r.submitted_at,
     ...(r.started_at !== null && { startedAt: r.started_at }),
     ...(r.finished_at !== null && { finishedAt: r.finished_at }),
@@ -250,6 +272,38 @@ class SqliteRunStore implements RunStore {
       jobsForLogs: p('SELECT id, workflow, idx FROM jobs WHERE run = ? ORDER BY idx'),
       logsOfJob: p('SELECT seq, at, stream, data FROM logs WHERE job = ? AND seq > ? AND at >= ? ORDER BY seq'),
       deleteRun: p('DELETE FROM runs WHERE name = ?'),
+      setFingerprint: p('UPDATE jobs SET fingerprint = ?, fingerprint_parts = ? WHERE id = ?'),
+      cachedJob: p(
+        `SELECT id FROM jobs WHERE fingerprint = ? AND status = 'done' AND manifest IS NOT NULL
+         ORDER BY finished_at DESC, rowid DESC LIMIT 1`,
+      ).pluck(),
+      lastFingerprinted: p(
+        `SELECT j.id FROM jobs j JOIN runs r ON r.name = j.run
+         WHERE j.workflow = ? AND j.fingerprint IS NOT NULL AND r.repo_root = ?
+         ORDER BY j.submitted_at DESC, j.rowid DESC LIMIT 1`,
+      ).pluck(),
+      setSnapshot: p('UPDATE runs SET snapshot = ? WHERE name = ?'),
+      getFileHash: p('SELECT size, mtime_ns, hash FROM file_hashes WHERE dev = ? AND ino = ?'),
+      putFileHash: p(
+        `INSERT INTO file_hashes (dev, ino, size, mtime_ns, hash) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (dev, ino) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, hash = excluded.hash`,
+      ),
+      insertTag: p('INSERT INTO tags (name, run, manifest, created_at) VALUES (@name, @run, @manifest, @createdAt)'),
+      replaceTag: p('INSERT OR REPLACE INTO tags (name, run, manifest, created_at) VALUES (@name, @run, @manifest, @createdAt)'),
+      getTag: p('SELECT * FROM tags WHERE name = ?'),
+      listTags: p('SELECT * FROM tags ORDER BY name'),
+      deleteTag: p('DELETE FROM tags WHERE name = ?'),
+      setRunTag: p('UPDATE runs SET tag = ? WHERE name = ?'),
+      prunable: p(
+        `SELECT ${RUN_COLUMNS} FROM runs
+         WHERE submitted_at < ? AND status NOT IN ${ACTIVE_STATUSES_SQL}
+           AND tag IS NULL AND name NOT IN (SELECT run FROM tags WHERE run IS NOT NULL)
+         ORDER BY submitted_at`,
+      ),
+      allManifests: p('SELECT manifest FROM jobs WHERE manifest IS NOT NULL').pluck(),
+      allFingerprintParts: p('SELECT fingerprint_parts FROM jobs WHERE fingerprint_parts IS NOT NULL').pluck(),
+      allSnapshots: p('SELECT snapshot FROM runs WHERE snapshot IS NOT NULL').pluck(),
+      allTagManifests: p('SELECT manifest FROM tags').pluck(),
     };
   }
 
@@ -480,6 +534,126 @@ class SqliteRunStore implements RunStore {
   /** Deletes the run with its jobs, their status history and logs (foreign-key cascade). */
   deleteRun(name: string): void {
     this.guard(() => this.s.deleteRun.run(name));
+  }
+
+  setJobFingerprint(id: JobId, fingerprint: Fingerprint, parts: FingerprintParts): void {
+    const changes = this.guard(() => this.s.setFingerprint.run(fingerprint, JSON.stringify(parts), id).changes);
+    this.mustChange(changes, `setJobFingerprint(${id})`);
+  }
+
+  findCachedJob(fingerprint: Fingerprint): JobRecord | undefined {
+    return this.guard(() =>
+      this.db.transaction(() => {
+        const id = this.s.cachedJob.get(fingerprint) as string | undefined;
+        return id === undefined ? undefined : this.readJob(id);
+      })(),
+    );
+  }
+
+  lastFingerprintedJob(workflow: string, repoRoot: string): JobRecord | undefined {
+    return this.guard(() =>
+      this.db.transaction(() => {
+        const id = this.s.lastFingerprinted.get(workflow, repoRoot) as string | undefined;
+        return id === undefined ? undefined : this.readJob(id);
+      })(),
+    );
+  }
+
+  setRunSnapshot(name: RunName, snapshot: ContentHash): void {
+    const changes = this.guard(() => this.s.setSnapshot.run(snapshot, name).changes);
+    this.mustChange(changes, `setRunSnapshot(${name})`);
+  }
+
+  getFileHashes(keys: readonly StatKey[]): Map<string, ContentHash> {
+    return this.guard(() =>
+      this.db.transaction(() => {
+        const out = new Map<string, ContentHash>();
+        for (const k of keys) {
+          const row = this.s.getFileHash.get(k.dev, k.ino) as { size: number; mtime_ns: number; hash: string } | undefined;
+          if (row && row.size === k.size && row.mtime_ns === k.mtimeNs) out.set(`${k.dev}:${k.ino}`, asContentHash(row.hash));
+        }
+        return out;
+      })(),
+    );
+  }
+
+  putFileHashes(entries: readonly (StatKey & { readonly hash: ContentHash })[]): void {
+    if (entries.length === 0) return;
+    this.guard(() =>
+      this.db
+        .transaction(() => {
+          for (const e of entries) this.s.putFileHash.run(e.dev, e.ino, e.size, e.mtimeNs, e.hash);
+        })
+        .immediate(),
+    );
+  }
+
+  putTag(tag: TagRecord, options: { readonly replace?: boolean } = {}): void {
+    const row = { name: tag.name, run: tag.run ?? null, manifest: JSON.stringify(tag.manifest), createdAt: tag.createdAt };
+    this.guard(() => {
+      if (options.replace) {
+        this.s.replaceTag.run(row);
+        return;
+      }
+      try {
+        this.s.insertTag.run(row);
+      } catch (e) {
+        if ((e as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
+          throw new DstackError('DS0106', `tag '${tag.name}' already exists`, {
+            hint: `pick another name, or delete it first: dstack tags delete ${tag.name}`,
+          });
+        }
+        throw e;
+      }
+    });
+  }
+
+  getTag(name: string): TagRecord | undefined {
+    return this.guard(() => {
+      const row = this.s.getTag.get(name) as TagRow | undefined;
+      return row && toTag(row);
+    });
+  }
+
+  listTags(): readonly TagRecord[] {
+    return this.guard(() => (this.s.listTags.all() as TagRow[]).map(toTag));
+  }
+
+  deleteTag(name: string): boolean {
+    return this.guard(() => this.s.deleteTag.run(name).changes > 0);
+  }
+
+  setRunTag(name: RunName, tag: string | undefined): void {
+    const changes = this.guard(() => this.s.setRunTag.run(tag ?? null, name).changes);
+    this.mustChange(changes, `setRunTag(${name})`);
+  }
+
+  listPrunableRuns(before: number): readonly RunRecord[] {
+    return this.guard(() => (this.s.prunable.all(before) as RunRow[]).map(toRun));
+  }
+
+  /**
+   * Every object a record still points at. Read in one transaction, so a concurrent run cannot slip
+   * a reference in between two of the reads; prune still must not delete objects newer than the
+   * read (a run may be writing objects it has not recorded yet) — see src/artifacts prune.
+   */
+  referencedObjects(): Set<ContentHash> {
+    return this.guard(() =>
+      this.db.transaction(() => {
+        const out = new Set<ContentHash>();
+        const addManifest = (json: string): void => {
+          for (const e of (JSON.parse(json) as Manifest).entries) if (e.type === 'file') out.add(e.hash);
+        };
+        for (const m of this.s.allManifests.all() as string[]) addManifest(m);
+        for (const m of this.s.allTagManifests.all() as string[]) addManifest(m);
+        for (const h of this.s.allSnapshots.all() as string[]) out.add(asContentHash(h));
+        for (const p of this.s.allFingerprintParts.all() as string[]) {
+          const listing = (JSON.parse(p) as FingerprintParts).inputsListing;
+          if (listing) out.add(listing);
+        }
+        return out;
+      })(),
+    );
   }
 
   close(): void {

@@ -4,7 +4,7 @@
  */
 import type { Manifest } from '../../artifacts/types.js';
 import type { BackendHandle } from '../backend.js';
-import type { JobId, JobSpec, JobStatus, RepoInfo, RunName } from '../types.js';
+import type { ContentHash, Fingerprint, FingerprintParts, JobId, JobSpec, JobStatus, RepoInfo, RunName } from '../types.js';
 
 export interface RunRecord {
   readonly name: RunName;
@@ -24,6 +24,8 @@ export interface RunRecord {
   /** The process supervising the run (the CLI, or its detached supervisor) and its host. */
   readonly pid?: number;
   readonly hostname?: string;
+  /** The object (in the artifact store) holding the code snapshot's manifest. */
+  readonly snapshot?: ContentHash;
 }
 
 export interface JobRecord {
@@ -41,6 +43,8 @@ export interface JobRecord {
   readonly reason?: string;
   readonly handle?: BackendHandle;
   readonly manifest?: Manifest;
+  readonly fingerprint?: Fingerprint;
+  readonly fingerprintParts?: FingerprintParts;
   readonly submittedAt: number;
   readonly startedAt?: number;
   readonly finishedAt?: number;
@@ -72,6 +76,23 @@ export interface LogRecord {
   /** ms since epoch. */
   readonly at: number;
   readonly data: Buffer;
+}
+
+/** What identifies a file's content without reading it: if all four match, the hash still holds. */
+export interface StatKey {
+  readonly dev: number;
+  readonly ino: number;
+  readonly size: number;
+  /** Modification time in nanoseconds (`fs.stat(p, { bigint: true }).mtimeNs`, as a number). */
+  readonly mtimeNs: number;
+}
+
+export interface TagRecord {
+  readonly name: string;
+  /** The run it was taken from; undefined for a tag of local folders. */
+  readonly run?: RunName;
+  readonly manifest: Manifest;
+  readonly createdAt: number;
 }
 
 export interface StatusUpdate {
@@ -112,5 +133,36 @@ export interface RunStore {
   /** Log records of a run (all its jobs, ordered by time then seq), optionally since a time or after per-job seqs. */
   readLogs(run: string, options?: { readonly sinceMs?: number; readonly after?: ReadonlyMap<JobId, number> }): readonly LogRecord[];
   deleteRun(name: string): void;
+
+  // Caching (issue 3)
+  setJobFingerprint(id: JobId, fingerprint: Fingerprint, parts: FingerprintParts): void;
+  /** The newest `done` job with this fingerprint, from any run: the fingerprint covers every input. */
+  findCachedJob(fingerprint: Fingerprint): JobRecord | undefined;
+  /** The newest job of `workflow` in `repoRoot` that has a fingerprint (whatever its status), for `--explain`. */
+  lastFingerprintedJob(workflow: string, repoRoot: string): JobRecord | undefined;
+  setRunSnapshot(name: RunName, snapshot: ContentHash): void;
+  /** Hashes still valid for these files (same dev, ino, size and mtime), keyed `${dev}:${ino}`. */
+  getFileHashes(keys: readonly StatKey[]): Map<string, ContentHash>;
+  putFileHashes(entries: readonly (StatKey & { readonly hash: ContentHash })[]): void;
+
+  // Tags (issue 3)
+  /** Adds a tag; a name already taken is a DstackError unless `replace`. */
+  putTag(tag: TagRecord, options?: { readonly replace?: boolean }): void;
+  getTag(name: string): TagRecord | undefined;
+  listTags(): readonly TagRecord[];
+  deleteTag(name: string): boolean;
+  /** Shows the tag in `ps` (the TAG column). */
+  setRunTag(name: RunName, tag: string | undefined): void;
+
+  // Prune (issue 3)
+  /** Finished runs submitted before `before` (ms since epoch) that no tag was taken from. */
+  listPrunableRuns(before: number): readonly RunRecord[];
+  /**
+   * Every object hash a record points at directly: files of job and tag manifests, run snapshot
+   * manifests and input listings. The last two are objects that list further objects: whoever
+   * collects garbage must read them and keep what they list too.
+   */
+  referencedObjects(): Set<ContentHash>;
+
   close(): void;
 }

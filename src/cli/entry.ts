@@ -1,14 +1,24 @@
-import { main } from './main.js';
+/**
+ * Runs the CLI and exits with its status once output is flushed. `--version` answers before the
+ * command-line parser and the commands are even loaded: it is the start-up floor users measure.
+ */
+import { VERSION } from './version.js';
 
-/** Runs the CLI and exits with its status once output is flushed. */
 export function start(): void {
-  main(process.argv.slice(2)).then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (e: unknown) => {
-      process.stderr.write(`internal error: ${e instanceof Error ? e.message : String(e)}\n`);
-      process.exitCode = 70;
-    },
-  );
+  const argv = process.argv.slice(2);
+  if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-v')) {
+    process.stdout.write(`${VERSION}\n`);
+    return;
+  }
+  import('./main.js')
+    .then(({ main }) => main(argv))
+    .then(
+      (code) => {
+        process.exitCode = code;
+      },
+      (e: unknown) => {
+        process.stderr.write(`internal error: ${e instanceof Error ? e.message : String(e)}\n`);
+        process.exitCode = 70;
+      },
+    );
 }

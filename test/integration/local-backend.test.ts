@@ -3,7 +3,7 @@
  * Every container carries `dstack.test=local-backend`; the last test proves none is left.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
@@ -11,9 +11,9 @@ import * as assert from 'uvu/assert';
 import { LocalArtifactStore } from '../../src/artifacts/local-store.js';
 import type { Backend, BackendHandle, BackendNotice, JobContext, Machine, RunningJob } from '../../src/engine/backend.js';
 import { DstackError } from '../../src/engine/errors.js';
-import type { Snapshot } from '../../src/engine/snapshot-types.js';
 import { asJobId, asRunName, type JobSpec } from '../../src/engine/types.js';
-import { localPlugin } from '../../src/backends/local/index.js';
+import { localPlugin, type LocalBackend } from '../../src/backends/local/index.js';
+import type { Manifest } from '../../src/artifacts/types.js';
 import { BUSYBOX, closeTestDocker, containersLabelled, ensureBusybox, sweepContainers, testDocker } from '../helpers/docker.js';
 import { withTimeout } from '../helpers/timeout.js';
 
@@ -22,12 +22,15 @@ let home = '';
 let project = '';
 let backend: Backend;
 let jobCounter = 0;
+/** The code snapshot as the executor hands it over: a manifest of the project's files. */
+let snap: Manifest;
 
 test.before(async () => {
   await ensureBusybox();
   home = await mkdtemp(join(tmpdir(), 'dstack-local-home-'));
   project = await mkdtemp(join(tmpdir(), 'dstack-local-project-'));
   await writeFile(join(project, 'hello.txt'), 'hello from the snapshot\n');
+  snap = (await new LocalArtifactStore({ home }).save(project, [{ path: 'hello.txt', mount: false }])).manifest;
   backend = localPlugin.open({ home, config: { labels: { 'dstack.test': TEST_LABEL } } });
 });
 
@@ -82,11 +85,7 @@ function harness(s: JobSpec): Harness {
   return { ctx, notices, handles, abort };
 }
 
-const snapshot = (): Snapshot => ({
-  root: project,
-  files: [{ path: 'hello.txt', size: 24, mode: 0o644 }],
-  repo: { root: project, isGit: false },
-});
+const stageInput = (store: LocalArtifactStore, deps: Manifest[] = []) => ({ snapshot: snap, repoRoot: project, deps, store });
 
 interface Started {
   readonly h: Harness;
@@ -103,7 +102,7 @@ async function startJob(s: JobSpec, env: Record<string, string> = {}, onMachine?
   const machine = await backend.provision(h.ctx);
   onMachine?.(machine);
   await machine.bootstrap(h.ctx);
-  await machine.stage(h.ctx, { snapshot: snapshot(), deps: [], store: new LocalArtifactStore({ home }) });
+  await machine.stage(h.ctx, stageInput(new LocalArtifactStore({ home })));
   const chunks = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
   const job = await machine.start(h.ctx, env, (stream, chunk) => chunks[stream].push(chunk));
   return {
@@ -440,7 +439,7 @@ test(
       const machine = await backend.provision(h.ctx);
       try {
         await machine.bootstrap(h.ctx);
-        await machine.stage(h.ctx, { snapshot: snapshot(), deps: [manifest], store });
+        await machine.stage(h.ctx, stageInput(store, [manifest]));
         const out: Buffer[] = [];
         const job = await machine.start(h.ctx, {}, (_s, c) => out.push(c));
         assert.is((await job.wait()).exitCode, 0);
@@ -450,6 +449,249 @@ test(
       }
     } finally {
       await rm(src, { recursive: true, force: true });
+    }
+  }),
+);
+
+/** Saves the files `files` (path → content; a `->` value makes a symlink, a trailing `/` a folder) as artifacts. */
+async function depManifest(store: LocalArtifactStore, files: Record<string, string>, paths: string[], exec: string[] = []): Promise<Manifest> {
+  const src = await mkdtemp(join(tmpdir(), 'dstack-dep-'));
+  try {
+    for (const [path, content] of Object.entries(files)) {
+      const abs = join(src, path);
+      if (path.endsWith('/')) {
+        await mkdir(abs, { recursive: true });
+        continue;
+      }
+      await mkdir(join(abs, '..'), { recursive: true });
+      if (content.startsWith('->')) await symlink(content.slice(2), abs);
+      else await writeFile(abs, content);
+      if (exec.includes(path)) await chmod(abs, 0o755);
+    }
+    return (await store.save(src, paths.map((path) => ({ path, mount: false })))).manifest;
+  } finally {
+    await rm(src, { recursive: true, force: true });
+  }
+}
+
+test(
+  'imageDigest is the engine image id, and bootstrap after it does not inspect again',
+  withTimeout(20_000, async () => {
+    const b = localPlugin.open({ home, config: { labels: { 'dstack.test': TEST_LABEL } } }) as LocalBackend;
+    const client = b.client;
+    const inspect = client.imageInspect.bind(client);
+    let inspects = 0;
+    client.imageInspect = (image, signal) => {
+      inspects++;
+      return inspect(image, signal);
+    };
+    const notices: BackendNotice[] = [];
+    const options = { notify: (n: BackendNotice) => notices.push(n), signal: AbortSignal.timeout(10_000) };
+    try {
+      const digest = await b.imageDigest(spec(), options);
+      const id = (await testDocker().imageInspect(BUSYBOX)) as { Id: string };
+      assert.match(digest, /^sha256:[0-9a-f]{64}$/);
+      assert.is(digest, id.Id);
+      assert.is(inspects, 1);
+      assert.is(await b.imageDigest(spec(), options), digest);
+      const h = harness(spec({ script: 'true' }));
+      const machine = await b.provision(h.ctx);
+      try {
+        await machine.bootstrap(h.ctx);
+      } finally {
+        await machine.teardown();
+      }
+      assert.is(inspects, 1, 'one inspect for imageDigest twice and a bootstrap');
+      assert.equal(notices, [], 'no pull for an image that is there');
+
+      // A missing image is DS0201, and the failure is not kept: the next call asks the engine again.
+      const missing = spec({ image: 'dstack-test/does-not-exist:2.0' });
+      const e = await rejectsWith(b.imageDigest(missing, options), 'DS0201');
+      assert.match(e.message, "image 'dstack-test/does-not-exist:2.0' is not available locally and could not be pulled (");
+      const before = inspects;
+      await rejectsWith(b.imageDigest(missing, options), 'DS0201');
+      assert.ok(inspects > before);
+
+      // pull: false (--dry-run) looks only; a pull asked for afterwards is still tried.
+      assert.is(await b.imageDigest(spec(), { ...options, pull: false }), digest);
+      const lookOnly = await rejectsWith(b.imageDigest(missing, { ...options, pull: false }), 'DS0201');
+      assert.is(lookOnly.message, "image 'dstack-test/does-not-exist:2.0' is not available locally, and pulling it was not asked for");
+      const pulled = await rejectsWith(b.imageDigest(missing, options), 'DS0201');
+      assert.match(pulled.message, 'could not be pulled');
+    } finally {
+      await b.close();
+    }
+  }),
+);
+
+test(
+  'deps are hard links mounted read-only: same paths, no write gets through, the store is unchanged',
+  withTimeout(30_000, async () => {
+    const store = new LocalArtifactStore({ home });
+    const first = await depManifest(
+      store,
+      {
+        'model/w.bin': 'weights',
+        'model/run.sh': '#!/bin/sh\necho ran\n',
+        'model/latest': '->w.bin',
+        'model/empty/': '',
+        'data/a.txt': 'a-from-first',
+        'notes.txt': 'first',
+        'out/x.txt': 'x',
+      },
+      ['model', 'data', 'notes.txt', 'out/x.txt'],
+      ['model/run.sh'],
+    );
+    // Nested under the first dep's `data`, and a later word on notes.txt.
+    const second = await depManifest(store, { 'data/sub/b.txt': 'b-from-second', 'notes.txt': 'second' }, ['data/sub', 'notes.txt']);
+    const weights = first.entries.find((e) => e.path === 'model/w.bin');
+    assert.ok(weights && weights.type === 'file');
+    const object = store.objectPath(weights.hash);
+
+    const script = [
+      'cat model/w.bin; echo " $(cat model/latest) $(cat data/a.txt) $(cat data/sub/b.txt) $(cat notes.txt) $(cat out/x.txt)"',
+      './model/run.sh',
+      'test -d model/empty && echo empty-dir-kept',
+      'echo changed > model/w.bin || echo write-refused',
+      'echo new > data/new.txt || echo add-refused',
+      'rm -f model/w.bin || echo rm-refused',
+      'echo mine > out/y.txt && echo own-file-beside-a-dep-file',
+      'echo more >> hello.txt && echo snapshot-writable',
+      'cat model/w.bin; echo',
+    ].join('\n');
+    const s = spec({ script, artifacts: [{ path: 'data', mount: false }, { path: 'out', mount: false }] });
+    const h = harness(s);
+    const machine = await backend.provision(h.ctx);
+    try {
+      await machine.bootstrap(h.ctx);
+      await machine.stage(h.ctx, stageInput(store, [first, second]));
+      const out = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
+      const job = await machine.start(h.ctx, {}, (stream, c) => out[stream].push(c));
+      assert.is((await job.wait()).exitCode, 0);
+      const text = Buffer.concat(out.stdout).toString();
+      const errors = Buffer.concat(out.stderr).toString();
+      const lines = text.split('\n');
+      assert.is(lines[0], 'weights weights a-from-first b-from-second second x', text);
+      assert.is(lines[1], 'ran');
+      assert.is(lines[2], 'empty-dir-kept');
+      assert.match(errors, /can't create model\/w.bin: Read-only file system/);
+      assert.ok(text.includes('write-refused'), text);
+      assert.ok(text.includes('add-refused'), text);
+      assert.ok(text.includes('rm-refused'), text);
+      assert.ok(text.includes('own-file-beside-a-dep-file'), text);
+      assert.ok(text.includes('snapshot-writable'), text);
+      assert.is(lines.at(-2), 'weights');
+
+      // The store's object is as it was.
+      assert.is(await readFile(object, 'utf8'), 'weights');
+      assert.is((await stat(object)).mode & 0o777, 0o444);
+
+      // On the host: links to the object (same inode), a copy for the executable, the link kept.
+      const jobDir = String(h.handles.at(-1)?.jobDir);
+      const [linked, obj] = await Promise.all([stat(join(jobDir, 'deps', 'model', 'w.bin')), stat(object)]);
+      if (linked.dev === obj.dev) assert.is(linked.ino, obj.ino, 'a hard link to the store object');
+      const runSh = await stat(join(jobDir, 'deps', 'model', 'run.sh'));
+      assert.is(runSh.mode & 0o777, 0o755);
+      assert.is(await readlink(join(jobDir, 'deps', 'model', 'latest')), 'w.bin');
+      assert.ok((await lstat(join(jobDir, 'deps', 'model', 'empty'))).isDirectory());
+
+      // One read-only mount per top-level path; data/sub rides inside data.
+      const info = await testDocker().inspectContainer(String(h.handles.at(-1)?.container));
+      const depMounts = info.Mounts.filter((m) => m.Destination.startsWith('/workflow/'))
+        .map((m) => [m.Destination, m.RW] as const)
+        .sort();
+      assert.equal(depMounts, [
+        ['/workflow/data', false],
+        ['/workflow/model', false],
+        ['/workflow/notes.txt', false],
+        ['/workflow/out/x.txt', false],
+      ]);
+
+      // An artifact that names a dep's path is read from the deps, not from its empty mount point.
+      const saved = await machine.collect(h.ctx, s.artifacts, store);
+      const paths = saved.entries.map((e) => `${e.type}:${e.path}`);
+      assert.equal(paths, ['dir:data', 'file:data/a.txt', 'dir:data/sub', 'file:data/sub/b.txt', 'dir:out', 'file:out/x.txt', 'file:out/y.txt']);
+      const b = saved.entries.find((e) => e.path === 'data/sub/b.txt');
+      assert.ok(b && b.type === 'file');
+      assert.is(await readFile(store.objectPath(b.hash), 'utf8'), 'b-from-second');
+    } finally {
+      await machine.teardown();
+    }
+    assert.is(await readFile(object, 'utf8'), 'weights', 'teardown removes links, not objects');
+  }),
+);
+
+test(
+  'a store on another filesystem (EXDEV): the deps are copies, still read-only',
+  withTimeout(20_000, async () => {
+    if (!existsSync('/dev/shm') || (await stat('/dev/shm')).dev === (await stat(home)).dev) return; // nothing to prove here
+    const otherHome = await mkdtemp(join('/dev/shm', 'dstack-store-'));
+    try {
+      const store = new LocalArtifactStore({ home: otherHome });
+      await store.save(project, [{ path: 'hello.txt', mount: false }]); // the snapshot's objects
+      const dep = await depManifest(store, { 'model/w.bin': 'weights' }, ['model']);
+      const h = harness(spec({ script: 'cat model/w.bin; echo x > model/w.bin || echo write-refused' }));
+      const machine = await backend.provision(h.ctx);
+      try {
+        await machine.bootstrap(h.ctx);
+        await machine.stage(h.ctx, stageInput(store, [dep]));
+        const out: Buffer[] = [];
+        const job = await machine.start(h.ctx, {}, (stream, c) => stream === 'stdout' && out.push(c));
+        assert.is((await job.wait()).exitCode, 0);
+        assert.is(Buffer.concat(out).toString(), 'weightswrite-refused\n');
+        const jobDir = String(h.handles.at(-1)?.jobDir);
+        const copy = await stat(join(jobDir, 'deps', 'model', 'w.bin'));
+        assert.is(copy.mode & 0o777, 0o644);
+      } finally {
+        await machine.teardown();
+      }
+    } finally {
+      await rm(otherHome, { recursive: true, force: true });
+    }
+  }),
+);
+
+test(
+  'a mount: true artifact is announced once with its live host path, and fills while the job runs',
+  withTimeout(20_000, async () => {
+    const s = spec({
+      script: 'mkdir -p output && echo step-1 > output/progress && sleep 1000',
+      artifacts: [
+        { path: 'output', mount: true },
+        { path: 'model', mount: false },
+      ],
+    });
+    await withJob(s, async (j) => {
+      const jobDir = String(j.h.handles.at(-1)?.jobDir);
+      const live = join(jobDir, 'workflow', 'output');
+      const infos = j.h.notices.filter((n) => n.kind === 'info');
+      assert.equal(infos, [{ kind: 'info', message: `artifact ./output is live at ${live}` }]);
+      await until('the live file', 10_000, async () => (await readFile(join(live, 'progress'), 'utf8').catch(() => '')) === 'step-1\n');
+      await j.job.kill();
+    });
+  }),
+);
+
+test(
+  'collect works after a failed job, and for a job that never started',
+  withTimeout(20_000, async () => {
+    const store = new LocalArtifactStore({ home });
+    await withJob(spec({ script: 'mkdir -p out && echo partial > out/p.txt && exit 2' }), async (j) => {
+      assert.is((await j.job.wait()).exitCode, 2);
+      const m = await j.machine.collect(j.h.ctx, [{ path: 'out', mount: true }], store);
+      assert.equal(
+        m.entries.map((e) => e.path),
+        ['out', 'out/p.txt'],
+      );
+    });
+    const h = harness(spec({ script: 'true' }));
+    const machine = await backend.provision(h.ctx);
+    try {
+      const m = await machine.collect(h.ctx, [{ path: 'out', mount: true }], store);
+      assert.equal(m.entries, []);
+      assert.ok(h.notices.some((n) => n.kind === 'info' && n.message.includes("'out'")));
+    } finally {
+      await machine.teardown();
     }
   }),
 );

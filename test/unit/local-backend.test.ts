@@ -1,8 +1,12 @@
-/** The local backend's pure parts: container options, cache mounts, the demuxer, DOCKER_HOST, image names. */
+/** The local backend's pure parts: container options, cache mounts, the deps' merged tree, the demuxer, DOCKER_HOST, image names. */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { cacheMounts, createOptions } from '../../src/backends/local/container.js';
+import { mergeDeps, topLevel } from '../../src/backends/local/deps.js';
 import { demuxer } from '../../src/backends/local/demux.js';
+import { makeManifest } from '../../src/artifacts/manifest.js';
+import type { Manifest, ManifestEntry } from '../../src/artifacts/types.js';
+import { asContentHash } from '../../src/engine/types.js';
 import { endpointFromEnv } from '../../src/backends/local/docker.js';
 import { splitImage } from '../../src/backends/local/pull.js';
 import { DstackError } from '../../src/engine/errors.js';
@@ -59,6 +63,69 @@ test('createOptions: no limits, no ports → none set; the image command kept', 
   assert.is(o.WorkingDir, '/workflow');
   assert.equal(o.HostConfig, { Binds: ['/w:/workflow'] });
   assert.is(o.ExposedPorts, undefined);
+});
+
+test('createOptions: deps are read-only bind mounts under /workflow, as Mounts (a `:` in a path is fine)', () => {
+  const o = createOptions({
+    spec: spec(),
+    labels: {},
+    workflowDir: '/w',
+    cacheDir: '/c',
+    env: {},
+    ports: [],
+    depMounts: [
+      { source: '/h/deps/data', path: 'data' },
+      { source: '/h/deps/out/a:b.txt', path: 'out/a:b.txt' },
+    ],
+  });
+  assert.equal(o.HostConfig?.Binds, ['/w:/workflow']);
+  assert.equal(o.HostConfig?.Mounts, [
+    { Type: 'bind', Source: '/h/deps/data', Target: '/workflow/data', ReadOnly: true },
+    { Type: 'bind', Source: '/h/deps/out/a:b.txt', Target: '/workflow/out/a:b.txt', ReadOnly: true },
+  ]);
+});
+
+const hash = (c: string): ReturnType<typeof asContentHash> => asContentHash(c.repeat(64));
+const file = (path: string, c = 'a'): ManifestEntry => ({ type: 'file', path, size: 1, mode: 0o644, hash: hash(c) });
+const dir = (path: string): ManifestEntry => ({ type: 'dir', path, mode: 0o755 });
+const link = (path: string, target: string): ManifestEntry => ({ type: 'symlink', path, target });
+const m = (...entries: ManifestEntry[]): Manifest => makeManifest(entries);
+const flat = (tree: ReadonlyMap<string, ManifestEntry>): string[] =>
+  [...tree.values()].map((e) => `${e.type}:${e.path}${e.type === 'file' ? `:${e.hash.slice(0, 1)}` : ''}`).sort();
+
+test('mergeDeps: later deps win on a path; a file replaces a folder; a folder replaces a file on the way', () => {
+  const tree = mergeDeps([
+    m(dir('data'), file('data/a'), file('data/b'), file('notes', 'a'), file('out', 'a'), dir('gone'), file('gone/x')),
+    m(file('notes', 'b'), dir('out/sub'), file('out/sub/y', 'b'), file('gone', 'c'), file('data/b', 'd')),
+  ]);
+  assert.equal(flat(tree), [
+    'dir:data',
+    'dir:out/sub',
+    'file:data/a:a',
+    'file:data/b:d',
+    'file:gone:c',
+    'file:notes:b',
+    'file:out/sub/y:b',
+  ]);
+});
+
+test('topLevel: only the outermost paths are mounted; nested deps merge into one tree', () => {
+  const tree = mergeDeps([m(dir('data'), file('data/a')), m(dir('data/sub'), file('data/sub/b')), m(file('out/x.txt'), link('latest', 'data/a'))]);
+  assert.equal(
+    topLevel(tree).map((e) => `${e.type}:${e.path}`),
+    ['dir:data', 'symlink:latest', 'file:out/x.txt'],
+  );
+  assert.equal(topLevel(mergeDeps([])), []);
+});
+
+test('mergeDeps: an entry that escapes is refused (DS0302)', () => {
+  try {
+    mergeDeps([{ version: 1, entries: [file('../x')], size: 1 }]);
+    assert.unreachable();
+  } catch (e) {
+    assert.instance(e, DstackError);
+    assert.is((e as DstackError).code, 'DS0302');
+  }
 });
 
 test('cacheMounts: ~, absolute and relative paths; duplicates and the root dropped', () => {

@@ -55,6 +55,8 @@ export interface ContainerPlan {
   readonly ports: readonly number[];
   /** `~` in the container: the image's HOME, else /root. */
   readonly home?: string;
+  /** Deps' artifacts: host paths mounted read-only at `/workflow/<path>` (see deps.ts). */
+  readonly depMounts?: readonly { readonly source: string; readonly path: string }[];
 }
 
 export function createOptions(plan: ContainerPlan): ContainerCreateOptions {
@@ -67,6 +69,14 @@ export function createOptions(plan: ContainerPlan): ContainerCreateOptions {
   if (spec.cache.some((c) => isHomePath(c.trim())) && env.HOME === undefined) env.HOME = home;
   const binds = [`${plan.workflowDir}:${WORKFLOW_DIR}`];
   for (const m of cacheMounts(spec.cache, home)) binds.push(`${posix.join(plan.cacheDir, m.source)}:${m.target}`);
+  // `Mounts`, not `Binds`: an artifact path may hold a `:`, which the `src:dst:ro` form can't carry.
+  // The engine mounts by depth, so these land on top of the /workflow bind whatever their order.
+  const mounts = (plan.depMounts ?? []).map((m) => ({
+    Type: 'bind' as const,
+    Source: m.source,
+    Target: posix.join(WORKFLOW_DIR, m.path),
+    ReadOnly: true,
+  }));
   const exposed: Record<string, Record<string, never>> = {};
   const bindings: Record<string, { HostIp: string; HostPort: string }[]> = {};
   for (const p of plan.ports) {
@@ -89,6 +99,7 @@ export function createOptions(plan: ContainerPlan): ContainerCreateOptions {
     ...(plan.ports.length ? { ExposedPorts: exposed } : {}),
     HostConfig: {
       Binds: binds,
+      ...(mounts.length ? { Mounts: mounts } : {}),
       ...(memory ? { Memory: Math.round(memory) } : {}),
       ...(cpu ? { NanoCpus: Math.round(cpu * 1e9) } : {}),
       ...(shmSize ? { ShmSize: Math.round(shmSize) } : {}),

@@ -2,12 +2,23 @@
  * The default backend: jobs in containers of the Docker engine that DOCKER_HOST names (or the local
  * socket). Opening it costs nothing; the first call talks to the engine.
  */
-import type { Backend, BackendHandle, BackendOpenOptions, BackendPlugin, Capability, JobContext, Machine, ObservedState } from '../../engine/backend.js';
+import type {
+  Backend,
+  BackendHandle,
+  BackendOpenOptions,
+  BackendPlugin,
+  Capability,
+  ImageDigestOptions,
+  JobContext,
+  Machine,
+  ObservedState,
+} from '../../engine/backend.js';
 import { DstackError } from '../../engine/errors.js';
 import type { JobSpec } from '../../engine/types.js';
 import { LABEL_HOME } from './container.js';
 import { DockerClient, endpointFromEnv, isStatus } from './docker.js';
 import { LocalMachine, removeJobDir } from './machine.js';
+import { ImageCache, registryAuthOf } from './pull.js';
 
 /** How long `check` waits for the engine's `/_ping`. */
 const PING_TIMEOUT_MS = 3000;
@@ -22,6 +33,7 @@ export class LocalBackend implements Backend {
   readonly home: string;
   private readonly labels: Readonly<Record<string, string>>;
   private clientValue: DockerClient | undefined;
+  private readonly images = new ImageCache(() => this.client);
 
   constructor(options: BackendOpenOptions) {
     this.home = options.home;
@@ -54,8 +66,14 @@ export class LocalBackend implements Backend {
     }
   }
 
+  async imageDigest(spec: JobSpec, options: ImageDigestOptions): Promise<string> {
+    const auth = registryAuthOf(spec, options.secrets);
+    const ensured = await this.images.ensure(spec.image, { auth, notify: options.notify, signal: options.signal, pull: options.pull });
+    return ensured.id;
+  }
+
   async provision(ctx: JobContext): Promise<Machine> {
-    return new LocalMachine({ client: this.client, home: this.home, ctx, labels: this.labels });
+    return new LocalMachine({ client: this.client, images: this.images, home: this.home, ctx, labels: this.labels });
   }
 
   async observe(handle: BackendHandle): Promise<ObservedState> {
@@ -84,6 +102,7 @@ export class LocalBackend implements Backend {
   async close(): Promise<void> {
     this.clientValue?.close();
     this.clientValue = undefined;
+    this.images.clear();
   }
 }
 

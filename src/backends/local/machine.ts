@@ -1,30 +1,42 @@
 /**
  * One job in a local container. The job's folder `${home}/jobs/<job>/workflow` is bind-mounted at
  * /workflow; containers run as root, so what the job writes there is root-owned on the host (fine
- * when the CLI runs as the engine's user, which is the supported setup).
+ * when the CLI runs as the engine's user, which is the supported setup). Being on the host already,
+ * it is also where `mount: true` artifacts can be watched while the job runs.
  *
- * Round trips on the hot path: image inspect (bootstrap), create, attach ‖ wait (in parallel,
- * both acknowledged by the engine before start), start, then remove in teardown — the same calls
- * `docker run --rm` makes. Inspect only when an exit code of 137 needs explaining.
+ * Deps' artifacts are not copied: they are hard links to the store's objects under
+ * `${home}/jobs/<job>/deps`, each top-level artifact path bind-mounted READ-ONLY at
+ * `/workflow/<path>` (deps.ts). So a job cannot write into its deps' artifact paths — not modify,
+ * not delete, not add a file under them; it must write elsewhere (`cp -r data data2`) — which is the
+ * price of not copying: root in the container ignores the objects' 0444, and only the read-only
+ * mount keeps a job from writing through a link into the store.
+ *
+ * Round trips on the hot path: image inspect (bootstrap, or `imageDigest` before it: shared per
+ * backend), create, attach ‖ wait (in parallel, both acknowledged by the engine before start),
+ * start, then remove in teardown — the same calls `docker run --rm` makes. Inspect only when an
+ * exit code of 137 needs explaining.
  */
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import type { IncomingMessage } from 'node:http';
-import type { ArtifactStore, Manifest } from '../../artifacts/types.js';
+import { makeManifest } from '../../artifacts/manifest.js';
+import { materializeSnapshot } from '../../artifacts/tree.js';
+import type { ArtifactStore, Manifest, ManifestEntry } from '../../artifacts/types.js';
 import type { BackendHandle, ExitInfo, JobContext, LogSink, Machine, RunningJob, StageInput } from '../../engine/backend.js';
 import { DstackError } from '../../engine/errors.js';
-import { revealSecrets } from '../../engine/secrets.js';
-import { stageSnapshot } from '../../engine/snapshot.js';
 import type { ArtifactSpec } from '../../engine/types.js';
-import { SECRET_MARKER_RE } from '../../engine/types.js';
 import { LABEL_HOME, LABEL_JOB, LABEL_RUN, cacheMounts, createOptions, freePorts } from './container.js';
+import { stageDeps, type DepMount } from './deps.js';
 import { demuxer } from './demux.js';
 import { DockerApiError, isStatus, readAll, type DockerClient } from './docker.js';
-import { ensureImage, type RegistryAuth } from './pull.js';
+import { registryAuthOf, type ImageCache } from './pull.js';
 
 export interface LocalMachineOptions {
   readonly client: DockerClient;
+  /** The backend's images, already looked up (or pulled) by `imageDigest` most of the time. */
+  readonly images: ImageCache;
   readonly home: string;
   readonly ctx: JobContext;
   /** Extra labels on the container (tests use them to find what they made). */
@@ -44,10 +56,15 @@ export async function removeJobDir(home: string, dir: string): Promise<void> {
 
 export class LocalMachine implements Machine {
   private readonly client: DockerClient;
+  private readonly images: ImageCache;
   private readonly home: string;
   private readonly labels: Readonly<Record<string, string>>;
   readonly jobDir: string;
   readonly workflowDir: string;
+  /** The deps' merged artifacts, as hard links to the store's objects. */
+  readonly depsDir: string;
+  /** Set by stage(): the deps' top-level paths, mounted read-only. */
+  private depMounts: readonly DepMount[] = [];
   private containerId: string | undefined;
   /** Keys the cache folder by repository; set by stage(). */
   private repoKey = 'none';
@@ -57,10 +74,12 @@ export class LocalMachine implements Machine {
 
   constructor(options: LocalMachineOptions) {
     this.client = options.client;
+    this.images = options.images;
     this.home = options.home;
     this.labels = options.labels ?? {};
     this.jobDir = jobDirOf(options.home, options.ctx.job);
     this.workflowDir = join(this.jobDir, 'workflow');
+    this.depsDir = join(this.jobDir, 'deps');
   }
 
   private handle(): BackendHandle {
@@ -71,7 +90,7 @@ export class LocalMachine implements Machine {
     const { spec } = ctx;
     const gpu = spec.resources.gpu;
     const [image, info] = await Promise.all([
-      ensureImage(this.client, spec.image, { auth: registryAuth(ctx), notify: ctx.notify, signal: ctx.signal }),
+      this.images.ensure(spec.image, { auth: registryAuthOf(spec, ctx.secrets), notify: ctx.notify, signal: ctx.signal }),
       gpu && gpu.count > 0 ? this.client.info(ctx.signal) : undefined,
     ]);
     this.imageHome = image.home;
@@ -87,12 +106,13 @@ export class LocalMachine implements Machine {
   }
 
   async stage(ctx: JobContext, input: StageInput): Promise<void> {
-    this.repoKey = createHash('sha256').update(input.snapshot.repo.root).digest('hex').slice(0, 16);
+    this.repoKey = createHash('sha256').update(input.repoRoot).digest('hex').slice(0, 16);
     // Recorded before anything is written, so a crash mid-copy still leaves something to reap.
     ctx.recordHandle(this.handle());
     await rm(this.workflowDir, { recursive: true, force: true });
-    await stageSnapshot(input.snapshot, this.workflowDir);
-    for (const dep of input.deps) await input.store.materialize(dep, this.workflowDir);
+    await materializeSnapshot(input.store, input.snapshot, this.workflowDir);
+    const staged = await stageDeps({ deps: input.deps, store: input.store, depsDir: this.depsDir, workflowDir: this.workflowDir });
+    this.depMounts = staged.mounts;
   }
 
   async start(ctx: JobContext, env: Readonly<Record<string, string>>, logs: LogSink): Promise<RunningJob> {
@@ -111,6 +131,7 @@ export class LocalMachine implements Machine {
       env,
       ports,
       home: this.imageHome,
+      depMounts: this.depMounts.map((m) => ({ source: join(this.depsDir, m.path), path: m.path })),
     });
 
     ctx.signal.throwIfAborted();
@@ -155,13 +176,43 @@ export class LocalMachine implements Machine {
       throw startError(e, ctx.job, ports);
     }
     for (const p of ports) ctx.notify({ kind: 'port', containerPort: p, url: `http://127.0.0.1:${p}` });
+    for (const a of spec.artifacts) {
+      if (a.mount) ctx.notify({ kind: 'info', message: `artifact ./${a.path} is live at ${a.path ? join(this.workflowDir, a.path) : this.workflowDir}` });
+    }
     return new LocalRunningJob({ client: this.client, id, ctx, waitBody, logsDone, onEnd: () => this.destroyStreams() });
   }
 
+  /**
+   * Also after a failed job, or one that never started: what is there is saved, what is not is
+   * reported missing. A path the deps provided (read-only, so unchanged) is read from the deps'
+   * folder, not from its empty mount point in /workflow.
+   */
   async collect(ctx: JobContext, artifacts: readonly ArtifactSpec[], store: ArtifactStore): Promise<Manifest> {
-    const saved = await store.save(this.workflowDir, artifacts);
-    for (const path of saved.missing) ctx.notify({ kind: 'info', message: `artifact '${path}' was not found in /workflow` });
-    return saved.manifest;
+    if (!existsSync(this.workflowDir)) {
+      for (const a of artifacts) ctx.notify({ kind: 'info', message: `artifact '${a.path}' was not found in /workflow` });
+      return makeManifest([]);
+    }
+    const under = (path: string, root: string): boolean => root === '' || path === root || path.startsWith(`${root}/`);
+    const mounted = this.depMounts.map((m) => m.path);
+    // Dep paths an artifact covers, and artifacts that lie inside a dep path.
+    const fromDeps = new Set<string>();
+    for (const m of mounted) if (artifacts.some((a) => under(m, a.path))) fromDeps.add(m);
+    for (const a of artifacts) if (mounted.some((m) => a.path !== m && under(a.path, m))) fromDeps.add(a.path);
+    const [own, deps] = await Promise.all([
+      store.save(this.workflowDir, artifacts),
+      fromDeps.size ? store.save(this.depsDir, [...fromDeps].map((path) => ({ path, mount: false }))) : undefined,
+    ]);
+    let manifest = own.manifest;
+    let missing = own.missing;
+    if (deps) {
+      const entries = new Map<string, ManifestEntry>();
+      for (const e of own.manifest.entries) if (!mounted.some((m) => under(e.path, m))) entries.set(e.path, e);
+      for (const e of deps.manifest.entries) entries.set(e.path, e);
+      manifest = makeManifest(entries.values());
+      missing = own.missing.filter((p) => !fromDeps.has(p) || deps.missing.includes(p));
+    }
+    for (const path of missing) ctx.notify({ kind: 'info', message: `artifact '${path}' was not found in /workflow` });
+    return manifest;
   }
 
   async teardown(): Promise<void> {
@@ -256,19 +307,6 @@ class LocalRunningJob implements RunningJob {
     }
     await this.wait();
   }
-}
-
-function registryAuth(ctx: JobContext): RegistryAuth | undefined {
-  const auth = ctx.spec.registryAuth;
-  if (!auth) return undefined;
-  const where = `registry_auth of workflow '${ctx.spec.workflow}'`;
-  const hasMarker = (s: string): boolean => new RegExp(SECRET_MARKER_RE.source).test(s);
-  if (!ctx.secrets) {
-    // Without a resolver the markers can't become credentials: pull anonymously.
-    if (hasMarker(auth.username) || hasMarker(auth.password)) return undefined;
-    return auth;
-  }
-  return { username: revealSecrets(auth.username, ctx.secrets, where), password: revealSecrets(auth.password, ctx.secrets, where) };
 }
 
 function createError(e: unknown, image: string, job: string): unknown {

@@ -1,5 +1,7 @@
 import type { BackendNotice } from '../../engine/backend.js';
 import { DstackError } from '../../engine/errors.js';
+import { revealSecrets, type SecretSource } from '../../engine/secrets.js';
+import { SECRET_MARKER_RE, type JobSpec } from '../../engine/types.js';
 import { DockerApiError, isStatus, readAll, type DockerClient } from './docker.js';
 
 export interface RegistryAuth {
@@ -35,6 +37,8 @@ function unavailable(image: string, reason: string): DstackError {
 
 /** What the job needs to know of an image. */
 export interface ImageFacts {
+  /** The engine's image id (`sha256:…`): the identity of what will really run. */
+  readonly id: string;
   /** HOME from the image's own env, if it sets one. */
   readonly home?: string;
 }
@@ -45,12 +49,17 @@ export interface ImageFacts {
 export async function ensureImage(
   client: DockerClient,
   image: string,
-  options: { readonly auth?: RegistryAuth; readonly notify: (n: BackendNotice) => void; readonly signal?: AbortSignal },
+  options: EnsureOptions,
 ): Promise<ImageFacts> {
   try {
     return imageFacts(await client.imageInspect(image, options.signal));
   } catch (e) {
     if (!isStatus(e, 404)) throw e;
+  }
+  if (options.pull === false) {
+    throw new DstackError('DS0201', `image '${image}' is not available locally, and pulling it was not asked for`, {
+      hint: `pull it with \`docker pull ${image}\`, or let dstack pull it (a run without \`--dry-run\`)`,
+    });
   }
   const { name, tag } = splitImage(image);
   const headers: Record<string, string> = {};
@@ -111,7 +120,73 @@ export async function ensureImage(
 }
 
 function imageFacts(inspect: unknown): ImageFacts {
-  const env = (inspect as { Config?: { Env?: unknown } } | undefined)?.Config?.Env;
+  const info = inspect as { Id?: unknown; Config?: { Env?: unknown } } | undefined;
+  const id = typeof info?.Id === 'string' ? info.Id : '';
+  const env = info?.Config?.Env;
   const home = Array.isArray(env) ? env.find((e): e is string => typeof e === 'string' && e.startsWith('HOME=')) : undefined;
-  return home ? { home: home.slice('HOME='.length) } : {};
+  return home ? { id, home: home.slice('HOME='.length) } : { id };
+}
+
+export interface EnsureOptions {
+  readonly auth?: RegistryAuth;
+  readonly notify: (n: BackendNotice) => void;
+  readonly signal?: AbortSignal;
+  /** false: look only; an image that is not there is DS0201 at once. Default true. */
+  readonly pull?: boolean;
+}
+
+/**
+ * `ensureImage` once per image name for the backend's lifetime: `imageDigest` (asked for the
+ * fingerprint) and every job's bootstrap share one inspect, or one pull. A failure is forgotten, so
+ * the next caller tries again (after `docker build`, say); a pull cancelled by another caller's
+ * signal is retried for a caller whose own signal still stands.
+ */
+export class ImageCache {
+  private readonly known = new Map<string, { readonly facts: Promise<ImageFacts>; readonly pull: boolean }>();
+
+  constructor(private readonly client: () => DockerClient) {}
+
+  async ensure(image: string, options: EnsureOptions): Promise<ImageFacts> {
+    const pull = options.pull !== false;
+    for (;;) {
+      let entry = this.known.get(image);
+      if (!entry) {
+        const facts = ensureImage(this.client(), image, options);
+        const made = { facts, pull };
+        entry = made;
+        this.known.set(image, made);
+        facts.catch(() => {
+          if (this.known.get(image) === made) this.known.delete(image);
+        });
+      }
+      try {
+        return await entry.facts;
+      } catch (e) {
+        if (options.signal?.aborted) throw e;
+        // Someone else's cancelled pull, or a look-only call, says nothing about a pull of ours.
+        const cancelled = (e as Error | undefined)?.name === 'AbortError';
+        if (!cancelled && !(pull && !entry.pull)) throw e;
+      }
+    }
+  }
+
+  clear(): void {
+    this.known.clear();
+  }
+}
+
+/**
+ * The spec's `registry_auth` with its secret markers resolved. Without a resolver the markers
+ * can't become credentials: the pull goes anonymous.
+ */
+export function registryAuthOf(spec: JobSpec, secrets: SecretSource | undefined): RegistryAuth | undefined {
+  const auth = spec.registryAuth;
+  if (!auth) return undefined;
+  const where = `registry_auth of workflow '${spec.workflow}'`;
+  if (!secrets) {
+    const hasMarker = (s: string): boolean => new RegExp(SECRET_MARKER_RE.source).test(s);
+    if (hasMarker(auth.username) || hasMarker(auth.password)) return undefined;
+    return auth;
+  }
+  return { username: revealSecrets(auth.username, secrets, where), password: revealSecrets(auth.password, secrets, where) };
 }

@@ -1,0 +1,186 @@
+/**
+ * Deps' artifacts without byte copies. The deps' manifests are merged into one tree (later deps win
+ * on the same path, as `ArtifactStore.materialize` would have it), written under the job's
+ * `deps/` folder as hard links to the store's objects, and each top-level path of that tree is
+ * bind-mounted read-only at `/workflow/<path>`.
+ *
+ * Why read-only: containers run as root, and root ignores the objects' 0444 mode, so a writable
+ * mount would let a job write through a hard link into the store and change every run that shares
+ * the object. The price: a job cannot write into (or under) its deps' artifact paths, and a code file
+ * at such a path is hidden by the dep's artifact.
+ */
+import { constants, chmod, copyFile, link, lstat, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { join, posix } from 'node:path';
+import type { ArtifactStore, Manifest, ManifestEntry } from '../../artifacts/types.js';
+import { validateManifest } from '../../artifacts/manifest.js';
+import { DstackError } from '../../engine/errors.js';
+
+/** A path of the merged tree to bind-mount read-only at `/workflow/<path>`. */
+export interface DepMount {
+  /** Relative to `/workflow`, `/`-separated. */
+  readonly path: string;
+  readonly type: 'file' | 'dir';
+}
+
+/** What `stageDeps` made. Symlinks at the top of the tree are written into /workflow itself: a link has no bytes to protect. */
+export interface StagedDeps {
+  readonly mounts: readonly DepMount[];
+}
+
+/**
+ * The deps' entries as one tree, in dependency order: an entry replaces whatever was at its path,
+ * a file or link replaces a whole folder, and a file or link on the way to a later entry gives way
+ * to an (implicit) folder — what materializing the manifests one after another would leave.
+ */
+export function mergeDeps(deps: readonly Manifest[]): Map<string, ManifestEntry> {
+  const tree = new Map<string, ManifestEntry>();
+  for (const m of deps) {
+    validateManifest(m);
+    for (const e of m.entries) {
+      for (let parent = posix.dirname(e.path); parent !== '.'; parent = posix.dirname(parent)) {
+        const above = tree.get(parent);
+        if (above && above.type !== 'dir') tree.delete(parent);
+      }
+      const before = tree.get(e.path);
+      if (before?.type === 'dir' && e.type !== 'dir') {
+        const prefix = `${e.path}/`;
+        for (const p of tree.keys()) if (p.startsWith(prefix)) tree.delete(p);
+      }
+      tree.set(e.path, e);
+    }
+  }
+  return tree;
+}
+
+/**
+ * The entries whose parent is not in the tree: the outermost paths, so that of `data` and
+ * `data/sub` only `data` is mounted. Sorted.
+ */
+export function topLevel(tree: ReadonlyMap<string, ManifestEntry>): ManifestEntry[] {
+  const out: ManifestEntry[] = [];
+  for (const e of tree.values()) {
+    const parent = posix.dirname(e.path);
+    if (parent === '.' || !tree.has(parent)) out.push(e);
+  }
+  return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}
+
+/** Codes on which a hard link is not possible here and a copy is made instead. */
+const NO_LINK = new Set(['EXDEV', 'EPERM', 'EMLINK', 'ENOTSUP', 'EOPNOTSUPP', 'EACCES']);
+const IO_CONCURRENCY = 32;
+
+export interface StageDepsOptions {
+  readonly deps: readonly Manifest[];
+  readonly store: ArtifactStore;
+  /** `${jobDir}/deps`: emptied first. */
+  readonly depsDir: string;
+  /** `${jobDir}/workflow`, already holding the code snapshot: mount points are made there. */
+  readonly workflowDir: string;
+}
+
+export async function stageDeps(o: StageDepsOptions): Promise<StagedDeps> {
+  await rm(o.depsDir, { recursive: true, force: true });
+  if (o.deps.length === 0) return { mounts: [] };
+  const tree = mergeDeps(o.deps);
+  const tops = topLevel(tree);
+  await mkdir(o.depsDir, { recursive: true });
+
+  // Folders first, parents before children (the tree is walked in path order).
+  const dirs = [...tree.values()].filter((e): e is Extract<ManifestEntry, { type: 'dir' }> => e.type === 'dir');
+  dirs.sort((a, b) => (a.path < b.path ? -1 : 1));
+  const made = new Set<string>();
+  const ensureDir = async (rel: string): Promise<void> => {
+    if (rel === '.' || made.has(rel)) return;
+    await mkdir(join(o.depsDir, rel), { recursive: true });
+    made.add(rel);
+  };
+  for (const d of dirs) await ensureDir(d.path);
+
+  const files = [...tree.values()].filter((e): e is Extract<ManifestEntry, { type: 'file' }> => e.type === 'file');
+  await forEachLimit(files, IO_CONCURRENCY, async (f) => {
+    await ensureDir(posix.dirname(f.path));
+    const from = o.store.objectPath(f.hash);
+    const to = join(o.depsDir, f.path);
+    // The object's 0444 is shared by every link: an executable needs its own inode to carry +x.
+    if ((f.mode & 0o111) === 0) {
+      try {
+        await link(from, to);
+        return;
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code ?? '';
+        if (code === 'ENOENT') throw missingObject(f, e);
+        if (!NO_LINK.has(code)) throw e;
+      }
+    }
+    try {
+      await copyFile(from, to, constants.COPYFILE_FICLONE);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw missingObject(f, e);
+      throw e;
+    }
+    await chmod(to, f.mode);
+  });
+
+  for (const e of tree.values()) {
+    if (e.type !== 'symlink') continue;
+    await ensureDir(posix.dirname(e.path));
+    await symlink(e.target, join(o.depsDir, e.path));
+  }
+  // Modes last, deepest first, so a read-only folder does not stop its own entries being written.
+  for (const d of dirs.reverse()) if (d.mode !== 0o755) await chmod(join(o.depsDir, d.path), d.mode);
+
+  const mounts: DepMount[] = [];
+  for (const e of tops) {
+    await clearMountPoint(o.workflowDir, e.path);
+    const at = join(o.workflowDir, e.path);
+    if (e.type === 'symlink') {
+      // Nothing to write through: the link's target is resolved inside the container, under /workflow.
+      await symlink(e.target, at);
+    } else if (e.type === 'dir') {
+      await mkdir(at);
+      mounts.push({ path: e.path, type: 'dir' });
+    } else {
+      await writeFile(at, '');
+      mounts.push({ path: e.path, type: 'file' });
+    }
+  }
+  return { mounts };
+}
+
+/**
+ * Makes `/workflow/<rel>` free for a mount point: folders on the way must be real folders (a
+ * symlink from the code snapshot must not lead the mount elsewhere), and whatever the snapshot had
+ * at the path itself gives way to the dep's artifact.
+ */
+async function clearMountPoint(workflowDir: string, rel: string): Promise<void> {
+  const parts = rel.split('/');
+  for (let i = 1; i < parts.length; i++) {
+    const above = parts.slice(0, i).join('/');
+    const abs = join(workflowDir, above);
+    const st = await lstat(abs).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return undefined;
+      throw e;
+    });
+    if (st?.isSymbolicLink()) {
+      throw new DstackError('DS0302', `dep artifact '${rel}' would be mounted through the symlink '${above}' of the code`, {
+        hint: 'remove the symlink from the code or change the artifact path',
+      });
+    }
+    if (st?.isDirectory()) continue;
+    if (st) await rm(abs, { force: true });
+    await mkdir(abs);
+  }
+  await rm(join(workflowDir, rel), { recursive: true, force: true });
+}
+
+function missingObject(f: { readonly path: string; readonly hash: string }, cause: unknown): DstackError {
+  return new DstackError('DS0301', `artifact object ${f.hash} for '${f.path}' is missing from the store`, { cause });
+}
+
+async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await fn(items[next++] as T);
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+}

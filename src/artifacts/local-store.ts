@@ -24,6 +24,7 @@ import {
   symlink,
   unlink,
   type FileHandle,
+  utimes,
 } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
 import { DstackError } from '../engine/errors.js';
@@ -256,7 +257,13 @@ async function linkIfAbsent(tmp: string, final: string): Promise<boolean> {
     return true;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') return false;
+    if (code === 'EEXIST') {
+      // Reused content is fresh again: prune spares objects younger than its guard, and this one may
+      // belong to a run that has not recorded its manifest yet.
+      const now = new Date();
+      await utimes(final, now, now).catch(() => undefined);
+      return false;
+    }
     if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EXDEV') throw e;
   }
   // Filesystems without hard links: rename, which may replace an identical object; harmless.

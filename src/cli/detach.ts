@@ -1,12 +1,12 @@
 /**
- * `run -d`: the run goes on in a supervisor process of the same binary, with no terminal. The
- * code snapshot is copied first, so later edits in the work tree do not leak into the run.
+ * `run -d`: the run goes on in a supervisor process of the same binary, with no terminal. The code
+ * snapshot is already in the artifact store (the run records its manifest), so later edits in the
+ * work tree cannot leak into the run and nothing needs copying here.
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, openSync, closeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import type { Snapshot } from '../engine/snapshot-types.js';
 import type { RunRecord } from '../engine/store/types.js';
 import type { Session } from './session.js';
 
@@ -19,16 +19,18 @@ export function selfCommand(): { command: string; args: string[] } {
   return { command: process.execPath, args: isSea ? [] : [script] };
 }
 
-export async function detachRun(options: { session: Session; run: RunRecord; snapshot: Snapshot }): Promise<void> {
-  const { session, run, snapshot } = options;
-  const { stageSnapshot } = await import('../engine/snapshot.js');
+export async function detachRun(options: {
+  session: Session;
+  run: RunRecord;
+  cache: { readonly rerun?: boolean; readonly reuse?: boolean };
+}): Promise<void> {
+  const { session, run, cache } = options;
   const dir = runDir(session.home, run.name);
-  const code = join(dir, 'code');
-  mkdirSync(code, { recursive: true });
-  await stageSnapshot(snapshot, code);
+  mkdirSync(dir, { recursive: true });
   const log = openSync(join(dir, 'supervisor.log'), 'a', 0o600);
   const self = selfCommand();
-  const child = spawn(self.command, [...self.args, '_supervise', run.name, '--code', code], {
+  const flags = [...(cache.rerun ? ['--rerun'] : []), ...(cache.reuse ? ['--reuse'] : [])];
+  const child = spawn(self.command, [...self.args, '_supervise', run.name, ...flags], {
     detached: true,
     stdio: ['ignore', log, log],
     env: process.env,

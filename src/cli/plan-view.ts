@@ -1,14 +1,23 @@
-/** `dstack run --dry-run`: the plan as a person reads it, or as JSON. */
+/** `dstack run --dry-run [--explain]`: the plan and each job's cache decision, as a person reads it or as JSON. */
+import type { JobDecision } from '../engine/explain.js';
 import type { PreparedRun } from '../engine/submit.js';
 import { displaySecrets } from '../engine/secrets.js';
 import { formatBytes } from './format.js';
 
-export function printPlan(out: NodeJS.WritableStream, prepared: PreparedRun, options: { json?: boolean }): void {
+const runOf = (job: string): string => job.slice(0, job.indexOf('/'));
+
+export function printPlan(
+  out: NodeJS.WritableStream,
+  prepared: PreparedRun,
+  decisions: readonly JobDecision[],
+  options: { json?: boolean; explain?: boolean },
+): void {
   if (options.json) {
-    const jobs = prepared.jobs.map((j) => ({
+    const jobs = prepared.jobs.map((j, i) => ({
       workflow: j.workflow,
-      action: j.reuse ? 'reuse' : 'run',
-      ...(j.reuse ? { reuse: j.reuse.id } : {}),
+      action: decisions[i]?.decision === 'cached' ? 'cached' : 'run',
+      ...(decisions[i]?.from ? { from: decisions[i]!.from } : {}),
+      ...(options.explain ? { causes: decisions[i]?.causes ?? [] } : {}),
       deps: j.deps.map((d) => prepared.jobs[d]!.workflow),
       image: j.spec.image,
       command: j.spec.command?.map(displaySecrets),
@@ -23,8 +32,11 @@ export function printPlan(out: NodeJS.WritableStream, prepared: PreparedRun, opt
   const lines: string[] = [];
   prepared.jobs.forEach((j, i) => {
     const deps = j.deps.map((d) => prepared.jobs[d]!.workflow);
-    lines.push(`${i + 1}. ${j.workflow}  ${j.reuse ? `reuse ${j.reuse.id}` : 'run'}`);
-    if (j.reuse) return;
+    const decision = decisions[i];
+    const cached = decision?.decision === 'cached';
+    lines.push(`${i + 1}. ${j.workflow}  ${cached ? `cached (run ${runOf(decision.from!)})` : 'runs'}`);
+    if (options.explain) decision?.causes.forEach((c, n) => lines.push(`${n === 0 ? '   why:      ' : '             '}${c.text}`));
+    if (cached) return;
     lines.push(`   image:    ${j.spec.image}`);
     const script = j.spec.command?.at(-1);
     if (script !== undefined) {

@@ -11,7 +11,10 @@ export interface RenderOptions {
   readonly stdout: NodeJS.WritableStream & { isTTY?: boolean };
   readonly stderr: NodeJS.WritableStream & { isTTY?: boolean };
   readonly json?: boolean;
-  /** Prefix job output with the workflow name (several jobs in the run). */
+  /**
+   * Several jobs in the run: prefix job output with the workflow name — from a job's first line on,
+   * unless by then every other job was reused (then only this one prints, as plainly as a lone job).
+   */
   readonly prefix?: boolean;
 }
 
@@ -38,6 +41,17 @@ export function createRenderer(options: RenderOptions): (event: RunEvent) => voi
     stderr.write(`${text}\n`);
   };
   const tags = new Map<JobId, string>();
+  const reused = new Set<JobId>();
+  /** Per job, decided at its first output line; once one job is prefixed, all are. */
+  const prefixed = new Map<JobId, boolean>();
+  const prefixes = (job: JobId): boolean => {
+    let p = prefixed.get(job);
+    if (p === undefined) {
+      p = [...prefixed.values()].some(Boolean) || [...width.keys()].some((id) => id !== job && !reused.has(id));
+      prefixed.set(job, p);
+    }
+    return p;
+  };
   /** Ends the unfinished last lines of a job (or of every job), prefixed like the others. */
   const flush = (job?: JobId): void => {
     for (const [key, rest] of partial) {
@@ -57,11 +71,13 @@ export function createRenderer(options: RenderOptions): (event: RunEvent) => voi
         break;
       }
       case 'job-reused':
-        say(`  ${event.workflow}: reusing the artifacts of ${event.from}`);
+        reused.add(event.job);
+        say(`  ${event.workflow}: cached (same inputs as ${event.from})`);
         break;
       case 'job-status':
         if (isFinal(event.status)) flush(event.job);
         if (event.status === 'running') started.set(event.job, Date.now());
+        if (event.status === 'done' && reused.has(event.job)) break;
         if (event.status === 'done') say(`  ${event.workflow}: done${elapsed(started.get(event.job))}`);
         else if (event.status === 'failed') say(`  ${event.workflow}: failed${event.reason ? ` — ${event.reason}` : ''}`);
         else if (event.status === 'stopped' || event.status === 'aborted') say(`  ${event.workflow}: ${event.status}${event.reason ? ` — ${event.reason}` : ''}`);
@@ -70,7 +86,7 @@ export function createRenderer(options: RenderOptions): (event: RunEvent) => voi
       case 'job-log': {
         clearProgress();
         const stream = event.stream === 'stderr' ? stderr : stdout;
-        if (!options.prefix) {
+        if (!options.prefix || !prefixes(event.job)) {
           stream.write(event.data);
           break;
         }

@@ -11,6 +11,10 @@ export interface RunFlags {
   readonly detach: boolean;
   readonly dryRun: boolean;
   readonly rerun: boolean;
+  /** The named workflow may be reused too (it always runs otherwise). */
+  readonly reuse: boolean;
+  /** With --dry-run: why each job is cached or runs. */
+  readonly explain: boolean;
   readonly json: boolean;
   readonly help: boolean;
   readonly remote?: string;
@@ -30,6 +34,8 @@ const SPECS: readonly Spec[] = [
   { names: ['-d', '--detach'], key: 'detach', kind: 'bool' },
   { names: ['--dry-run'], key: 'dryRun', kind: 'bool' },
   { names: ['--rerun'], key: 'rerun', kind: 'bool' },
+  { names: ['--reuse'], key: 'reuse', kind: 'bool' },
+  { names: ['--explain'], key: 'explain', kind: 'bool' },
   { names: ['--json'], key: 'json', kind: 'bool' },
   { names: ['-h', '--help'], key: 'help', kind: 'bool' },
   { names: ['--remote'], key: 'remote', kind: 'optional' },
@@ -118,6 +124,8 @@ export function parseRunFlags(tokens: readonly string[]): RunFlags {
     detach: seen.detach === true,
     dryRun: seen.dryRun === true,
     rerun: seen.rerun === true,
+    reuse: seen.reuse === true,
+    explain: seen.explain === true,
     json: seen.json === true,
     help: seen.help === true,
     ...(remote === undefined ? {} : { remote: remote === true ? '' : String(remote) }),

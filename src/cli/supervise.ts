@@ -6,8 +6,7 @@
 import { RunControl } from '../engine/control.js';
 import { ExitCode, formatError } from '../engine/errors.js';
 import type { RunEvent } from '../engine/events.js';
-import type { RunOutcome } from '../engine/executor.js';
-import type { Snapshot } from '../engine/snapshot-types.js';
+import type { RunOutcome, StoredSnapshot } from '../engine/executor.js';
 import type { JobRecord, RunRecord } from '../engine/store/types.js';
 import { readSecrets } from './secrets-file.js';
 import type { Session } from './session.js';
@@ -16,7 +15,9 @@ export interface SuperviseOptions {
   readonly session: Session;
   readonly run: RunRecord;
   readonly jobs: readonly JobRecord[];
-  readonly snapshot: Snapshot;
+  readonly snapshot: StoredSnapshot;
+  /** `--rerun` / `--reuse`. */
+  readonly cache: { readonly rerun?: boolean; readonly reuse?: boolean };
   readonly render: (event: RunEvent) => void;
   readonly stderr: NodeJS.WritableStream;
   /** In the foreground, the first Ctrl-C announces the graceful stop. */
@@ -59,6 +60,7 @@ export async function superviseRun(options: SuperviseOptions): Promise<RunOutcom
       run,
       jobs: options.jobs,
       snapshot: options.snapshot,
+      cache: options.cache,
       secrets: (name) => secrets[name],
       control,
       onEvent: render,

@@ -10,7 +10,6 @@
  */
 import type { ArtifactStore, Manifest } from '../artifacts/types.js';
 import type { ArtifactSpec, JobSpec, JobStatus, RunName, JobId } from './types.js';
-import type { Snapshot } from './snapshot-types.js';
 import type { SecretSource } from './secrets.js';
 
 /** What a backend can't do for a job, with a reason a person can act on. */
@@ -47,7 +46,13 @@ export interface JobContext {
 }
 
 export interface StageInput {
-  readonly snapshot: Snapshot;
+  /**
+   * The code snapshot as stored (files by content in `store`, symlinks kept): materialize it with
+   * `materializeSnapshot` (src/artifacts/tree.ts), which keeps the code's own outward symlinks.
+   */
+  readonly snapshot: Manifest;
+  /** The repository the code came from (absolute path), e.g. to key `cache:` folders. */
+  readonly repoRoot: string;
   /** Deps' artifacts, in dependency order; later entries win on the same path. */
   readonly deps: readonly Manifest[];
   readonly store: ArtifactStore;
@@ -127,6 +132,11 @@ export interface ImageDigestOptions {
   readonly signal: AbortSignal;
   /** Resolves secret markers in `registry_auth`. */
   readonly secrets?: SecretSource;
+  /**
+   * false (`--dry-run`): never pull; an image that is not present is DS0201 at once, and nothing is
+   * fetched. Default true.
+   */
+  readonly pull?: boolean;
 }
 
 export interface BackendPlugin {

@@ -1,27 +1,44 @@
 /**
  * Runs the jobs of one run on a backend: each job waits for its deps, takes one of a bounded number
- * of slots, and goes through provision → bootstrap → stage → start → wait → collect, with teardown
- * always last — after success, failure, a graceful stop and an abort alike.
+ * of slots, and is decided just in time — its fingerprint needs its deps' results, so it is made
+ * when they are done: image digest → inputs → fingerprint. A dep whose fingerprint matches an
+ * earlier `done` job is reused (no machine at all); anything else goes through provision →
+ * bootstrap → stage → start → wait → collect, with teardown always last — after success, failure,
+ * a graceful stop and an abort alike.
  */
 import pLimit from 'p-limit';
-import type { ArtifactStore, Manifest } from '../artifacts/types.js';
+import type { Manifest } from '../artifacts/types.js';
+import type { ArtifactStore } from '../artifacts/types.js';
 import type { Backend, ExitInfo, JobContext, Machine, RunningJob } from './backend.js';
 import type { ControlMode, RunControl } from './control.js';
 import { DstackError, isDstackError } from './errors.js';
 import type { RunEvent } from './events.js';
+import { CACHED_PREFIX, fingerprintOf, fingerprintParts, inputsHash } from './fingerprint.js';
 import { revealSecrets, secretMasker, type SecretSource } from './secrets.js';
-import type { Snapshot } from './snapshot-types.js';
 import type { JobRecord, RunRecord, RunStore } from './store/types.js';
-import type { JobId, JobStatus } from './types.js';
+import { asJobId, type ContentHash, type Fingerprint, type JobId, type JobStatus } from './types.js';
+
+/** The code snapshot as stored: its manifest, and the object that holds it. */
+export interface StoredSnapshot {
+  readonly manifest: Manifest;
+  readonly hash: ContentHash;
+}
+
+export { CACHED_PREFIX };
 
 export interface ExecuteOptions {
   readonly store: RunStore;
   readonly artifacts: ArtifactStore;
   readonly backend: Backend;
   readonly run: RunRecord;
-  /** In topological order, as the store returned them. Jobs already final (reused deps) are not run. */
+  /** In topological order, as the store returned them. Jobs already `done` are not run again. */
   readonly jobs: readonly JobRecord[];
-  readonly snapshot: Snapshot;
+  readonly snapshot: StoredSnapshot;
+  /**
+   * `rerun`: reuse nothing. `reuse`: the named workflow (the run's own) may be reused too; without
+   * it, it always runs.
+   */
+  readonly cache?: { readonly rerun?: boolean; readonly reuse?: boolean };
   readonly secrets: SecretSource;
   readonly control: RunControl;
   readonly onEvent: (event: RunEvent) => void;
@@ -36,6 +53,7 @@ export interface JobOutcome {
   readonly workflow: string;
   readonly status: JobStatus;
   readonly manifest?: Manifest;
+  readonly fingerprint?: Fingerprint;
   /** The error that ended the job, when one did (image missing, engine gone). */
   readonly error?: DstackError;
 }
@@ -58,7 +76,7 @@ export async function executeRun(options: ExecuteOptions): Promise<RunOutcome> {
     outcomes.set(
       job.id,
       (async (): Promise<JobOutcome> => {
-        if (job.status === 'done') return { job: job.id, workflow: job.workflow, status: 'done', manifest: job.manifest };
+        if (job.status === 'done') return { job: job.id, workflow: job.workflow, status: 'done', manifest: job.manifest, fingerprint: job.fingerprint };
         const deps = await Promise.all(job.deps.map((d) => outcomes.get(d) ?? Promise.resolve(missingDep(d, byId))));
         const blocked = deps.find((d) => d.status !== 'done');
         if (blocked) {
@@ -66,7 +84,7 @@ export async function executeRun(options: ExecuteOptions): Promise<RunOutcome> {
         }
         return limit(() => {
           if (control.mode !== 'running') return endWithout(options, job, control.mode === 'stopping' ? 'stopped' : 'aborted', 'not started: the run was stopped');
-          return runJob(options, job, deps.map((d) => d.manifest).filter((m): m is Manifest => m !== undefined));
+          return runJob(options, job, deps);
         });
       })(),
     );
@@ -92,7 +110,7 @@ function endWithout(o: ExecuteOptions, job: JobRecord, status: JobStatus, reason
   return { job: job.id, workflow: job.workflow, status };
 }
 
-async function runJob(o: ExecuteOptions, job: JobRecord, depManifests: readonly Manifest[]): Promise<JobOutcome> {
+async function runJob(o: ExecuteOptions, job: JobRecord, deps: readonly JobOutcome[]): Promise<JobOutcome> {
   const { control, store } = o;
   const outcome = (status: JobStatus, extra: Partial<JobOutcome> = {}): JobOutcome => ({ job: job.id, workflow: job.workflow, status, ...extra });
   const ctx: JobContext = {
@@ -107,6 +125,10 @@ async function runJob(o: ExecuteOptions, job: JobRecord, depManifests: readonly 
   let running: RunningJob | undefined;
   let unsubscribe: (() => void) | undefined;
   try {
+    const depManifests = depsInOrder(o, job, deps);
+    const decided = await decide(o, job, deps, depManifests);
+    if (decided.reused) return decided.reused;
+    const { fingerprint } = decided;
     const revealed: string[] = [];
     const secrets: SecretSource = (name) => {
       const v = o.secrets(name);
@@ -120,7 +142,7 @@ async function runJob(o: ExecuteOptions, job: JobRecord, depManifests: readonly 
     machine = await o.backend.provision(ctx);
     setStatus(o, job, 'downloading');
     await machine.bootstrap(ctx);
-    await machine.stage(ctx, { snapshot: o.snapshot, deps: depManifests, store: o.artifacts });
+    await machine.stage(ctx, { snapshot: o.snapshot.manifest, repoRoot: o.run.repo.root, deps: depManifests.map((d) => d.manifest), store: o.artifacts });
     if (modeOf(control) !== 'running') {
       const status = modeOf(control) === 'stopping' ? 'stopped' : 'aborted';
       setStatus(o, job, status, { reason: 'stopped before it started' });
@@ -151,7 +173,7 @@ async function runJob(o: ExecuteOptions, job: JobRecord, depManifests: readonly 
       setStatus(o, job, 'uploading');
       const manifest = await collect(o, job, machine);
       setStatus(o, job, 'stopped', { exitCode: exit.exitCode, reason: 'stopped by user' });
-      return outcome('stopped', { manifest });
+      return outcome('stopped', { manifest, fingerprint });
     }
     if (exit.exitCode !== 0 || exit.lost) {
       setStatus(o, job, 'failed', { exitCode: exit.exitCode, reason: exit.reason ?? `exited with code ${exit.exitCode}` });
@@ -160,7 +182,7 @@ async function runJob(o: ExecuteOptions, job: JobRecord, depManifests: readonly 
     setStatus(o, job, 'uploading');
     const manifest = await collect(o, job, machine);
     setStatus(o, job, 'done', { exitCode: 0 });
-    return outcome('done', { manifest });
+    return outcome('done', { manifest, fingerprint });
   } catch (e) {
     unsubscribe?.();
     if (control.mode === 'aborting') {
@@ -175,6 +197,68 @@ async function runJob(o: ExecuteOptions, job: JobRecord, depManifests: readonly 
   } finally {
     if (machine) await withTimeout(machine.teardown(), TEARDOWN_TIMEOUT_MS).catch(() => undefined);
   }
+}
+
+/** The deps' artifact sets in the order the spec lists them (later ones win on a path): workflows' outputs and tags'. */
+function depsInOrder(o: ExecuteOptions, job: JobRecord, deps: readonly JobOutcome[]): { readonly kind: 'workflow' | 'tag'; readonly name: string; readonly manifest: Manifest; readonly fingerprint?: Fingerprint }[] {
+  const byWorkflow = new Map(deps.map((d) => [d.workflow, d] as const));
+  const out: { kind: 'workflow' | 'tag'; name: string; manifest: Manifest; fingerprint?: Fingerprint }[] = [];
+  const seen = new Set<string>();
+  for (const dep of job.spec.deps) {
+    const key = `${dep.kind}:${dep.name}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    if (dep.kind === 'tag') {
+      const tag = o.store.getTag(dep.name);
+      if (!tag) throw new DstackError('DS0015', `tag '${dep.name}' that ${job.workflow} depends on no longer exists`, { hint: 'see `dstack tags list`' });
+      out.push({ kind: 'tag', name: dep.name, manifest: tag.manifest });
+    } else {
+      const d = byWorkflow.get(dep.name);
+      if (d?.manifest) out.push({ kind: 'workflow', name: dep.name, manifest: d.manifest, ...(d.fingerprint ? { fingerprint: d.fingerprint } : {}) });
+    }
+  }
+  // Deps the record lists but the spec does not (a hand-made record): after the others.
+  for (const d of deps) {
+    if (seen.has(`workflow:${d.workflow}`) || !d.manifest) continue;
+    out.push({ kind: 'workflow', name: d.workflow, manifest: d.manifest, ...(d.fingerprint ? { fingerprint: d.fingerprint } : {}) });
+  }
+  return out;
+}
+
+/**
+ * Fingerprints the job (asking the backend for the image's digest, which may pull it) and records
+ * the fingerprint; then, unless the run says otherwise, reuses a `done` job with the same one.
+ */
+async function decide(
+  o: ExecuteOptions,
+  job: JobRecord,
+  deps: readonly JobOutcome[],
+  depManifests: ReturnType<typeof depsInOrder>,
+): Promise<{ readonly fingerprint?: Fingerprint; readonly reused?: JobOutcome }> {
+  const notify = (notice: Parameters<JobContext['notify']>[0]): void => o.onEvent({ type: 'job-notice', job: job.id, workflow: job.workflow, notice });
+  const imageDigest = await o.backend.imageDigest(job.spec, { notify, signal: o.control.abortSignal, secrets: o.secrets });
+  // A dep without a fingerprint (a record from before fingerprints) makes this job's unknowable.
+  if (deps.some((d) => d.fingerprint === undefined)) return {};
+  const parts = fingerprintParts({
+    spec: job.spec,
+    imageDigest,
+    inputs: { hash: inputsHash(o.snapshot.manifest.entries, job.spec.inputs), listing: o.snapshot.hash },
+    deps: depManifests.filter((d) => d.kind === 'workflow').map((d) => ({ workflow: d.name, fingerprint: d.fingerprint!, manifest: d.manifest })),
+    tags: depManifests.filter((d) => d.kind === 'tag').map((d) => ({ name: d.name, manifest: d.manifest })),
+  });
+  const fingerprint = fingerprintOf(parts);
+  o.store.setJobFingerprint(job.id, fingerprint, parts);
+
+  const named = job.workflow === o.run.workflow;
+  if (o.cache?.rerun || (named && !o.cache?.reuse)) return { fingerprint };
+  const hit = o.store.findCachedJob(fingerprint);
+  if (!hit?.manifest || hit.id === job.id) return { fingerprint };
+  // A hit may itself be a reuse: name the job that really ran.
+  const origin = hit.reason?.startsWith(CACHED_PREFIX) ? asJobId(hit.reason.slice(CACHED_PREFIX.length)) : hit.id;
+  o.store.setJobManifest(job.id, hit.manifest);
+  o.onEvent({ type: 'job-reused', job: job.id, workflow: job.workflow, from: origin });
+  setStatus(o, job, 'done', { exitCode: 0, reason: `${CACHED_PREFIX}${origin}` });
+  return { fingerprint, reused: { job: job.id, workflow: job.workflow, status: 'done', manifest: hit.manifest, fingerprint } };
 }
 
 async function collect(o: ExecuteOptions, job: JobRecord, machine: Machine): Promise<Manifest> {

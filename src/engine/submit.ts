@@ -1,11 +1,11 @@
 /**
  * From a command line to stored jobs: plan the DAG, split the leftover arguments into variable
- * overrides and `run.args`, decide which deps are reused, resolve every job, and record the run.
+ * overrides and `run.args`, resolve every job and the tags it pins, and record the run.
  */
 import { DstackError } from './errors.js';
 import { planRun, type Plan } from './plan.js';
 import { resolveJob } from './resolve.js';
-import type { JobRecord, RunRecord, RunStore } from './store/types.js';
+import type { JobRecord, RunRecord, RunStore, TagRecord } from './store/types.js';
 import type { JobOverrides, JobSpec, Project, RepoInfo } from './types.js';
 import { declaredVariables, parseRunArgs } from './workflow/args.js';
 
@@ -16,16 +16,14 @@ export interface SubmitRequest {
   readonly tokens: readonly string[];
   readonly jobOverrides?: JobOverrides;
   readonly hostEnv: Readonly<Record<string, string | undefined>>;
-  /** `--rerun`: run every dep even when an earlier run could be reused. */
-  readonly rerun?: boolean;
 }
 
-/** One job of the plan, resolved, with the earlier job it reuses if any. */
+/** One job of the plan, resolved. */
 export interface PlannedJobView {
   readonly workflow: string;
   readonly spec: JobSpec;
+  /** Indexes into `PreparedRun.jobs`. */
   readonly deps: readonly number[];
-  readonly reuse?: JobRecord;
 }
 
 export interface PreparedRun {
@@ -33,12 +31,15 @@ export interface PreparedRun {
   readonly jobs: readonly PlannedJobView[];
   readonly args: readonly string[];
   readonly overrides: Readonly<Record<string, string>>;
+  /** The tags `tag:` deps name, as they are now. */
+  readonly tags: ReadonlyMap<string, TagRecord>;
 }
 
 /**
  * Plans without writing anything. `runName` is what `${{ run.name }}` resolves to (a placeholder
- * for `--dry-run`). A dep is reused when an earlier job of that workflow in this project ended
- * `done` — dstack 0.7's rule; exact fingerprints replace it (issue 3) behind the same `reuse` field.
+ * for `--dry-run`). Every job of the DAG is kept: whether a dep is reused is decided when it is
+ * about to run, by its fingerprint (see executor.ts), since that needs its own deps' results.
+ * `tag:` deps must name a known tag.
  */
 export function prepareRun(store: RunStore, request: SubmitRequest, runName: string): PreparedRun {
   const { project, target } = request;
@@ -49,56 +50,36 @@ export function prepareRun(store: RunStore, request: SubmitRequest, runName: str
   );
   const { overrides, args } = parseRunArgs(request.tokens, declared);
 
+  const tags = new Map<string, TagRecord>();
   for (const job of plan.jobs) {
-    const tag = job.tagDeps[0];
-    if (tag !== undefined) {
-      throw new DstackError('DS0015', `workflow '${job.workflow.name}' depends on tag '${tag}', which is not known here`, {
-        location: job.workflow.location,
-        hint: 'tags arrive with `dstack tags add`; until then depend on a workflow',
-      });
+    for (const name of job.tagDeps) {
+      if (tags.has(name)) continue;
+      const tag = store.getTag(name);
+      if (!tag) {
+        const dep = job.workflow.deps.find((d) => d.kind === 'tag' && d.name === name);
+        throw new DstackError('DS0015', `workflow '${job.workflow.name}' depends on tag '${name}', which does not exist`, {
+          ...(dep && dep.location.file !== '<command line>' ? { location: dep.location } : {}),
+          hint: 'see the tags there are with `dstack tags list`',
+        });
+      }
+      tags.set(name, tag);
     }
   }
 
-  // Walk from the target towards its deps: a reused dep's own deps are not needed at all.
   const targetIndex = plan.jobs.length - 1;
-  const reuse = new Map<number, JobRecord>();
-  const needed = new Set<number>();
-  const visit = (i: number): void => {
-    if (needed.has(i) || reuse.has(i)) return;
-    const job = plan.jobs[i]!;
-    if (i !== targetIndex && !request.rerun) {
-      const previous = store.latestSuccessfulJob(job.workflow.name, project.root);
-      if (previous?.manifest) {
-        reuse.set(i, previous);
-        return;
-      }
-    }
-    needed.add(i);
-    for (const d of job.deps) visit(d);
-  };
-  visit(targetIndex);
-
-  const kept = plan.jobs.map((_, i) => i).filter((i) => needed.has(i) || reuse.has(i));
-  const newIndex = new Map(kept.map((old, i) => [old, i] as const));
-  const jobs = kept.map((i): PlannedJobView => {
-    const job = plan.jobs[i]!;
-    const spec = resolveJob(job.workflow, {
+  const jobs = plan.jobs.map((job, i): PlannedJobView => ({
+    workflow: job.workflow.name,
+    spec: resolveJob(job.workflow, {
       project,
       runName,
       args,
       overrides,
       hostEnv: request.hostEnv,
       jobOverrides: i === targetIndex ? request.jobOverrides : undefined,
-    });
-    const prior = reuse.get(i);
-    return {
-      workflow: job.workflow.name,
-      spec,
-      deps: prior ? [] : job.deps.map((d) => newIndex.get(d)!),
-      ...(prior ? { reuse: prior } : {}),
-    };
-  });
-  return { plan, jobs, args, overrides };
+    }),
+    deps: job.deps,
+  }));
+  return { plan, jobs, args, overrides, tags };
 }
 
 export interface CreateRunRequest extends SubmitRequest {
@@ -109,7 +90,7 @@ export interface CreateRunRequest extends SubmitRequest {
   readonly hostname: string;
 }
 
-/** Plans and records the run; reused deps are recorded as `done` jobs carrying the earlier manifest. */
+/** Plans and records the run: every job of the DAG, `submitted`. */
 export function createRun(store: RunStore, request: CreateRunRequest): { run: RunRecord; jobs: readonly JobRecord[]; prepared: PreparedRun } {
   const name = store.reserveName();
   const prepared = prepareRun(store, request, name);
@@ -124,12 +105,5 @@ export function createRun(store: RunStore, request: CreateRunRequest): { run: Ru
     hostname: request.hostname,
     jobs: prepared.jobs.map((j) => ({ spec: j.spec, deps: j.deps })),
   });
-  prepared.jobs.forEach((p, i) => {
-    const job = jobs[i]!;
-    if (p.reuse?.manifest) {
-      store.setJobManifest(job.id, p.reuse.manifest);
-      store.setJobStatus(job.id, 'done', { exitCode: 0, reason: `reused ${p.reuse.id}` });
-    }
-  });
-  return { run: store.getRun(name)!, jobs: store.jobs(name), prepared };
+  return { run, jobs, prepared };
 }

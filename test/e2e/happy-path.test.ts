@@ -63,13 +63,13 @@ test(
       assert.is(
         r.stdout,
         [
-          '1. a  run',
+          '1. a  runs',
           `   image:    ${IMAGE}`,
           '   commands: echo a-says-hi',
           '             mkdir -p out',
           '             echo content-from-a > out/x.txt',
           '   saves:    out/x.txt',
-          '2. b  run',
+          '2. b  runs',
           `   image:    ${IMAGE}`,
           '   commands: echo b-reads-$(cat out/x.txt)',
           '   after:    a',
@@ -148,18 +148,18 @@ test(
   withTimeout(60_000, async () => {
     try {
       const plan = await p.run(['run', 'b', '--dry-run']);
-      assert.ok(plan.stdout.startsWith(`1. a  reuse ${first}/a\n2. b  run\n`), plan.stdout);
+      assert.ok(plan.stdout.startsWith(`1. a  cached (run ${first})\n2. b  runs\n`), plan.stdout);
 
       const again = await p.run(['run', 'b']);
       assert.is(again.exitCode, 0, again.stderr);
       assertNoCrash(again);
       assert.is(again.stdout, 'b-reads-content-from-a\n', 'only b ran, so its output is not prefixed');
       const second = runNameOf(again.stderr);
-      assert.ok(again.stderr.includes(`  a: reusing the artifacts of ${first}/a\n`), again.stderr);
+      assert.ok(again.stderr.includes(`  a: cached (same inputs as ${first}/a)\n`), again.stderr);
       const detail = await p.json<RunWithJobs>(['ps', second, '--json']);
       const a = detail.jobs.find((j) => j.workflow === 'a')!;
       assert.is(a.status, 'done');
-      assert.ok(a.reason?.startsWith('reused'), `reason: ${a.reason}`);
+      assert.ok(a.reason === `cached: ${first}/a`, `reason: ${a.reason}`);
       assert.equal(a.artifacts, ['out/x.txt']);
       assert.is(detail.jobs.find((j) => j.workflow === 'b')!.status, 'done');
 

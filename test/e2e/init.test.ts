@@ -24,8 +24,8 @@ test(
       const plan = await p.run(['run', 'train', '--dry-run']);
       assert.is(plan.exitCode, 0, plan.stderr);
       assertNoCrash(plan);
-      assert.match(plan.stdout, /^1\. prepare {2}run\n/);
-      assert.match(plan.stdout, /\n2\. train {2}run\n/);
+      assert.match(plan.stdout, /^1\. prepare {2}runs\n/);
+      assert.match(plan.stdout, /\n2\. train {2}runs\n/);
       assert.ok(plan.stdout.includes('echo "epochs=3" > result.txt'), plan.stdout);
       assert.ok(plan.stdout.includes('   after:    prepare\n'), plan.stdout);
 
@@ -52,7 +52,7 @@ test(
       assert.is((await p.run(['init'])).exitCode, 0);
       const plan = await p.run(['run', 'prepare', '--dry-run'], { cwd: join(p.dir, 'src', 'deep') });
       assert.is(plan.exitCode, 0, plan.stderr);
-      assert.match(plan.stdout, /^1\. prepare {2}run\n/);
+      assert.match(plan.stdout, /^1\. prepare {2}runs\n/);
     } finally {
       await p.cleanup();
     }

@@ -9,14 +9,15 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { LocalArtifactStore } from '../../src/artifacts/local-store.js';
-import { emptyManifest } from '../../src/artifacts/types.js';
+import { emptyManifest, type Manifest } from '../../src/artifacts/types.js';
 import type { Backend, ExitInfo, JobContext, Machine, RunningJob } from '../../src/engine/backend.js';
 import { RunControl } from '../../src/engine/control.js';
 import { DstackError } from '../../src/engine/errors.js';
 import type { RunEvent } from '../../src/engine/events.js';
 import { executeRun } from '../../src/engine/executor.js';
 import { openStore } from '../../src/engine/store/sqlite.js';
-import type { JobSpec } from '../../src/engine/types.js';
+import type { RunStore } from '../../src/engine/store/types.js';
+import { asContentHash, type JobSpec } from '../../src/engine/types.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 interface Script {
@@ -26,6 +27,10 @@ interface Script {
   bootstrapError?: Record<string, DstackError>;
   /** Workflows that run until stopped or killed. */
   hang?: Set<string>;
+  /** Image digest per image name (default `sha256:<image>`). */
+  digest?: Record<string, string>;
+  /** What collect saves, per workflow (default: nothing). */
+  outputs?: Record<string, Manifest>;
 }
 
 function recordingBackend(script: Script, steps: string[]): Backend {
@@ -36,6 +41,7 @@ function recordingBackend(script: Script, steps: string[]): Backend {
     observe: async () => ({ state: 'gone' }),
     reap: async () => undefined,
     close: async () => undefined,
+    imageDigest: async (spec) => script.digest?.[spec.image] ?? `sha256:${spec.image}`,
     provision: async (ctx: JobContext): Promise<Machine> => {
       const wf = ctx.spec.workflow;
       steps.push(`${wf}:provision`);
@@ -66,7 +72,7 @@ function recordingBackend(script: Script, steps: string[]): Backend {
         },
         collect: async () => {
           steps.push(`${wf}:collect`);
-          return emptyManifest;
+          return script.outputs?.[wf] ?? emptyManifest;
         },
         teardown: async () => void steps.push(`${wf}:teardown`),
       };
@@ -89,6 +95,8 @@ const spec = (workflow: string, env: Record<string, string> = {}): JobSpec => ({
   deps: [],
 });
 
+const SNAPSHOT = { manifest: emptyManifest, hash: asContentHash('0'.repeat(64)) };
+
 async function setup(script: Script, jobs: { spec: JobSpec; deps: number[] }[], control = new RunControl()) {
   const home = mkdtempSync(join(tmpdir(), 'dstack-exec-'));
   const store = openStore(home);
@@ -101,7 +109,7 @@ async function setup(script: Script, jobs: { spec: JobSpec; deps: number[] }[], 
     backend: recordingBackend(script, steps),
     run,
     jobs: store.jobs(run.name),
-    snapshot: { root: home, files: [], repo: { root: home, isGit: false } },
+    snapshot: SNAPSHOT,
     secrets: (n) => (n === 'TOKEN' ? 'tok-secret-1' : undefined),
     control,
     onEvent: (e) => events.push(e),
@@ -217,6 +225,107 @@ test(
       assert.not.ok(spec0.includes('tok-secret-1'));
     } finally {
       s.done();
+    }
+  }),
+);
+
+/** One run of `jobs` in an existing store (for caching across runs). */
+async function runIn(store: RunStore, home: string, script: Script, jobs: { spec: JobSpec; deps: number[] }[], cache?: { rerun?: boolean; reuse?: boolean }) {
+  const steps: string[] = [];
+  const events: RunEvent[] = [];
+  const { run } = store.createRun({ workflow: jobs.at(-1)!.spec.workflow, owner: 't', backend: 'test', repo: { root: home, isGit: false }, args: [], jobs });
+  const outcome = await executeRun({
+    store,
+    artifacts: new LocalArtifactStore({ home }),
+    backend: recordingBackend(script, steps),
+    run,
+    jobs: store.jobs(run.name),
+    snapshot: SNAPSHOT,
+    ...(cache ? { cache } : {}),
+    secrets: () => undefined,
+    control: new RunControl(),
+    onEvent: (e) => events.push(e),
+  });
+  return { run, outcome, steps, events, jobs: store.jobs(run.name) };
+}
+
+const out = (content: string): Manifest => ({
+  version: 1,
+  entries: [{ type: 'file', path: 'out/x', size: 1, mode: 0o644, hash: asContentHash(content.repeat(64).slice(0, 64)) }],
+  size: 1,
+});
+
+test(
+  'caching: a dep with the same fingerprint is reused (no machine); the named workflow still runs; --reuse, --rerun',
+  withTimeout(10_000, async () => {
+    const home = mkdtempSync(join(tmpdir(), 'dstack-exec-'));
+    const store = openStore(home);
+    try {
+      const dag = [
+        { spec: spec('a'), deps: [] },
+        { spec: { ...spec('b'), deps: [{ kind: 'workflow' as const, name: 'a', location: { file: 'f', line: 1, col: 1 } }] }, deps: [0] },
+      ];
+      const script: Script = { outputs: { a: out('1') } };
+      const first = await runIn(store, home, script, dag);
+      assert.is(first.outcome.status, 'done');
+      assert.ok(first.jobs.every((j) => j.fingerprint !== undefined && j.fingerprintParts?.version === 1));
+
+      const second = await runIn(store, home, script, dag);
+      assert.is(second.outcome.status, 'done');
+      assert.not.ok(second.steps.some((s) => s.startsWith('a:')), `a got a machine: ${second.steps.join(' ')}`);
+      assert.ok(second.steps.includes('b:start'), 'the named workflow runs');
+      const [a2] = second.jobs;
+      assert.is(a2!.status, 'done');
+      assert.is(a2!.reason, `cached: ${first.run.name}/a`);
+      assert.equal(a2!.manifest, out('1'));
+      assert.equal(a2!.history.map((h) => h.status), ['submitted', 'done']);
+      assert.ok(second.events.some((e) => e.type === 'job-reused' && e.from === `${first.run.name}/a`));
+      assert.equal(second.steps.find((x) => x.startsWith('b:stage')), 'b:stage(1 deps)');
+
+      // Reused from a reuse: still names the job that ran.
+      const third = await runIn(store, home, script, dag, { reuse: true });
+      assert.equal(third.steps, [], 'with --reuse nothing runs');
+      assert.is(third.jobs[0]!.reason, `cached: ${first.run.name}/a`);
+      assert.is(third.jobs[1]!.reason, `cached: ${second.run.name}/b`);
+
+      const rerun = await runIn(store, home, script, dag, { rerun: true });
+      assert.ok(rerun.steps.includes('a:start') && rerun.steps.includes('b:start'));
+    } finally {
+      store.close();
+      rmSync(home, { recursive: true, force: true });
+    }
+  }),
+);
+
+test(
+  'caching: a new image digest misses; a dep whose output changed makes its dependent miss, the same output hits',
+  withTimeout(10_000, async () => {
+    const home = mkdtempSync(join(tmpdir(), 'dstack-exec-'));
+    const store = openStore(home);
+    try {
+      const dep = { kind: 'workflow' as const, name: 'a', location: { file: 'f', line: 1, col: 1 } };
+      const dag = [
+        { spec: spec('a'), deps: [] },
+        { spec: { ...spec('b'), deps: [dep] }, deps: [0] },
+        { spec: { ...spec('c'), deps: [{ ...dep, name: 'b' }] }, deps: [1] },
+      ];
+      await runIn(store, home, { outputs: { a: out('1') } }, dag);
+      const newImage = await runIn(store, home, { outputs: { a: out('1') }, digest: { img: 'sha256:other' } }, dag);
+      assert.ok(newImage.steps.includes('a:start'), 'a new digest is a miss');
+
+      // a runs again (named) and writes something else: b, which reads it, misses.
+      await runIn(store, home, { outputs: { a: out('2') } }, [dag[0]!]);
+      const changed = await runIn(store, home, { outputs: { a: out('2') } }, dag);
+      assert.not.ok(changed.steps.some((s) => s.startsWith('a:')));
+      assert.ok(changed.steps.includes('b:start'), 'b misses: its dep wrote something else');
+
+      // a runs again and writes the same: b hits.
+      await runIn(store, home, { outputs: { a: out('2') } }, [dag[0]!]);
+      const same = await runIn(store, home, { outputs: { a: out('2') } }, dag);
+      assert.equal(same.steps.filter((s) => s.endsWith(':start')), ['c:start']);
+    } finally {
+      store.close();
+      rmSync(home, { recursive: true, force: true });
     }
   }),
 );

@@ -16,8 +16,11 @@ export class RunCommand extends DstackCommand {
     description: 'run a workflow and the deps it needs',
     details: `
       Runs WORKFLOW from \`.dstack/workflows.yaml\` (or \`.dstack/workflows/*.yml\`) in a local Docker container, after
-      running the workflows it depends on — unless an earlier run of a dep in this project succeeded, whose artifacts are
-      then reused (\`--rerun\` runs every dep again).
+      the workflows it depends on. Each job has a fingerprint over everything that can change its output (the image's
+      digest, commands, env, variables, arguments, the content of its code or its \`inputs:\`, its deps' artifacts); a
+      dep whose fingerprint matches an earlier successful job is reused, not run. WORKFLOW itself always runs unless
+      \`--reuse\`; \`--rerun\` runs everything. \`--dry-run --explain\` says, for each job, whether it is cached and which
+      input changed since its last run.
 
       Arguments after the workflow that name a declared variable (\`--epochs 10\`) override it; everything else is passed
       to the workflow as \`\${{ run.args }}\`. Put \`--\` before arguments that look like dstack flags.
@@ -35,6 +38,8 @@ export class RunCommand extends DstackCommand {
       ['Run a workflow and its deps', 'dstack run train-mnist'],
       ['Override a variable and pass extra arguments', 'dstack run train-mnist --hidden 128 --seed 3'],
       ['Show the plan without running anything', 'dstack run train-mnist --dry-run'],
+      ['Say which jobs are cached and why the others run', 'dstack run train-mnist --dry-run --explain'],
+      ['Run every dep again, whatever is cached', 'dstack run train-mnist --rerun'],
       ['Run in the background', 'dstack run train-mnist -d'],
       ['More memory and an extra env variable', 'dstack run train-mnist --memory 8GB -e LOG_LEVEL=debug'],
     ],
@@ -57,19 +62,54 @@ export class RunCommand extends DstackCommand {
     if (!root) {
       throw new DstackError('DS0012', 'no .dstack/workflows.yaml in this folder or any folder above it', { hint: 'create one with `dstack init`' });
     }
+    if (flags.explain && !flags.dryRun) throw usageError('--explain goes with --dry-run', `dstack run ${flags.workflow} --dry-run --explain`);
+    if (flags.rerun && flags.reuse) throw usageError('--rerun and --reuse ask for opposite things; pick one');
     const project = await loadProject(root);
     const session = new Session();
     try {
       const store = await session.store();
-      const request = { project, target: flags.workflow, tokens: flags.rest, jobOverrides: flags.overrides, hostEnv: process.env, rerun: flags.rerun };
+      const request = { project, target: flags.workflow, tokens: flags.rest, jobOverrides: flags.overrides, hostEnv: process.env };
+      const cache = { rerun: flags.rerun, reuse: flags.reuse };
       if (flags.dryRun) {
-        const { prepareRun } = await import('../../engine/submit.js');
-        printPlan(this.context.stdout, prepareRun(store, request, '<run-name>'), { json: flags.json });
+        const [{ prepareRun }, { takeSnapshot }, { hashTree }, { getJson }, { explainRun }] = await Promise.all([
+          import('../../engine/submit.js'),
+          import('../../engine/snapshot.js'),
+          import('../../artifacts/tree.js'),
+          import('../../artifacts/objects.js'),
+          import('../../engine/explain.js'),
+        ]);
+        const prepared = prepareRun(store, request, '<run-name>');
+        const [backend, artifacts, snapshot] = await Promise.all([session.backend('local'), session.artifacts(), takeSnapshot(root)]);
+        // Hashed to decide, not stored: only the stat cache learns from a dry run.
+        const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store });
+        const decisions = await explainRun({
+          store,
+          backend: backend!,
+          prepared,
+          repoRoot: snapshot.repo.root,
+          snapshot: tree.manifest,
+          readListing: (h) => getJson(artifacts, h),
+          target: flags.workflow,
+          ...cache,
+          signal: new AbortController().signal,
+        });
+        printPlan(this.context.stdout, prepared, decisions, { json: flags.json, explain: flags.explain });
         return 0;
       }
       const backend = (await session.backend('local'))!;
-      const [{ takeSnapshot }, { createRun }] = await Promise.all([import('../../engine/snapshot.js'), import('../../engine/submit.js'), backend.check(new AbortController().signal)]);
+      const [{ takeSnapshot }, { createRun }, { hashTree }, { putJson }, artifacts] = await Promise.all([
+        import('../../engine/snapshot.js'),
+        import('../../engine/submit.js'),
+        import('../../artifacts/tree.js'),
+        import('../../artifacts/objects.js'),
+        session.artifacts(),
+        backend.check(new AbortController().signal),
+      ]);
       const snapshot = await takeSnapshot(root);
+      // The code is stored by content now, so the run sees it as it is at this moment whatever is
+      // edited later, and a detached run needs no copy of it.
+      const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store, store: artifacts });
+      const snapshotHash = await putJson(artifacts, tree.manifest);
       const { run, jobs } = createRun(store, {
         ...request,
         owner: owner(),
@@ -78,24 +118,33 @@ export class RunCommand extends DstackCommand {
         pid: process.pid,
         hostname: hostname(),
       });
+      store.setRunSnapshot(run.name, snapshotHash);
       const render: (e: RunEvent) => void = createRenderer({
         stdout: this.context.stdout,
         stderr: this.context.stderr,
         json: flags.json,
-        prefix: jobs.filter((j) => j.status !== 'done').length > 1,
+        prefix: jobs.length > 1,
       });
       render({ type: 'run-created', run: run.name, jobs: jobs.map((j) => ({ id: j.id, workflow: j.workflow })) });
-      for (const j of jobs) if (j.status === 'done' && j.reason) render({ type: 'job-reused', job: j.id, workflow: j.workflow, from: j.reason.replace(/^reused /, '') as typeof j.id });
 
       if (flags.detach) {
         const { detachRun } = await import('../detach.js');
-        await detachRun({ session, run, snapshot });
+        await detachRun({ session, run, cache });
         if (flags.json) this.context.stdout.write(`${JSON.stringify({ run: run.name, detached: true })}\n`);
         else this.context.stdout.write(`${run.name}\n`);
         this.context.stderr.write(`Run ${run.name} goes on in the background; follow it with \`dstack logs ${run.name} -f\`\n`);
         return ExitCode.ok;
       }
-      const outcome = await superviseRun({ session, run, jobs, snapshot, render, stderr: this.context.stderr, foreground: true });
+      const outcome = await superviseRun({
+        session,
+        run,
+        jobs,
+        snapshot: { manifest: tree.manifest, hash: snapshotHash },
+        cache,
+        render,
+        stderr: this.context.stderr,
+        foreground: true,
+      });
       return exitCodeOf(outcome, this.context.stderr);
     } finally {
       await session.close();

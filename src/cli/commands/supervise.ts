@@ -1,6 +1,6 @@
-import { rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { Command, Option } from 'clipanion';
+import type { Manifest } from '../../artifacts/types.js';
 import { DstackCommand } from '../base.js';
 import { createRenderer } from '../render.js';
 import { Session } from '../session.js';
@@ -12,7 +12,8 @@ export class SuperviseCommand extends DstackCommand {
   static override usage = undefined;
 
   runName = Option.String({ name: 'RUN' });
-  code = Option.String('--code', { required: true });
+  rerun = Option.Boolean('--rerun', false);
+  reuse = Option.Boolean('--reuse', false);
 
   async run(): Promise<number> {
     const session = new Session();
@@ -21,14 +22,23 @@ export class SuperviseCommand extends DstackCommand {
       const run = store.getRun(this.runName);
       if (!run) throw new Error(`supervisor: no run ${this.runName}`);
       store.setRunOwnerProcess(run.name, process.pid, hostname());
-      const { takeSnapshot } = await import('../../engine/snapshot.js');
-      const snapshot = await takeSnapshot(this.code);
+      if (!run.snapshot) throw new Error(`supervisor: run ${run.name} has no code snapshot`);
+      const [{ getJson }, artifacts] = await Promise.all([import('../../artifacts/objects.js'), session.artifacts()]);
+      const manifest = await getJson<Manifest>(artifacts, run.snapshot);
+      if (!manifest) throw new Error(`supervisor: the code snapshot of ${run.name} is missing from the store`);
       const render = createRenderer({ stdout: this.context.stdout, stderr: this.context.stderr, prefix: true });
-      const outcome = await superviseRun({ session, run, jobs: store.jobs(run.name), snapshot, render, stderr: this.context.stderr, foreground: false });
+      const outcome = await superviseRun({
+        session,
+        run,
+        jobs: store.jobs(run.name),
+        snapshot: { manifest, hash: run.snapshot },
+        cache: { rerun: this.rerun, reuse: this.reuse },
+        render,
+        stderr: this.context.stderr,
+        foreground: false,
+      });
       return exitCodeOf(outcome, this.context.stderr);
     } finally {
-      // The staged copy of the code served this run only.
-      await rm(this.code, { recursive: true, force: true }).catch(() => undefined);
       await session.close();
     }
   }

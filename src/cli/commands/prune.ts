@@ -1,0 +1,124 @@
+import { rm } from 'node:fs/promises';
+import { Command, Option } from 'clipanion';
+import ms from 'ms';
+import type { GcResult } from '../../artifacts/gc.js';
+import { DstackError } from '../../engine/errors.js';
+import type { RunRecord, RunStore } from '../../engine/store/types.js';
+import type { ContentHash } from '../../engine/types.js';
+import { DstackCommand } from '../base.js';
+import { confirm } from '../confirm.js';
+import { runDir } from '../detach.js';
+import { formatAgo, formatBytes, table } from '../format.js';
+import { Session } from '../session.js';
+
+export class PruneCommand extends DstackCommand {
+  static override paths = [['prune']];
+  static override usage = Command.Usage({
+    description: 'remove old runs and the artifact files nothing refers to',
+    details: `
+      Removes the finished runs submitted more than \`--older-than\` ago (default 7d) that are not tagged and that no
+      tag was taken from, with their jobs and logs; then deletes every stored file (artifacts, code snapshots) that no
+      remaining run or tag refers to, and says how much space that freed. Files written in the last hour are kept,
+      so a run in progress never loses what it is saving. Asks first unless \`-y\`; \`--dry-run\` only counts.
+    `,
+    examples: [
+      ['See what would go', 'dstack prune --dry-run'],
+      ['Remove finished runs older than a day, without asking', 'dstack prune --older-than 1d -y'],
+      ['Every finished, untagged run', 'dstack prune --older-than 0s -y'],
+    ],
+  });
+
+  olderThan = Option.String('--older-than', '7d', { description: 'only runs submitted longer ago than this (30m, 12h, 7d)' });
+  yes = Option.Boolean('-y,--yes', false, { description: 'do not ask for confirmation' });
+  dryRun = Option.Boolean('--dry-run', false, { description: 'count what would be removed; remove nothing' });
+  json = Option.Boolean('--json', false, { description: 'machine-readable output' });
+
+  async run(): Promise<number> {
+    const age = ms(this.olderThan as Parameters<typeof ms>[0]) as number | undefined;
+    if (typeof age !== 'number' || !Number.isFinite(age) || age < 0) {
+      throw new DstackError('DS0102', `--older-than expects a duration like 12h, 7d or 0s, got '${this.olderThan}'`);
+    }
+    const session = new Session();
+    try {
+      const store = await session.store();
+      const { collectGarbage } = await import('../../artifacts/gc.js');
+      const runs = store.listPrunableRuns(Date.now() - age);
+
+      if (this.dryRun || (!this.yes && process.stdin.isTTY)) {
+        // What would go: the objects that only the runs about to be removed (or nothing) refer to.
+        const gc = await collectGarbage({ home: session.home, roots: rootsWithout(store, runs), dryRun: true });
+        if (this.dryRun) {
+          this.report(runs, gc, true);
+          return 0;
+        }
+        await confirm(
+          `Remove ${plural(runs.length, 'run')} older than ${this.olderThan} and ${plural(gc.objects, 'unreferenced file')} (${formatBytes(gc.bytes + gc.tmpBytes)})?`,
+          false,
+          `dstack prune --older-than ${this.olderThan} -y`,
+        );
+      } else {
+        // No terminal and no -y: refused before anything is read.
+        await confirm(`Prune runs older than ${this.olderThan}?`, this.yes, `dstack prune --older-than ${this.olderThan} -y`);
+      }
+
+      for (const run of runs) {
+        store.deleteRun(run.name);
+        await rm(runDir(session.home, run.name), { recursive: true, force: true });
+      }
+      // Read after the runs are gone, in one transaction, so nothing recorded meanwhile is missed.
+      const gc = await collectGarbage({ home: session.home, roots: store.referencedObjects() });
+      this.report(runs, gc, false);
+      return 0;
+    } finally {
+      await session.close();
+    }
+  }
+
+  private report(runs: readonly RunRecord[], gc: GcResult, dryRun: boolean): void {
+    const freed = gc.bytes + gc.tmpBytes;
+    if (this.json) {
+      const out = {
+        dryRun,
+        runs: runs.map((r) => r.name),
+        objects: gc.objects,
+        tempFiles: gc.tmpFiles,
+        bytes: freed,
+        keptYoung: gc.young,
+      };
+      this.context.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+      return;
+    }
+    if (dryRun && runs.length) {
+      this.context.stdout.write(
+        `${table(['RUN', 'WORKFLOW', 'SUBMITTED', 'STATUS'], runs.map((r) => [r.name, r.workflow, formatAgo(r.submittedAt), r.status]))}\n`,
+      );
+    }
+    const parts = [plural(runs.length, 'run'), plural(gc.objects, 'object')];
+    if (gc.tmpFiles) parts.push(plural(gc.tmpFiles, 'temp file'));
+    this.context.stderr.write(`${dryRun ? 'Would free' : 'Freed'} ${formatBytes(freed)}: ${parts.join(', ')}\n`);
+    if (gc.young) {
+      this.context.stderr.write(`Kept ${plural(gc.young, 'unreferenced object')} written in the last hour: a run may still be saving ${gc.young === 1 ? 'it' : 'them'}\n`);
+    }
+  }
+}
+
+const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+/**
+ * The objects the records would point at once `removed` are gone: what `referencedObjects()` will
+ * return after the deletion, computed without deleting (for `--dry-run` and the question asked).
+ */
+function rootsWithout(store: RunStore, removed: readonly RunRecord[]): Set<ContentHash> {
+  const skip = new Set<string>(removed.map((r) => r.name));
+  const roots = new Set<ContentHash>();
+  for (const run of store.listRuns({ all: true })) {
+    if (skip.has(run.name)) continue;
+    if (run.snapshot) roots.add(run.snapshot);
+    for (const job of store.jobs(run.name)) {
+      for (const e of job.manifest?.entries ?? []) if (e.type === 'file') roots.add(e.hash);
+      if (job.fingerprintParts?.inputsListing) roots.add(job.fingerprintParts.inputsListing);
+    }
+  }
+  for (const tag of store.listTags()) for (const e of tag.manifest.entries) if (e.type === 'file') roots.add(e.hash);
+  return roots;
+}

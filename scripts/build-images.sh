@@ -8,6 +8,8 @@
 # Images:
 #   dstack-test/busybox:latest   busybox-static, ~2 MB: the trivial-job image of tests and benchmarks
 #   dstack/python:3.11-ml        Debian bookworm minbase + python3, numpy, scikit-learn (fixtures/mnist)
+#   dstack-test/sshhost:latest   Debian bookworm minbase + openssh-server: a "machine of the pool" for the
+#                                SSH tests (see build_sshhost and test/helpers/ssh-hosts.ts)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,11 +64,88 @@ build_python() {
   echo "built $name"
 }
 
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(busybox python)
+# A test host: its own sshd and host key, reached on a loopback port that the tests publish. It runs
+# no Docker engine of its own. The job containers of a host run on THIS machine's engine: a host
+# "with Docker" gets /var/run/docker.sock mounted (a host "without Docker" gets none), and root's home
+# is a folder of this machine mounted at the SAME path inside the container (HOST_HOME, e.g.
+# /tmp/dstack-hosts/<id>/root; the entrypoint points root's passwd entry at it). A job folder made
+# over SSH under the home therefore has the same path for the engine, and its bind mounts resolve.
+# Anything outside the home exists only inside the container.
+#
+# Run time environment:
+#   AUTHORIZED_KEY   a public key line, installed for root (/etc/ssh/authorized_keys/root, outside the home)
+#   HOST_KEY_FILE    a mounted ed25519 private key to use as the host key; absent: one is generated
+#   HOST_HOME        root's home (created if missing)
+build_sshhost() {
+  local name=dstack-test/sshhost:latest h; h=$(recipe_hash build_sshhost)
+  have_image "$name" "$h" && { echo "image $name is up to date"; return; }
+  need_pkg debootstrap debootstrap
+  local root; root=$(mktemp -d /var/tmp/dstack-rootfs.XXXXXX)
+  echo "building $name with debootstrap (about a minute)…"
+  as_root debootstrap --variant=minbase bookworm "$root" "$(mirror)" >/tmp/dstack-debootstrap.log 2>&1 || {
+      tail -20 /tmp/dstack-debootstrap.log >&2; exit 1; }
+  # Without this, openssh-server's post-install would start sshd on this machine's port 22.
+  printf '#!/bin/sh\nexit 101\n' | as_root tee "$root/usr/sbin/policy-rc.d" >/dev/null
+  as_root chmod 755 "$root/usr/sbin/policy-rc.d"
+  as_root cp /etc/resolv.conf "$root/etc/resolv.conf"
+  { as_root chroot "$root" apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive as_root chroot "$root" apt-get install -y -qq --no-install-recommends \
+      openssh-server coreutils; } >>/tmp/dstack-debootstrap.log 2>&1 || {
+      tail -20 /tmp/dstack-debootstrap.log >&2; exit 1; }
+  # Host keys made by the post-install would be shared by every container: each makes its own.
+  as_root rm -f "$root/usr/sbin/policy-rc.d" "$root/etc/resolv.conf" "$root"/etc/ssh/ssh_host_*
+  as_root rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
+    "$root"/usr/share/man/* "$root"/usr/share/locale/* "$root"/usr/share/info/*
+  as_root tee "$root/etc/ssh/sshd_config" >/dev/null <<'EOF'
+Port 22
+HostKey /etc/ssh/ssh_host_ed25519_key
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+AuthorizedKeysFile /etc/ssh/authorized_keys/%u
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+AllowStreamLocalForwarding yes
+AllowTcpForwarding yes
+PrintMotd no
+Subsystem sftp internal-sftp
+EOF
+  as_root tee "$root/usr/local/sbin/dstack-sshhost" >/dev/null <<'EOF'
+#!/bin/sh
+set -eu
+key=/etc/ssh/ssh_host_ed25519_key
+if [ -n "${HOST_KEY_FILE:-}" ] && [ -f "$HOST_KEY_FILE" ]; then
+  install -m 600 "$HOST_KEY_FILE" "$key"
+  ssh-keygen -y -f "$key" > "$key.pub"
+elif [ ! -f "$key" ]; then
+  ssh-keygen -q -t ed25519 -N '' -f "$key"
+fi
+if [ -n "${HOST_HOME:-}" ]; then
+  mkdir -p "$HOST_HOME"
+  sed -i "s#^\(root:[^:]*:0:0:[^:]*:\)[^:]*:#\1$HOST_HOME:#" /etc/passwd
+fi
+mkdir -p /etc/ssh/authorized_keys /run/sshd
+printf '%s\n' "${AUTHORIZED_KEY:-}" > /etc/ssh/authorized_keys/root
+chmod 644 /etc/ssh/authorized_keys/root
+exec /usr/sbin/sshd -D -e
+EOF
+  as_root chmod 755 "$root/usr/local/sbin/dstack-sshhost"
+  as_root tar -C "$root" -c . | docker import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' --change 'EXPOSE 22' \
+    --change 'ENTRYPOINT ["/usr/local/sbin/dstack-sshhost"]' \
+    --change "LABEL dstack.recipe=$h" - "$name" >/dev/null
+  as_root rm -rf "$root"
+  echo "built $name"
+}
+
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(busybox python sshhost)
 for t in "${targets[@]}"; do
   case "$t" in
     busybox) build_busybox ;;
     python) build_python ;;
-    *) echo "build-images: unknown image '$t' (busybox, python)" >&2; exit 2 ;;
+    sshhost) build_sshhost ;;
+    *) echo "build-images: unknown image '$t' (busybox, python, sshhost)" >&2; exit 2 ;;
   esac
 done

@@ -1,0 +1,246 @@
+/**
+ * Real OpenSSH servers for the tests: containers of `dstack-test/sshhost:latest` (built locally by
+ * `scripts/build-images.sh sshhost`), each with its own sshd and host key, published on a loopback
+ * port. A host is reachable over SSH about a second after `startHost` begins.
+ *
+ * Where a host's jobs run: a test host has no Docker engine of its own. A host started with
+ * `docker: true` gets this machine's engine socket at /var/run/docker.sock, so the job containers it
+ * starts are siblings on this machine's engine; `docker: false` gets no socket (the "host without
+ * Docker"). root's home is a folder of this machine, `/tmp/dstack-hosts/<name>/root`, mounted at the
+ * SAME path inside the container (the image's entrypoint points root's passwd entry at HOST_HOME):
+ * a job folder made over SSH under the home has one path for the host and for the engine, so the
+ * engine resolves its bind mounts. A backend must therefore keep job folders under the login home;
+ * anything else in the host's filesystem exists only inside the container.
+ *
+ * The client's key pair is made once per test process (ed25519, mode 0600). Every host carries the
+ * labels `dstack.test=ssh-host` and `dstack.test.pid=<this process>`, for the sweep at the end of a
+ * file; `removeHost` in a `finally` removes the container and its folder.
+ */
+import { execFile } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { endpointFromEnv } from '../../src/backends/local/docker.js';
+import { fingerprint } from '../../src/backends/ssh/known-hosts.js';
+
+export const SSH_HOST_IMAGE = 'dstack-test/sshhost:latest';
+export const HOSTS_ROOT = '/tmp/dstack-hosts';
+const LABEL = 'dstack.test=ssh-host';
+const PID_LABEL = `dstack.test.pid=${process.pid}`;
+
+const run = promisify(execFile);
+
+async function docker(...args: string[]): Promise<string> {
+  try {
+    return (await run('docker', args, { maxBuffer: 16 * 1024 * 1024 })).stdout.trim();
+  } catch (e) {
+    const err = e as { stderr?: string; message: string };
+    throw new Error(`docker ${args.join(' ')}: ${(err.stderr ?? err.message).trim()}`);
+  }
+}
+
+export interface KeyPair {
+  /** The private key file, mode 0600. */
+  readonly path: string;
+  /** `ssh-ed25519 AAAA… comment`. */
+  readonly publicKey: string;
+  /** `SHA256:…`. */
+  readonly fingerprint: string;
+}
+
+let scratch: string | undefined;
+async function scratchDir(): Promise<string> {
+  if (!scratch) {
+    const dir = await mkdtemp(join(tmpdir(), 'dstack-ssh-keys-'));
+    scratch = dir;
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  }
+  return scratch;
+}
+
+/** A new ed25519 key pair (`ssh-keygen`), in this process's scratch folder unless `dir` is given. */
+export async function generateKeyPair(name: string, dir?: string): Promise<KeyPair> {
+  const folder = dir ?? (await scratchDir());
+  const path = join(folder, name);
+  await rm(path, { force: true });
+  await rm(`${path}.pub`, { force: true });
+  await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `dstack-test-${name}`, '-f', path]);
+  await chmod(path, 0o600);
+  const publicKey = (await readFile(`${path}.pub`, 'utf8')).trim();
+  return { path, publicKey, fingerprint: fingerprint(Buffer.from(publicKey.split(/\s+/)[1] ?? '', 'base64')) };
+}
+
+let client: Promise<KeyPair> | undefined;
+/** The client key every test host authorizes; made once per process. */
+export const clientKey = (): Promise<KeyPair> => (client ??= generateKeyPair('client_ed25519'));
+
+export interface TestHost {
+  /** Container name, also the host's folder under /tmp/dstack-hosts. */
+  readonly name: string;
+  readonly container: string;
+  readonly host: '127.0.0.1';
+  readonly port: number;
+  readonly user: 'root';
+  /** The client's private key that the host authorizes. */
+  readonly keyPath: string;
+  /** root's home, the same path on this machine and inside the host. */
+  readonly home: string;
+  readonly docker: boolean;
+  readonly hostKey: KeyPair;
+}
+
+export interface StartHostOptions {
+  /** Mount this machine's Docker socket (default true). */
+  readonly docker?: boolean;
+  /** A host key (private key file) to use; default: a new one. */
+  readonly hostKey?: KeyPair;
+  /** Authorize this public key instead of the process's client key. */
+  readonly authorizedKey?: string;
+}
+
+let counter = 0;
+
+async function ensureImage(): Promise<void> {
+  try {
+    await docker('image', 'inspect', '-f', '{{.Id}}', SSH_HOST_IMAGE);
+  } catch {
+    throw new Error(`image ${SSH_HOST_IMAGE} is missing: run \`scripts/build-images.sh sshhost\``);
+  }
+}
+
+function engineSocket(): string {
+  const endpoint = endpointFromEnv();
+  if (!endpoint.socketPath) throw new Error(`SSH test hosts need a Docker engine on a Unix socket, not ${endpoint.describe}`);
+  return endpoint.socketPath;
+}
+
+/** Resolves once sshd itself answers with its banner (docker-proxy accepts connections before that). */
+async function waitForSsh(port: number, name: string, ms = 15_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const banner = await new Promise<boolean>((resolve) => {
+      const s = connect({ host: '127.0.0.1', port });
+      const timer = setTimeout(() => finish(false), 1000);
+      const finish = (ok: boolean): void => {
+        clearTimeout(timer);
+        s.destroy();
+        resolve(ok);
+      };
+      s.once('data', (d: Buffer) => finish(d.toString('latin1').startsWith('SSH-')));
+      s.once('error', () => finish(false));
+      s.once('close', () => finish(false));
+    });
+    if (banner) return;
+    if (Date.now() > deadline) {
+      const logs = await docker('logs', '--tail', '20', name).catch((e: Error) => e.message);
+      throw new Error(`SSH test host ${name} did not answer on 127.0.0.1:${port} within ${ms} ms\n${logs}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function runContainer(name: string, dir: string, home: string, withDocker: boolean, hostKey: KeyPair, authorizedKey: string, publish: string): Promise<{ container: string; port: number }> {
+  const keyDir = join(dir, 'hostkey');
+  await mkdir(keyDir, { recursive: true, mode: 0o700 });
+  await copyFile(hostKey.path, join(keyDir, 'ssh_host_ed25519_key'));
+  await chmod(join(keyDir, 'ssh_host_ed25519_key'), 0o600);
+  const args = [
+    'run', '-d', '--name', name,
+    '--label', LABEL, '--label', PID_LABEL,
+    '-p', publish,
+    '-e', `AUTHORIZED_KEY=${authorizedKey}`,
+    '-e', `HOST_HOME=${home}`,
+    '-e', 'HOST_KEY_FILE=/run/dstack-hostkey/ssh_host_ed25519_key',
+    '-v', `${keyDir}:/run/dstack-hostkey:ro`,
+    '-v', `${home}:${home}`,
+    ...(withDocker ? ['-v', `${engineSocket()}:/var/run/docker.sock`] : []),
+    SSH_HOST_IMAGE,
+  ];
+  const container = await docker(...args);
+  const mapped = await docker('port', container, '22/tcp');
+  const port = Number(/:(\d+)\s*$/m.exec(mapped.split('\n')[0] ?? '')?.[1]);
+  if (!port) throw new Error(`no published port for ${name}: ${mapped}`);
+  return { container, port };
+}
+
+let reaped: Promise<void> | undefined;
+/** Hosts left by test processes that died before their `finally` (a crash, a kill -9). */
+async function reapOrphans(): Promise<void> {
+  const out = await docker('ps', '-a', '--filter', `label=${LABEL}`, '--format', '{{.ID}} {{.Names}} {{.Label "dstack.test.pid"}}');
+  for (const [id, name, pid] of out.split('\n').filter(Boolean).map((l) => l.split(' '))) {
+    let alive = true;
+    try {
+      process.kill(Number(pid), 0);
+    } catch (e) {
+      alive = (e as NodeJS.ErrnoException).code !== 'ESRCH';
+    }
+    if (alive || !id || !name) continue;
+    await docker('rm', '-f', '-v', id).catch(() => undefined);
+    await rm(join(HOSTS_ROOT, name), { recursive: true, force: true });
+  }
+}
+
+/** Starts a host and waits until SSH answers. Remove it with `removeHost` in a `finally`. */
+export async function startHost(options: StartHostOptions = {}): Promise<TestHost> {
+  await ensureImage();
+  await (reaped ??= reapOrphans());
+  const withDocker = options.docker ?? true;
+  const key = await clientKey();
+  const name = `dstack-sshhost-${process.pid}-${++counter}`;
+  const dir = join(HOSTS_ROOT, name);
+  const home = join(dir, 'root');
+  await mkdir(home, { recursive: true, mode: 0o700 });
+  const hostKey = options.hostKey ?? (await generateKeyPair(`${name}_host`));
+  const { container, port } = await runContainer(name, dir, home, withDocker, hostKey, options.authorizedKey ?? key.publicKey, '127.0.0.1::22');
+  const host: TestHost = { name, container, host: '127.0.0.1', port, user: 'root', keyPath: key.path, home, docker: withDocker, hostKey };
+  try {
+    await waitForSsh(port, name);
+  } catch (e) {
+    await removeHost(host);
+    throw e;
+  }
+  return host;
+}
+
+/** SIGKILLs the host's container (a machine that dies); the container stays until `removeHost`. */
+export async function killHost(h: TestHost): Promise<void> {
+  await docker('kill', h.container).catch(() => undefined);
+}
+
+/**
+ * The same machine reinstalled: a new container with a NEW host key on the SAME port, same home.
+ * Returns the new host (its `container` and `hostKey` differ).
+ */
+export async function restartWithNewHostKey(h: TestHost): Promise<TestHost> {
+  await docker('rm', '-f', h.container);
+  const hostKey = await generateKeyPair(`${h.name}_host`);
+  const key = await clientKey();
+  const { container } = await runContainer(h.name, join(HOSTS_ROOT, h.name), h.home, h.docker, hostKey, key.publicKey, `127.0.0.1:${h.port}:22`);
+  await waitForSsh(h.port, h.name);
+  return { ...h, container, hostKey };
+}
+
+/** Removes the container and the host's folder. Idempotent. */
+export async function removeHost(h: TestHost): Promise<void> {
+  await docker('rm', '-f', '-v', h.container).catch(() => undefined);
+  await docker('rm', '-f', '-v', h.name).catch(() => undefined);
+  await rm(join(HOSTS_ROOT, h.name), { recursive: true, force: true });
+}
+
+/**
+ * Removes the host containers of this process (or, with `everyProcess`, every test host) and
+ * returns how many there were: a leak when > 0 at the end of a file.
+ */
+export async function sweepHosts(everyProcess = false): Promise<number> {
+  const filters = ['--filter', `label=${LABEL}`, ...(everyProcess ? [] : ['--filter', `label=${PID_LABEL}`])];
+  const out = await docker('ps', '-a', '--no-trunc', ...filters, '--format', '{{.ID}} {{.Names}}');
+  const found = out.split('\n').filter(Boolean).map((l) => l.split(' ') as [string, string]);
+  for (const [id, name] of found) {
+    await docker('rm', '-f', '-v', id).catch(() => undefined);
+    await rm(join(HOSTS_ROOT, name), { recursive: true, force: true });
+  }
+  return found.length;
+}

@@ -1,7 +1,7 @@
 /**
  * Real OpenSSH servers for the tests: containers of `dstack-test/sshhost:latest` (built locally by
- * `scripts/build-images.sh sshhost`), each with its own sshd and host key, published on a loopback
- * port. A host is reachable over SSH about a second after `startHost` begins.
+ * `scripts/build-images.sh sshhost`), each with its own sshd and host key, listening on its own
+ * loopback port. A host is reachable over SSH about a second after `startHost` begins.
  *
  * Where a host's jobs run: a test host has no Docker engine of its own. A host started with
  * `docker: true` gets this machine's engine socket at /var/run/docker.sock, so the job containers it
@@ -12,6 +12,13 @@
  * engine resolves its bind mounts. A backend must therefore keep job folders under the login home;
  * anything else in the host's filesystem exists only inside the container.
  *
+ * Network: a host runs in the network namespace of this machine (`--network host`), its sshd on a
+ * free port of 127.0.0.1 of its own — the namespace of the Docker engine, so a port that a job
+ * container publishes on the "host's" 127.0.0.1 is one that sshd can forward to (the pool's port
+ * tunnels), as on a real machine where sshd and dockerd share the network. Machine death
+ * (`killHost`) kills the job containers the host started too (found by the `dstack.host` label the
+ * pool puts on them): they are siblings on this machine's engine, and would otherwise outlive it.
+ *
  * The client's key pair is made once per test process (ed25519, mode 0600). Every host carries the
  * labels `dstack.test=ssh-host` and `dstack.test.pid=<this process>`, for the sweep at the end of a
  * file; `removeHost` in a `finally` removes the container and its folder.
@@ -19,7 +26,7 @@
 import { execFile } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { chmod, copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -142,7 +149,23 @@ async function waitForSsh(port: number, name: string, ms = 15_000): Promise<void
   }
 }
 
-async function runContainer(name: string, dir: string, home: string, withDocker: boolean, hostKey: KeyPair, authorizedKey: string, publish: string): Promise<{ container: string; port: number }> {
+/** A port of 127.0.0.1 nobody listens on now (the kernel's pick; another process could take it before sshd does). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+/** sshd on its own port of 127.0.0.1 in this machine's network namespace, then the image's entrypoint. */
+const ENTRY = 'sed -i "s/^Port 22$/Port $SSH_PORT\\nListenAddress 127.0.0.1/" /etc/ssh/sshd_config && exec /usr/local/sbin/dstack-sshhost';
+
+async function runContainer(name: string, dir: string, home: string, withDocker: boolean, hostKey: KeyPair, authorizedKey: string, port: number): Promise<{ container: string; port: number }> {
   const keyDir = join(dir, 'hostkey');
   await mkdir(keyDir, { recursive: true, mode: 0o700 });
   await copyFile(hostKey.path, join(keyDir, 'ssh_host_ed25519_key'));
@@ -150,19 +173,19 @@ async function runContainer(name: string, dir: string, home: string, withDocker:
   const args = [
     'run', '-d', '--name', name,
     '--label', LABEL, '--label', PID_LABEL,
-    '-p', publish,
+    '--network', 'host',
+    '-e', `SSH_PORT=${port}`,
     '-e', `AUTHORIZED_KEY=${authorizedKey}`,
     '-e', `HOST_HOME=${home}`,
     '-e', 'HOST_KEY_FILE=/run/dstack-hostkey/ssh_host_ed25519_key',
     '-v', `${keyDir}:/run/dstack-hostkey:ro`,
     '-v', `${home}:${home}`,
     ...(withDocker ? ['-v', `${engineSocket()}:/var/run/docker.sock`] : []),
+    '--entrypoint', '/bin/sh',
     SSH_HOST_IMAGE,
+    '-c', ENTRY,
   ];
   const container = await docker(...args);
-  const mapped = await docker('port', container, '22/tcp');
-  const port = Number(/:(\d+)\s*$/m.exec(mapped.split('\n')[0] ?? '')?.[1]);
-  if (!port) throw new Error(`no published port for ${name}: ${mapped}`);
   return { container, port };
 }
 
@@ -194,7 +217,7 @@ export async function startHost(options: StartHostOptions = {}): Promise<TestHos
   const home = join(dir, 'root');
   await mkdir(home, { recursive: true, mode: 0o700 });
   const hostKey = options.hostKey ?? (await generateKeyPair(`${name}_host`));
-  const { container, port } = await runContainer(name, dir, home, withDocker, hostKey, options.authorizedKey ?? key.publicKey, '127.0.0.1::22');
+  const { container, port } = await runContainer(name, dir, home, withDocker, hostKey, options.authorizedKey ?? key.publicKey, await freePort());
   const host: TestHost = { name, container, host: '127.0.0.1', port, user: 'root', keyPath: key.path, home, docker: withDocker, hostKey };
   try {
     await waitForSsh(port, name);
@@ -205,9 +228,25 @@ export async function startHost(options: StartHostOptions = {}): Promise<TestHos
   return host;
 }
 
-/** SIGKILLs the host's container (a machine that dies); the container stays until `removeHost`. */
+/**
+ * SIGKILLs the host's container (a machine that dies), and the job containers it ran (label
+ * `dstack.host=root@127.0.0.1:PORT`): on a real machine they die with it. The containers stay until
+ * `removeHost` (the host's) or a reap (the jobs').
+ */
 export async function killHost(h: TestHost): Promise<void> {
   await docker('kill', h.container).catch(() => undefined);
+  const jobs = await docker('ps', '-q', '--filter', `label=dstack.host=${h.user}@${h.host}:${h.port}`).catch(() => '');
+  const ids = jobs.split('\n').filter(Boolean);
+  if (ids.length) await docker('kill', ...ids).catch(() => undefined);
+}
+
+/** The same machine back after a crash: a new container with the SAME host key, port and home. */
+export async function restartHost(h: TestHost): Promise<TestHost> {
+  await docker('rm', '-f', h.container).catch(() => undefined);
+  const key = await clientKey();
+  const { container } = await runContainer(h.name, join(HOSTS_ROOT, h.name), h.home, h.docker, h.hostKey, key.publicKey, h.port);
+  await waitForSsh(h.port, h.name);
+  return { ...h, container };
 }
 
 /**
@@ -218,7 +257,7 @@ export async function restartWithNewHostKey(h: TestHost): Promise<TestHost> {
   await docker('rm', '-f', h.container);
   const hostKey = await generateKeyPair(`${h.name}_host`);
   const key = await clientKey();
-  const { container } = await runContainer(h.name, join(HOSTS_ROOT, h.name), h.home, h.docker, hostKey, key.publicKey, `127.0.0.1:${h.port}:22`);
+  const { container } = await runContainer(h.name, join(HOSTS_ROOT, h.name), h.home, h.docker, hostKey, key.publicKey, h.port);
   await waitForSsh(h.port, h.name);
   return { ...h, container, hostKey };
 }

@@ -57,6 +57,11 @@ export interface ContainerPlan {
   readonly home?: string;
   /** Deps' artifacts: host paths mounted read-only at `/workflow/<path>` (see deps.ts). */
   readonly depMounts?: readonly { readonly source: string; readonly path: string }[];
+  /**
+   * `same` (default): each port is published on the same port of the host's 127.0.0.1. `any`: on a
+   * port the engine picks (a remote host, whose free ports we cannot know; the URL is a tunnel's).
+   */
+  readonly hostPorts?: 'same' | 'any';
 }
 
 export function createOptions(plan: ContainerPlan): ContainerCreateOptions {
@@ -81,7 +86,7 @@ export function createOptions(plan: ContainerPlan): ContainerCreateOptions {
   const bindings: Record<string, { HostIp: string; HostPort: string }[]> = {};
   for (const p of plan.ports) {
     exposed[`${p}/tcp`] = {};
-    bindings[`${p}/tcp`] = [{ HostIp: '127.0.0.1', HostPort: String(p) }];
+    bindings[`${p}/tcp`] = [{ HostIp: '127.0.0.1', HostPort: plan.hostPorts === 'any' ? '' : String(p) }];
   }
   const { cpu, memory, shmSize, gpu } = spec.resources;
   return {

@@ -12,7 +12,8 @@
 import { constants, chmod, copyFile, link, lstat, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { ArtifactStore, Manifest, ManifestEntry } from '../../artifacts/types.js';
-import { validateManifest } from '../../artifacts/manifest.js';
+import { makeManifest, validateManifest } from '../../artifacts/manifest.js';
+import type { ArtifactSpec } from '../../engine/types.js';
 import { DstackError } from '../../engine/errors.js';
 
 /** A path of the merged tree to bind-mount read-only at `/workflow/<path>`. */
@@ -171,6 +172,37 @@ async function clearMountPoint(workflowDir: string, rel: string): Promise<void> 
     await mkdir(abs);
   }
   await rm(join(workflowDir, rel), { recursive: true, force: true });
+}
+
+export interface SaveWithDepsOptions {
+  readonly artifacts: readonly ArtifactSpec[];
+  /** The deps' top-level paths, mounted read-only over /workflow (`DepMount.path`). */
+  readonly depPaths: readonly string[];
+  /** Saves paths found under the job's /workflow folder or under its deps folder. */
+  readonly save: (from: 'workflow' | 'deps', specs: readonly ArtifactSpec[]) => Promise<{ readonly manifest: Manifest; readonly missing: readonly string[] }>;
+}
+
+/**
+ * A job's artifacts when deps are mounted: a path the deps provided (read-only, so unchanged) is
+ * read from the deps' folder, not from its empty mount point in /workflow. Shared by every machine
+ * that stages deps this way (local, and the SSH pool's hosts).
+ */
+export async function saveWithDeps(o: SaveWithDepsOptions): Promise<{ readonly manifest: Manifest; readonly missing: readonly string[] }> {
+  const { artifacts, depPaths: mounted } = o;
+  const under = (path: string, root: string): boolean => root === '' || path === root || path.startsWith(`${root}/`);
+  // Dep paths an artifact covers, and artifacts that lie inside a dep path.
+  const fromDeps = new Set<string>();
+  for (const m of mounted) if (artifacts.some((a) => under(m, a.path))) fromDeps.add(m);
+  for (const a of artifacts) if (mounted.some((m) => a.path !== m && under(a.path, m))) fromDeps.add(a.path);
+  const [own, deps] = await Promise.all([
+    o.save('workflow', artifacts),
+    fromDeps.size ? o.save('deps', [...fromDeps].map((path) => ({ path, mount: false }))) : undefined,
+  ]);
+  if (!deps) return own;
+  const entries = new Map<string, ManifestEntry>();
+  for (const e of own.manifest.entries) if (!mounted.some((m) => under(e.path, m))) entries.set(e.path, e);
+  for (const e of deps.manifest.entries) entries.set(e.path, e);
+  return { manifest: makeManifest(entries.values()), missing: own.missing.filter((p) => !fromDeps.has(p) || deps.missing.includes(p)) };
 }
 
 function missingObject(f: { readonly path: string; readonly hash: string }, cause: unknown): DstackError {

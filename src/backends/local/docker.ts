@@ -13,6 +13,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type Dockerode from 'dockerode';
 import { DstackError } from '../../engine/errors.js';
 
@@ -28,6 +29,11 @@ export interface Endpoint {
   readonly host?: string;
   readonly port?: number;
   readonly tls?: { readonly ca?: Buffer; readonly cert?: Buffer; readonly key?: Buffer };
+  /**
+   * Opens one stream to the engine per request, instead of a socket or TCP address: the SSH pool
+   * forwards a host's /var/run/docker.sock through its SSH connection (ssh/docker-remote.ts).
+   */
+  readonly connect?: () => Promise<Duplex>;
 }
 
 export function endpointFromEnv(env: NodeJS.ProcessEnv = process.env): Endpoint {
@@ -114,7 +120,11 @@ export class DockerClient {
 
   constructor(endpoint: Endpoint = endpointFromEnv()) {
     this.endpoint = endpoint;
-    this.agent = endpoint.tls ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
+    this.agent = endpoint.connect
+      ? new StreamAgent(endpoint.connect)
+      : endpoint.tls
+        ? new https.Agent({ keepAlive: true })
+        : new http.Agent({ keepAlive: true });
   }
 
   /**
@@ -134,7 +144,9 @@ export class DockerClient {
       headers['Content-Type'] = 'application/json';
       headers['Content-Length'] = body.length;
     }
-    const base = endpoint.socketPath
+    const base = endpoint.connect
+      ? {}
+      : endpoint.socketPath
       ? { socketPath: endpoint.socketPath }
       : { host: endpoint.host, port: endpoint.port, ...(endpoint.tls ?? {}) };
     const lib = endpoint.tls ? https : http;
@@ -204,6 +216,25 @@ export class DockerClient {
 
   close(): void {
     this.agent.destroy();
+  }
+}
+
+/**
+ * An agent whose connections are streams from `connect` (SSH channels). No keep-alive: a channel is
+ * not a socket (no setKeepAlive), and opening one costs a round trip on a connection already open.
+ * Node's Agent accepts a connection handed to the callback later (`createConnection(opts, cb)`).
+ */
+class StreamAgent extends http.Agent {
+  constructor(private readonly connectStream: () => Promise<Duplex>) {
+    super({ keepAlive: false });
+  }
+
+  override createConnection(_options: http.ClientRequestArgs, callback?: (err: Error | null, stream: Duplex) => void): undefined {
+    this.connectStream().then(
+      (stream) => callback?.(null, stream),
+      (e: unknown) => callback?.(e instanceof Error ? e : new Error(String(e)), undefined as never),
+    );
+    return undefined;
   }
 }
 

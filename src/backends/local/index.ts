@@ -16,7 +16,8 @@ import type {
 import { DstackError } from '../../engine/errors.js';
 import type { JobSpec } from '../../engine/types.js';
 import { LABEL_HOME } from './container.js';
-import { DockerClient, endpointFromEnv, isStatus } from './docker.js';
+import { DockerClient, endpointFromEnv } from './docker.js';
+import { observeContainer } from './job-container.js';
 import { LocalMachine, removeJobDir } from './machine.js';
 import { ImageCache, registryAuthOf } from './pull.js';
 
@@ -79,17 +80,7 @@ export class LocalBackend implements Backend {
   async observe(handle: BackendHandle): Promise<ObservedState> {
     const id = handle.container;
     if (typeof id !== 'string' || !id) return { state: 'gone' };
-    try {
-      const info = await this.client.inspectContainer(id);
-      const s = info.State;
-      if (s.Running || s.Restarting || s.Paused) return { state: 'running' };
-      // Created but never started: the CLI died between create and start; nothing will run it.
-      if (s.Status === 'created') return { state: 'gone' };
-      return { state: 'exited', exitCode: s.ExitCode };
-    } catch (e) {
-      if (isStatus(e, 404)) return { state: 'gone' };
-      throw e;
-    }
+    return observeContainer(this.client, id);
   }
 
   async reap(handle: BackendHandle): Promise<void> {

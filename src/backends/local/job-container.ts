@@ -1,0 +1,242 @@
+/**
+ * The container half of a job, shared by every backend that runs jobs on a Docker engine: the local
+ * engine (LocalMachine) and a host's engine reached over SSH (the pool's RemoteMachine). What differs
+ * between them — where /workflow comes from, how ports reach the user — is decided by the machine;
+ * this runs the create options it is given over the DockerClient it is given.
+ *
+ * Round trips: create, attach ‖ wait (in parallel, both acknowledged by the engine before start),
+ * start, then remove — the same calls `docker run --rm` makes. Inspect only when an exit code of 137
+ * needs explaining.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { ExitInfo, JobContext, LogSink, ObservedState, RunningJob } from '../../engine/backend.js';
+import { DstackError } from '../../engine/errors.js';
+import { demuxer } from './demux.js';
+import { DockerApiError, isStatus, readAll, type ContainerCreateOptions, type DockerClient } from './docker.js';
+
+export interface StartContainerOptions {
+  readonly ctx: JobContext;
+  readonly create: ContainerCreateOptions;
+  readonly logs: LogSink;
+  /** Called with the id as soon as the engine has made the container (record the handle there). */
+  readonly onCreated: (id: string) => void;
+  /** Host ports asked for, to explain a start that failed on them. */
+  readonly ports?: readonly number[];
+  /** Says where the image was looked for, in DS0201 ("locally", "on root@host:22"). */
+  readonly where?: string;
+}
+
+export interface JobContainerOptions {
+  readonly client: DockerClient;
+  /**
+   * Why the engine's streams broke, when the machine knows better than the socket error (the SSH
+   * connection to the host is gone). Undefined: "lost contact with the Docker engine".
+   */
+  readonly lostReason?: () => string | undefined;
+}
+
+/** One job's container on one engine: started once, removed by `remove` (idempotent). */
+export class JobContainer {
+  private readonly client: DockerClient;
+  private readonly lostReason: () => string | undefined;
+  private readonly streams = new Set<IncomingMessage>();
+  id: string | undefined;
+
+  constructor(options: JobContainerOptions) {
+    this.client = options.client;
+    this.lostReason = options.lostReason ?? (() => undefined);
+  }
+
+  async start(o: StartContainerOptions): Promise<RunningJob> {
+    const { ctx } = o;
+    const { spec } = ctx;
+    ctx.signal.throwIfAborted();
+    let id: string;
+    try {
+      // No abort signal here: an aborted create may still make a container whose id we'd never learn.
+      id = (await this.client.createContainer(o.create)).Id;
+    } catch (e) {
+      throw createError(e, spec.image, ctx.job, o.where ?? 'locally');
+    }
+    this.id = id;
+    o.onCreated(id);
+    ctx.signal.throwIfAborted();
+
+    // Both must be in place before start: a wait registered afterwards could miss a fast exit, and
+    // attach would miss the first output. The engine answers each with headers once it holds them.
+    const opened = await Promise.allSettled([
+      this.client.open('POST', `/containers/${id}/attach`, { query: { stream: true, stdout: true, stderr: true } }),
+      this.client.open('POST', `/containers/${id}/wait`, { query: { condition: 'next-exit' } }),
+    ]);
+    for (const r of opened) if (r.status === 'fulfilled') this.streams.add(r.value);
+    const [attached, waiting] = opened;
+    if (attached?.status !== 'fulfilled' || waiting?.status !== 'fulfilled') {
+      this.destroyStreams();
+      const failed = opened.find((r) => r.status === 'rejected');
+      throw createError(failed?.status === 'rejected' ? failed.reason : undefined, spec.image, ctx.job, o.where ?? 'locally');
+    }
+    const logsDone = new Promise<void>((done) => {
+      const push = demuxer(o.logs);
+      attached.value.on('data', push);
+      attached.value.on('end', done);
+      attached.value.on('close', done);
+      attached.value.on('error', () => done());
+    });
+    const waitBody = readAll(waiting.value);
+    waitBody.catch(() => undefined);
+
+    try {
+      await this.client.call('POST', `/containers/${id}/start`);
+    } catch (e) {
+      this.destroyStreams();
+      throw startError(e, ctx.job, o.ports ?? []);
+    }
+    return new ContainerRunningJob({
+      client: this.client,
+      id,
+      ctx,
+      waitBody,
+      logsDone,
+      lostReason: this.lostReason,
+      onEnd: () => this.destroyStreams(),
+    });
+  }
+
+  /** Removes the container (forced, with its anonymous volumes). Idempotent. */
+  async remove(): Promise<void> {
+    this.destroyStreams();
+    if (this.id) await this.client.removeContainer(this.id);
+  }
+
+  destroyStreams(): void {
+    for (const s of this.streams) s.destroy();
+    this.streams.clear();
+  }
+}
+
+/** The engine can give a container GPUs: an nvidia runtime, or CDI specs. */
+export function hasGpuSupport(info: { readonly Runtimes?: Record<string, unknown>; readonly CDISpecDirs?: readonly string[] | null }): boolean {
+  return Object.keys(info.Runtimes ?? {}).includes('nvidia') || (info.CDISpecDirs ?? []).length > 0;
+}
+
+/** What the engine holds for a container id: for `observe` of a recorded handle. */
+export async function observeContainer(client: DockerClient, id: string): Promise<ObservedState> {
+  try {
+    const info = await client.inspectContainer(id);
+    const s = info.State;
+    if (s.Running || s.Restarting || s.Paused) return { state: 'running' };
+    // Created but never started: the CLI died between create and start; nothing will run it.
+    if (s.Status === 'created') return { state: 'gone' };
+    return { state: 'exited', exitCode: s.ExitCode };
+  } catch (e) {
+    if (isStatus(e, 404)) return { state: 'gone' };
+    throw e;
+  }
+}
+
+interface RunningOptions {
+  readonly client: DockerClient;
+  readonly id: string;
+  readonly ctx: JobContext;
+  readonly waitBody: Promise<Buffer>;
+  readonly logsDone: Promise<void>;
+  readonly lostReason: () => string | undefined;
+  readonly onEnd: () => void;
+}
+
+/** How long the last log lines may trail the exit before wait() resolves without them. */
+const LOG_DRAIN_MS = 2000;
+
+class ContainerRunningJob implements RunningJob {
+  private readonly o: RunningOptions;
+  private ended: Promise<ExitInfo> | undefined;
+  private endedByUs = false;
+  private readonly onAbort: () => void;
+
+  constructor(o: RunningOptions) {
+    this.o = o;
+    this.onAbort = () => void this.kill().catch(() => undefined);
+    if (o.ctx.signal.aborted) this.onAbort();
+    else o.ctx.signal.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  wait(): Promise<ExitInfo> {
+    this.ended ??= this.observeEnd().finally(() => {
+      this.o.ctx.signal.removeEventListener('abort', this.onAbort);
+      this.o.onEnd();
+    });
+    return this.ended;
+  }
+
+  private async observeEnd(): Promise<ExitInfo> {
+    const { client, id } = this.o;
+    let body: { StatusCode?: number; Error?: { Message?: string } | null };
+    try {
+      body = JSON.parse((await this.o.waitBody).toString('utf8')) as typeof body;
+    } catch (e) {
+      const why = e instanceof Error ? e.message : String(e);
+      // The stream breaks a moment before the SSH layer reports why: give it that moment.
+      await new Promise((r) => setTimeout(r, 50));
+      return { exitCode: 137, lost: true, reason: this.o.lostReason() ?? `lost contact with the Docker engine (${why})` };
+    }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.o.logsDone, new Promise<void>((r) => (timer = setTimeout(r, LOG_DRAIN_MS)))]);
+    clearTimeout(timer);
+    const exitCode = body.StatusCode ?? -1;
+    if (body.Error?.Message) return { exitCode, reason: body.Error.Message };
+    if (exitCode !== 137 || this.endedByUs) return { exitCode };
+    // 137 is SIGKILL: the kernel's OOM killer, someone's `docker kill`, or the container removed.
+    try {
+      const info = await client.inspectContainer(id);
+      if (info.State.OOMKilled) return { exitCode, reason: 'out of memory (killed)' };
+      return { exitCode, reason: 'killed (SIGKILL) outside dstack' };
+    } catch (e) {
+      const lost = this.o.lostReason();
+      if (lost) return { exitCode, lost: true, reason: lost };
+      if (isStatus(e, 404)) return { exitCode, lost: true, reason: 'the container was removed outside dstack' };
+      return { exitCode, reason: 'killed (SIGKILL)' };
+    }
+  }
+
+  async stop(graceSeconds: number): Promise<void> {
+    this.endedByUs = true;
+    try {
+      // The engine sends SIGTERM, then SIGKILL after t seconds, and answers once the container is down.
+      await this.o.client.call('POST', `/containers/${this.o.id}/stop`, { query: { t: Math.max(0, Math.round(graceSeconds)) } });
+    } catch (e) {
+      if (!isStatus(e, 304, 404)) throw e;
+    }
+    await this.wait();
+  }
+
+  async kill(): Promise<void> {
+    this.endedByUs = true;
+    try {
+      await this.o.client.call('POST', `/containers/${this.o.id}/kill`);
+    } catch (e) {
+      if (!isStatus(e, 404, 409)) throw e;
+    }
+    await this.wait();
+  }
+}
+
+function createError(e: unknown, image: string, job: string, where: string): unknown {
+  if (!(e instanceof DockerApiError)) return e;
+  if (e.status === 404 && /image/i.test(e.message)) {
+    return new DstackError('DS0201', `image '${image}' is not available ${where} (${e.message})`, {
+      hint: where === 'locally' ? `build it locally or pull it with \`docker pull ${image}\`` : `build or pull it ${where}: \`docker pull ${image}\``,
+    });
+  }
+  return new DstackError('DS0203', `the container for job ${job} could not be created: ${e.message}`, { cause: e });
+}
+
+function startError(e: unknown, job: string, ports: readonly number[]): unknown {
+  if (!(e instanceof DockerApiError)) return e;
+  if (ports.length && /port is already allocated|address already in use|bind/i.test(e.message)) {
+    return new DstackError('DS0204', `port ${ports.join(', ')} of job ${job} could not be published: ${e.message}`, {
+      hint: 'another program took the port; run the job again to pick a free one',
+      cause: e,
+    });
+  }
+  return new DstackError('DS0203', `the container for job ${job} could not be started: ${e.message}`, { cause: e });
+}

@@ -13,7 +13,7 @@ import type { Backend, ExitInfo, JobContext, Machine, RunningJob } from './backe
 import type { ControlMode, RunControl } from './control.js';
 import { DstackError, isDstackError } from './errors.js';
 import type { RunEvent } from './events.js';
-import { CACHED_PREFIX, fingerprintOf, fingerprintParts, inputsHash } from './fingerprint.js';
+import { CACHED_PREFIX, fingerprintOf, fingerprintParts, inputsHasher } from './fingerprint.js';
 import { revealSecrets, secretMasker, type SecretSource } from './secrets.js';
 import type { JobRecord, RunRecord, RunStore } from './store/types.js';
 import { asJobId, type ContentHash, type Fingerprint, type JobId, type JobStatus } from './types.js';
@@ -242,7 +242,7 @@ async function decide(
   const parts = fingerprintParts({
     spec: job.spec,
     imageDigest,
-    inputs: { hash: inputsHash(o.snapshot.manifest.entries, job.spec.inputs), listing: o.snapshot.hash },
+    inputs: { hash: inputsOf(o.snapshot)(job.spec.inputs), listing: o.snapshot.hash },
     deps: depManifests.filter((d) => d.kind === 'workflow').map((d) => ({ workflow: d.name, fingerprint: d.fingerprint!, manifest: d.manifest })),
     tags: depManifests.filter((d) => d.kind === 'tag').map((d) => ({ name: d.name, manifest: d.manifest })),
   });
@@ -251,14 +251,23 @@ async function decide(
 
   const named = job.workflow === o.run.workflow;
   if (o.cache?.rerun || (named && !o.cache?.reuse)) return { fingerprint };
-  const hit = o.store.findCachedJob(fingerprint);
-  if (!hit?.manifest || hit.id === job.id) return { fingerprint };
+  // The lean look-up: a reuse needs only the hit's id, reason and manifest.
+  const hit = o.store.findCacheHit(fingerprint);
+  if (!hit || hit.id === job.id) return { fingerprint };
   // A hit may itself be a reuse: name the job that really ran.
   const origin = hit.reason?.startsWith(CACHED_PREFIX) ? asJobId(hit.reason.slice(CACHED_PREFIX.length)) : hit.id;
   o.store.setJobManifest(job.id, hit.manifest);
   o.onEvent({ type: 'job-reused', job: job.id, workflow: job.workflow, from: origin });
   setStatus(o, job, 'done', { exitCode: 0, reason: `${CACHED_PREFIX}${origin}` });
   return { fingerprint, reused: { job: job.id, workflow: job.workflow, status: 'done', manifest: hit.manifest, fingerprint } };
+}
+
+/** One inputs hasher per snapshot (so per run): see `inputsHasher`. */
+const hashers = new WeakMap<StoredSnapshot, ReturnType<typeof inputsHasher>>();
+function inputsOf(snapshot: StoredSnapshot): ReturnType<typeof inputsHasher> {
+  let h = hashers.get(snapshot);
+  if (!h) hashers.set(snapshot, (h = inputsHasher(snapshot.manifest.entries)));
+  return h;
 }
 
 async function collect(o: ExecuteOptions, job: JobRecord, machine: Machine): Promise<Manifest> {

@@ -6,7 +6,7 @@
  *
  * The parts are kept (FingerprintParts) so `--explain` can say which one changed.
  */
-import { createHash } from 'node:crypto';
+import crypto, { createHash } from 'node:crypto';
 import type { Manifest, ManifestEntry } from '../artifacts/types.js';
 import { insideRelative } from './paths.js';
 import { asContentHash, type ContentHash, type Fingerprint, type FingerprintParts, type JobSpec } from './types.js';
@@ -100,8 +100,17 @@ export function treeHashOf(entries: readonly ManifestEntry[]): ContentHash {
   return asContentHash(h.digest('hex'));
 }
 
-/** The identity of an artifact set, whatever order its JSON keys were stored in. */
-export const manifestDigest = (manifest: Manifest): ContentHash => treeHashOf(manifest.entries);
+/**
+ * The identity of an artifact set, whatever order its JSON keys were stored in. Remembered per
+ * manifest object (manifests are never mutated): a dep's manifest is digested once, not once per
+ * dependent.
+ */
+const digests = new WeakMap<Manifest, ContentHash>();
+export const manifestDigest = (manifest: Manifest): ContentHash => {
+  let d = digests.get(manifest);
+  if (d === undefined) digests.set(manifest, (d = treeHashOf(manifest.entries)));
+  return d;
+};
 
 /**
  * The entries of the code snapshot a job's `inputs:` select (a file, or a folder and everything
@@ -118,5 +127,23 @@ export function selectInputs(snapshot: readonly ManifestEntry[], inputs: readonl
 export const inputsHash = (snapshot: readonly ManifestEntry[], inputs: readonly string[] | undefined): ContentHash =>
   treeHashOf(selectInputs(snapshot, inputs));
 
-const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
+/**
+ * `inputsHash` over one snapshot for many jobs, remembered by `inputs:` list: most jobs of a run
+ * have none (the whole snapshot) or share one, and each hash sorts and hashes the whole listing —
+ * for a 10,000-file snapshot ~10 ms (measured), which a 1,000-job plan paid 1,000 times (~10 s).
+ */
+export function inputsHasher(snapshot: readonly ManifestEntry[]): (inputs: readonly string[] | undefined) => ContentHash {
+  const known = new Map<string, ContentHash>();
+  return (inputs) => {
+    const key = inputs === undefined ? '' : JSON.stringify(inputs);
+    let hash = known.get(key);
+    if (hash === undefined) known.set(key, (hash = inputsHash(snapshot, inputs)));
+    return hash;
+  };
+}
+
+// Node's one-shot `crypto.hash` (20.12+) where there is one: the same digest at about half the
+// cost of createHash for short strings. A 1,000-job plan makes ~12,000 of them: ~10 ms saved.
+const oneShot = (crypto as { hash?: (algorithm: string, data: string, encoding: 'hex') => string }).hash;
+const sha256 = oneShot ? (s: string): string => oneShot('sha256', s, 'hex') : (s: string): string => createHash('sha256').update(s).digest('hex');
 const sha256Json = (v: unknown): string => sha256(JSON.stringify(v));

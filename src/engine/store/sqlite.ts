@@ -16,7 +16,7 @@ import { asContentHash, asJobId, asRunName, isFinal } from '../types.js';
 import { ACTIVE_STATUSES_SQL, migrate, NewerSchemaError } from './migrations.js';
 import { formatRunName, randomPrefix, type RandomSource } from './names.js';
 import { aggregateStatus } from './status.js';
-import type { JobRecord, LogRecord, NewRun, RunRecord, RunStore, StatKey, StatusUpdate, TagRecord } from './types.js';
+import type { CacheHit, JobRecord, LogRecord, NewRun, RunRecord, RunStore, StatKey, StatusUpdate, TagRecord } from './types.js';
 
 export const STORE_FILE = 'store.db';
 const BUSY_TIMEOUT_MS = 5000;
@@ -277,6 +277,10 @@ class SqliteRunStore implements RunStore {
         `SELECT id FROM jobs WHERE fingerprint = ? AND status = 'done' AND manifest IS NOT NULL
          ORDER BY finished_at DESC, rowid DESC LIMIT 1`,
       ).pluck(),
+      cacheHit: p(
+        `SELECT id, reason, manifest FROM jobs WHERE fingerprint = ? AND status = 'done' AND manifest IS NOT NULL
+         ORDER BY finished_at DESC, rowid DESC LIMIT 1`,
+      ),
       lastFingerprinted: p(
         `SELECT j.id FROM jobs j JOIN runs r ON r.name = j.run
          WHERE j.workflow = ? AND j.fingerprint IS NOT NULL AND r.repo_root = ?
@@ -548,6 +552,12 @@ class SqliteRunStore implements RunStore {
         return id === undefined ? undefined : this.readJob(id);
       })(),
     );
+  }
+
+  findCacheHit(fingerprint: Fingerprint): CacheHit | undefined {
+    const row = this.guard(() => this.s.cacheHit.get(fingerprint)) as { id: string; reason: string | null; manifest: string } | undefined;
+    if (!row) return undefined;
+    return { id: asJobId(row.id), manifest: JSON.parse(row.manifest) as Manifest, ...(row.reason !== null ? { reason: row.reason } : {}) };
   }
 
   lastFingerprintedJob(workflow: string, repoRoot: string): JobRecord | undefined {

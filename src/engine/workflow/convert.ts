@@ -12,7 +12,8 @@ import type { ArtifactSpec, DepSpec, GpuSpec, Provider, Resources, WorkflowSpec 
 import { nodeError } from './validate.js';
 import { SIZE_HINT, parseSize } from './units.js';
 import { splitShellWords } from './shell.js';
-import { didYouMean, suggestion, type SourceFile } from './source.js';
+import type { SourceFile } from './source-file.js';
+import { didYouMean, suggestion } from './source.js';
 
 /** dstack 0.7 providers that start an interactive app; this dstack runs them as `bash` with `ports`. */
 const NOT_OFFERED = ['code', 'lab', 'notebook', 'ssh', 'python', 'tensorboard', 'torchrun', 'streamlit', 'gradio', 'fastapi'];

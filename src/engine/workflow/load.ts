@@ -3,48 +3,20 @@
  * `yaml` Document API so each node keeps its source range; all errors of all files are collected
  * and thrown together (`DstackErrors` when more than one).
  */
-import { existsSync, statSync } from 'node:fs';
-import { readFile, readdir } from 'node:fs/promises';
-import { homedir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { isAlias, isMap, isSeq, parseDocument, type Document, type Node } from 'yaml';
 import { DstackError, DstackErrors } from '../errors.js';
 import type { Project, VariablesFile, WorkflowSpec } from '../types.js';
 import { convertWorkflow, scalarText } from './convert.js';
 import { KNOWN_KEYS, variablesFile, workflowItem, workflowsFile } from './schema.js';
-import { SourceFile, formatLocation } from './source.js';
+import { VARIABLES_FILE, workflowFiles } from './files.js';
+import { formatLocation } from './source.js';
+import { SourceFile } from './source-file.js';
 import { nodeError, validate } from './validate.js';
 
-const isDir = (p: string): boolean => existsSync(p) && statSync(p).isDirectory();
-const PROJECT_MARKERS = ['workflows.yaml', 'workflows.yml', 'workflows', 'variables.yaml'];
-
-/**
- * The nearest ancestor whose `.dstack/` holds project files. The dstack home (`~/.dstack` by
- * default) is also a `.dstack/` folder, so a bare `.dstack/` only counts when it is not the home;
- * otherwise every folder under `~` would look like a project.
- */
-export function findProjectRoot(cwd: string): string | undefined {
-  const home = resolve(process.env['DSTACK_HOME'] ?? join(homedir(), '.dstack'));
-  let bare: string | undefined;
-  for (let dir = resolve(cwd); ; dir = dirname(dir)) {
-    const d = join(dir, '.dstack');
-    if (isDir(d)) {
-      if (PROJECT_MARKERS.some((m) => existsSync(join(d, m)))) return dir;
-      if (bare === undefined && d !== home) bare = dir;
-    }
-    if (dirname(dir) === dir) return bare;
-  }
-}
-
-async function workflowFiles(root: string): Promise<string[]> {
-  const files = ['.dstack/workflows.yaml', '.dstack/workflows.yml'].filter((f) => existsSync(join(root, f)));
-  const dir = join(root, '.dstack', 'workflows');
-  if (isDir(dir)) {
-    const names = (await readdir(dir)).filter((n) => /\.ya?ml$/.test(n)).sort();
-    files.push(...names.map((n) => `.dstack/workflows/${n}`));
-  }
-  return files;
-}
+export { findProjectRoot } from './files.js';
 
 async function parse(root: string, file: string): Promise<{ src: SourceFile; doc: Document; errors: DstackError[] }> {
   const src = new SourceFile(file, await readFile(join(root, file), 'utf8'));
@@ -115,7 +87,7 @@ const EMPTY_VARIABLES: VariablesFile = { global: {}, perWorkflow: {}, locations:
 
 /** `.dstack/variables.yaml`: `variables: {global: {k: v}, <workflow>: {k: v}}`, values kept as written. */
 async function loadVariables(root: string, errors: DstackError[]): Promise<VariablesFile> {
-  const file = '.dstack/variables.yaml';
+  const file = VARIABLES_FILE;
   if (!existsSync(join(root, file))) return EMPTY_VARIABLES;
   const { src, doc, errors: parseErrors } = await parse(root, file);
   errors.push(...parseErrors);

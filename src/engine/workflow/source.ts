@@ -5,29 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { closest, distance } from 'fastest-levenshtein';
-import { LineCounter } from 'yaml';
 import type { SourceLocation } from '../errors.js';
-
-/** One YAML file as read: its path relative to the project root, its text and line index. */
-export class SourceFile {
-  readonly lines: readonly string[];
-  readonly lineCounter = new LineCounter();
-  constructor(
-    readonly file: string,
-    readonly text: string,
-  ) {
-    this.lines = text.split(/\r?\n/);
-  }
-
-  locate(offset: number): SourceLocation {
-    const { line, col } = this.lineCounter.linePos(offset);
-    return { file: this.file, line, col };
-  }
-
-  lineText(line: number): string | undefined {
-    return this.lines[line - 1];
-  }
-}
 
 /**
  * The line a location points at, read again from disk. Used by errors found after loading (the

@@ -7,7 +7,8 @@ import type * as t from 'typanion';
 import { isAlias, isMap, isScalar, isSeq, type Document, type Node } from 'yaml';
 import { DstackError } from '../errors.js';
 import { MISSING } from './schema.js';
-import { SourceFile, didYouMean, suggestion } from './source.js';
+import type { SourceFile } from './source-file.js';
+import { didYouMean, suggestion } from './source.js';
 
 type Segment = string | number;
 

@@ -98,7 +98,7 @@ test(
       } catch (e) {
         assert.is((e as Error).message, 'stop now');
       }
-      assert.ok(Date.now() - started < 5000);
+      assert.ok(Date.now() - started < 15_000, 'aborted long before the remote sleep 30 ends');
       // The connection is still usable, and the remote process got the signal.
       assert.is((await c.exec('echo still')).stdout.toString(), 'still\n');
       const left = await c.exec('sleep 0.3; for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < $f; echo; done | grep -c "^sleep 30" || true');

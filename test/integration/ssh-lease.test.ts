@@ -170,7 +170,9 @@ test(
       await b.lease.release();
       c = await third;
       assert.is(c.host.port, h2!.port);
-      assert.ok(Date.now() - released < 1500, `took ${Date.now() - released} ms after the release`);
+      // The holder it waited for is alive and renewing, so only the release can have freed the slot;
+      // the bound is generous (polls are ≤ 1 s apart) because CI machines are noisy.
+      assert.ok(Date.now() - released < 10_000, `took ${Date.now() - released} ms after the release`);
       assert.equal(notices.length, 1, 'announced once');
     } finally {
       await done(a, b, c);
@@ -299,7 +301,9 @@ test(
         },
       });
       const waited = Date.now() - killed;
-      assert.ok(waited < TTL * 1000 + 1000 + 1000 + 600, `waited ${waited} ms after the kill (ttl ${TTL} s)`);
+      // Issue 4: the next run does not wait for a dead lease longer than its expiry (plus polls and a
+      // noisy machine's slack; a waiter that ignored expiry would wait forever).
+      assert.ok(waited < TTL * 1000 + 8000, `waited ${waited} ms after the kill (ttl ${TTL} s)`);
       assert.is(waiter.lease.slot, 0);
       assert.equal(reaped, [{ run: 'doomed', job: `doomed/w${w.child.pid}-0`, pid: w.child.pid, hostname: reaped[0]?.hostname ?? '' }]);
       assert.ok(reaped[0]!.hostname.length > 0);
@@ -395,7 +399,7 @@ test(
       const t0 = Date.now();
       ac.abort();
       const e = await rejection(waiting);
-      assert.ok(Date.now() - t0 < 200, `${Date.now() - t0} ms`);
+      assert.ok(Date.now() - t0 < 3000, `aborting took ${Date.now() - t0} ms`);
       assert.instance(e, DstackError);
       assert.is((e as DstackError).code, 'DS0400');
       assert.is(notices.length, 1);

@@ -135,7 +135,7 @@ test('boundToChannel keeps output and exit status, and ends the command at stdin
   // (the shell reports "Terminated" on stderr)
   const killed = execFileSync('sh', ['-c', `sleep 0.3 | { ${boundToChannel('sleep 20')}; echo "status=$?"; }`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
   assert.is(killed, 'status=143\n');
-  assert.ok(Date.now() - started < 5000);
+  assert.ok(Date.now() - started < 15_000, 'terminated long before sleep 20 ends');
 });
 
 test.run();

@@ -60,7 +60,6 @@ export class RunCommand extends DstackCommand {
       this.context.stdout.write(this.cli.usage(RunCommand, { detailed: true }));
       return 0;
     }
-    if (!flags.workflow) throw usageError('which workflow? `dstack run` needs a workflow name', 'list them with `dstack run --dry-run <name>`, or see .dstack/workflows.yaml');
     const [{ findProjectRoot }, { loadProjectCached }] = await Promise.all([
       import('../../engine/workflow/files.js'),
       import('../../engine/workflow/project-cache.js'),
@@ -69,10 +68,14 @@ export class RunCommand extends DstackCommand {
     if (!root) {
       throw new DstackError('DS0012', 'no .dstack/workflows.yaml in this folder or any folder above it', { hint: 'create one with `dstack init`' });
     }
-    if (flags.explain && !flags.dryRun) throw usageError('--explain goes with --dry-run', `dstack run ${flags.workflow} --dry-run --explain`);
     if (flags.rerun && flags.reuse) throw usageError('--rerun and --reuse ask for opposite things; pick one');
     const session = new Session();
     const project = await loadProjectCached(root, { dir: join(session.home, 'project-cache') });
+    if (!flags.workflow) {
+      const names = [...project.workflows.values()].map((w) => `  ${w.name}${w.help ? ` — ${w.help}` : ''}`);
+      throw usageError(`which workflow? \`dstack run\` needs one of:\n${names.join('\n')}`, 'for example: dstack run NAME --dry-run --explain');
+    }
+    if (flags.explain && !flags.dryRun) throw usageError('--explain goes with --dry-run', `dstack run ${flags.workflow} --dry-run --explain`);
     try {
       const backendId = await backendIdOf(session.home, flags.remote);
       const store = await session.store();

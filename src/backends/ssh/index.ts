@@ -53,7 +53,10 @@ export interface SshBackendConfig {
   readonly labels?: Readonly<Record<string, string>>;
   /** Bound of each host's object cache, in bytes (default 10 GB). */
   readonly cacheBytes?: number;
-  /** Lease ttl (lease.ts default when absent). */
+  /**
+   * Lease ttl. Default: `DSTACK_SSH_LEASE_TTL` (seconds) if set — a knob for tests that must not wait
+   * for a dead CLI's lease to expire, as the remote's config has no such field — else lease.ts's.
+   */
   readonly leaseTtlSeconds?: number;
 }
 
@@ -148,6 +151,12 @@ export class SshBackend implements Backend {
       );
     }
     return c;
+  }
+
+  private leaseTtlSeconds(): number | undefined {
+    if (this.config.leaseTtlSeconds) return this.config.leaseTtlSeconds;
+    const fromEnv = Number(process.env.DSTACK_SSH_LEASE_TTL);
+    return Number.isFinite(fromEnv) && fromEnv > 0 ? fromEnv : undefined;
   }
 
   private knownHostsPath(): string | undefined {
@@ -254,7 +263,7 @@ export class SshBackend implements Backend {
       connect: (h) => this.connection(h),
       jobsPerHost: remote.jobsPerHost,
       holder: { run: ctx.run, job: ctx.job, pid: process.pid, hostname: hostname() },
-      ...(this.config.leaseTtlSeconds ? { ttlSeconds: this.config.leaseTtlSeconds } : {}),
+      ...(this.leaseTtlSeconds() ? { ttlSeconds: this.leaseTtlSeconds() } : {}),
       signal: ctx.signal,
       notify: (message) => ctx.notify({ kind: 'info', message }),
       onStale: (stale, connection) => this.reapStale(stale, connection),

@@ -395,9 +395,10 @@ async function run(connection: SshConnection, mode: string, args: readonly (stri
 /**
  * Chooses a host of the pool with a free slot and takes a lease on it, held on the host and renewed
  * in the background until `release()`. Hosts are tried least loaded first (ties in pool order); a
- * stale lease is taken over (see the top of this file); when every slot is held and fresh it waits,
- * polling at most a second apart, and says so once through `notify`. A host that cannot be
- * connected is skipped with a notice; none at all is the (first) connection error.
+ * stale lease is taken over before any free slot is claimed (see the top of this file); when every
+ * slot is held and fresh it waits, polling at most a second apart, and says so once through
+ * `notify`. A host that cannot be connected is skipped with a notice; none at all is the (first)
+ * connection error.
  *
  * The returned connection is the chosen host's (the caller owns it and closes it after `release`);
  * every other connection made here is closed before this returns or rejects.
@@ -478,13 +479,17 @@ export async function acquireHost(options: AcquireOptions): Promise<Acquired> {
       ok.sort((a, b) => a.survey.load - b.survey.load || a.s.index - b.s.index);
 
       let tried = false;
-      // Leftovers of a dead job whose reaper died too come first: they may still be running.
-      for (const { s, survey } of ok) {
-        for (const stale of survey.stale) {
-          if (stale.kind !== 'reap') continue;
-          tried = true;
-          const slot = await takeOver(s, stale);
-          if (slot !== undefined) return await finish(s, slot);
+      // A dead job's leftovers (its reaper's first, then its stale slot) come before a free slot:
+      // its container may still be running, and on a host that is never full nothing else would
+      // reap it (issue 4: the next dstack that touches the host reaps what a dead one left).
+      for (const kind of ['reap', 'slot'] as const) {
+        for (const { s, survey } of ok) {
+          for (const stale of survey.stale) {
+            if (stale.kind !== kind) continue;
+            tried = true;
+            const slot = await takeOver(s, stale);
+            if (slot !== undefined) return await finish(s, slot);
+          }
         }
       }
       for (const { s, survey } of ok) {
@@ -492,14 +497,6 @@ export async function acquireHost(options: AcquireOptions): Promise<Acquired> {
         tried = true;
         const slot = await claim(s, survey.free[0]!, undefined);
         if (slot !== undefined) return await finish(s, slot);
-      }
-      for (const { s, survey } of ok) {
-        for (const stale of survey.stale) {
-          if (stale.kind !== 'slot') continue;
-          tried = true;
-          const slot = await takeOver(s, stale);
-          if (slot !== undefined) return await finish(s, slot);
-        }
       }
       if (tried) {
         // Lost races for what the survey showed: look again soon, without backing off.

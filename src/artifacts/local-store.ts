@@ -33,6 +33,7 @@ import { asContentHash, type ArtifactSpec, type ContentHash } from '../engine/ty
 import { CHUNK_SIZE, hashFile, isContentHash } from './hash.js';
 import { escapingSymlinkError, makeManifest, symlinkTargetInside, validateManifest } from './manifest.js';
 import type { ArtifactStore, Manifest, ManifestEntry, SaveResult } from './types.js';
+import { forEachLimit } from '../engine/limit.js';
 
 export interface LocalArtifactStoreOptions {
   /** The dstack home (`~/.dstack` or `DSTACK_HOME`); objects live under `objects/`. */
@@ -331,13 +332,3 @@ async function clearPath(abs: string): Promise<void> {
   }
 }
 
-async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const item = items[next++] as T;
-      await fn(item);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-}

@@ -17,6 +17,7 @@ import type { ContentHash } from '../engine/types.js';
 import { hashFile } from './hash.js';
 import { makeManifest, symlinkTargetInside } from './manifest.js';
 import type { ArtifactStore, Manifest, ManifestEntry } from './types.js';
+import { forEachLimit } from '../engine/limit.js';
 
 /** The part of the run store this needs. */
 export interface FileHashCache {
@@ -100,17 +101,6 @@ export async function hashTree(options: HashTreeOptions): Promise<HashedTree> {
 
   const manifest = makeManifest(entries);
   return { manifest, hash: treeHashOf(manifest.entries), read };
-}
-
-async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const item = items[next++] as T;
-      await fn(item);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
 }
 
 /**

@@ -6,6 +6,7 @@ import { makeManifest } from '../artifacts/manifest.js';
 import type { Manifest, ManifestEntry } from '../artifacts/types.js';
 import { DstackError } from '../engine/errors.js';
 import type { JobRecord, RunRecord, RunStore, TagRecord } from '../engine/store/types.js';
+import { requireRun } from './runs.js';
 
 export type ArtifactSource =
   | { readonly kind: 'run'; readonly run: RunRecord; readonly manifest: Manifest; readonly jobOf: ReadonlyMap<string, JobRecord> }
@@ -19,8 +20,7 @@ export function resolveArtifactSource(store: RunStore, ref: string): ArtifactSou
     if (!tag) throw unknownTag(name);
     return { kind: 'tag', tag, manifest: tag.manifest };
   }
-  const run = store.getRun(ref);
-  if (!run) throw new DstackError('DS0101', `no run named '${ref}'`, { hint: 'list runs with `dstack ps -a`, or name a tag as `:TAG`' });
+  const run = requireRun(store, ref, 'list runs with `dstack ps -a`, or name a tag as `:TAG`');
   const { manifest, jobOf } = mergeJobManifests(store.jobs(run.name));
   return { kind: 'run', run, manifest, jobOf };
 }

@@ -14,6 +14,7 @@ import { DstackError } from './errors.js';
 import { insideRelative } from './paths.js';
 import type { Snapshot, SnapshotFile } from './snapshot-types.js';
 import type { RepoInfo } from './types.js';
+import { forEachLimit } from './limit.js';
 
 const DSTACKIGNORE = '.dstackignore';
 const IO_CONCURRENCY = 32;
@@ -250,13 +251,3 @@ function sortByPath<T extends { readonly path: string }>(xs: T[]): T[] {
   return xs.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
 
-async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const item = items[next++] as T;
-      await fn(item);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-}

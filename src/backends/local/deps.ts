@@ -15,6 +15,7 @@ import type { ArtifactStore, Manifest, ManifestEntry } from '../../artifacts/typ
 import { makeManifest, validateManifest } from '../../artifacts/manifest.js';
 import type { ArtifactSpec } from '../../engine/types.js';
 import { DstackError } from '../../engine/errors.js';
+import { forEachLimit } from '../../engine/limit.js';
 
 /** A path of the merged tree to bind-mount read-only at `/workflow/<path>`. */
 export interface DepMount {
@@ -209,10 +210,3 @@ function missingObject(f: { readonly path: string; readonly hash: string }, caus
   return new DstackError('DS0301', `artifact object ${f.hash} for '${f.path}' is missing from the store`, { cause });
 }
 
-async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) await fn(items[next++] as T);
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-}

@@ -214,7 +214,7 @@ class Renewer {
   readonly #unsubscribe: () => void;
 
   constructor(
-    private readonly connection: SshConnection,
+    connection: SshConnection,
     private readonly everyMs: number,
     private readonly step: () => Promise<boolean>,
     private readonly onLost?: () => void,

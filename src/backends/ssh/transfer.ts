@@ -24,6 +24,7 @@ import { mergeDeps, topLevel, type DepMount } from '../local/deps.js';
 import type { SshConnection } from './connect.js';
 import type { HostLayout } from './host-layout.js';
 import { shellQuote } from './shell.js';
+import { forEachLimit } from '../../engine/limit.js';
 
 const PARALLEL_FILES = 8;
 
@@ -419,14 +420,6 @@ function sftpError(e: unknown, connection: SshConnection, what: string): unknown
   if (e instanceof DstackError) return e;
   if (connection.closed) return new DstackError('DS0208', `lost the SSH connection to ${connection.label} while ${what}`, { cause: e });
   return new DstackError('DS0209', `${what} over SFTP failed on ${connection.label}: ${(e as Error).message}`, { cause: e });
-}
-
-async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) await fn(items[next++] as T);
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
 }
 
 export type { SFTPWrapper, ContentHash };

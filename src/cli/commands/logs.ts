@@ -5,6 +5,7 @@ import type { JobId } from '../../engine/types.js';
 import { isFinal } from '../../engine/types.js';
 import { DstackCommand } from '../base.js';
 import { Session } from '../session.js';
+import { requireRun } from '../runs.js';
 
 export class LogsCommand extends DstackCommand {
   static override paths = [['logs']];
@@ -37,8 +38,7 @@ export class LogsCommand extends DstackCommand {
     const session = new Session();
     try {
       const store = await session.store();
-      const run = store.getRun(this.runName);
-      if (!run) throw new DstackError('DS0101', `no run named '${this.runName}'`, { hint: 'list runs with `dstack ps -a`' });
+      const run = requireRun(store, this.runName);
       let jobs = store.jobs(run.name);
       const prefix = jobs.length > 1;
       const width = Math.max(...jobs.map((j) => j.workflow.length));

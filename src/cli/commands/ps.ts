@@ -1,10 +1,10 @@
 import { Command, Option } from 'clipanion';
-import { DstackError } from '../../engine/errors.js';
 import type { JobRecord, RunRecord } from '../../engine/store/types.js';
 import { isFinal } from '../../engine/types.js';
 import { DstackCommand } from '../base.js';
 import { formatAgo, formatDuration, table } from '../format.js';
 import { Session } from '../session.js';
+import { requireRun } from '../runs.js';
 
 export class PsCommand extends DstackCommand {
   static override paths = [['ps']];
@@ -45,11 +45,7 @@ export class PsCommand extends DstackCommand {
 
   private async render(session: Session): Promise<string> {
     const store = await session.store();
-    const listed = this.runName ? [store.getRun(this.runName)].filter((r): r is RunRecord => r !== undefined) : store.listRuns({ all: this.all });
-    if (this.runName && listed.length === 0) {
-      throw new DstackError('DS0101', `no run named '${this.runName}'`, { hint: 'list runs with `dstack ps -a`' });
-    }
-    let runs = listed;
+    let runs = this.runName ? [requireRun(store, this.runName)] : store.listRuns({ all: this.all });
     if (runs.some((r) => !isFinal(r.status))) {
       const { reconcileRuns } = await import('../../engine/reconcile.js');
       const backends = new Map<string, Awaited<ReturnType<Session['backend']>>>();

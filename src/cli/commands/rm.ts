@@ -7,6 +7,7 @@ import { DstackCommand, usageError } from '../base.js';
 import { confirm } from '../confirm.js';
 import { runDir } from '../detach.js';
 import { Session } from '../session.js';
+import { requireRun } from '../runs.js';
 
 export class RmCommand extends DstackCommand {
   static override paths = [['rm']];
@@ -34,8 +35,7 @@ export class RmCommand extends DstackCommand {
       const store = await session.store();
       let runs: RunRecord[];
       if (this.runName) {
-        const run = store.getRun(this.runName);
-        if (!run) throw new DstackError('DS0101', `no run named '${this.runName}'`, { hint: 'list runs with `dstack ps -a`' });
+        const run = requireRun(store, this.runName);
         if (!isFinal(run.status)) {
           throw new DstackError('DS0104', `run ${run.name} is still ${run.status}`, { hint: `stop it first: dstack stop ${run.name}` });
         }

@@ -1,10 +1,10 @@
 import { Command, Option } from 'clipanion';
-import { DstackError } from '../../engine/errors.js';
 import type { RunRecord } from '../../engine/store/types.js';
 import { isFinal } from '../../engine/types.js';
 import { DstackCommand, usageError } from '../base.js';
 import { confirm } from '../confirm.js';
 import { Session } from '../session.js';
+import { requireRun } from '../runs.js';
 
 export class StopCommand extends DstackCommand {
   static override paths = [['stop']];
@@ -35,8 +35,7 @@ export class StopCommand extends DstackCommand {
       const store = await session.store();
       let runs: RunRecord[];
       if (this.runName) {
-        const run = store.getRun(this.runName);
-        if (!run) throw new DstackError('DS0101', `no run named '${this.runName}'`, { hint: 'list runs with `dstack ps -a`' });
+        const run = requireRun(store, this.runName);
         if (isFinal(run.status)) {
           this.context.stderr.write(`Run ${run.name} has already ended (${run.status})\n`);
           return 0;

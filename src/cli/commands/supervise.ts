@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { Command, Option } from 'clipanion';
+import { Option } from 'clipanion';
 import type { Manifest } from '../../artifacts/types.js';
 import { DstackCommand } from '../base.js';
 import { createRenderer } from '../render.js';

@@ -13,6 +13,7 @@ import { DstackCommand, usageError } from '../base.js';
 import { confirm } from '../confirm.js';
 import { formatAgo, formatBytes, table } from '../format.js';
 import { Session } from '../session.js';
+import { requireRun } from '../runs.js';
 
 const TAG_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 
@@ -88,8 +89,7 @@ export class TagsAddCommand extends DstackCommand {
 }
 
 function fromRun(store: RunStore, name: string, runName: string): TagRecord {
-  const run = store.getRun(runName);
-  if (!run) throw new DstackError('DS0101', `no run named '${runName}'`, { hint: 'list runs with `dstack ps -a`' });
+  const run = requireRun(store, runName);
   if (!isFinal(run.status)) {
     throw new DstackError('DS0104', `run ${run.name} is still ${run.status}`, { hint: `wait for it to finish (\`dstack logs ${run.name} -f\`), then tag it` });
   }

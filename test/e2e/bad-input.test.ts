@@ -5,7 +5,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertNoCrash, containersOf, createProject, homes, type CliResult, type Project } from '../helpers/cli.js';
+import { assertNoContainersLeft, assertNoCrash, createProject, type CliResult, type Project } from '../helpers/cli.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 const IMAGE = 'dstack-test/busybox:latest';
@@ -170,11 +170,6 @@ test(
   }),
 );
 
-test(
-  'no container was made by any of these',
-  withTimeout(20_000, async () => {
-    for (const home of homes) assert.equal(await containersOf(home), [], `containers left by ${home}`);
-  }),
-);
+test('no container was made by any of these', withTimeout(20_000, () => assertNoContainersLeft()));
 
 test.run();

@@ -11,7 +11,7 @@ import { writeFile, appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertNoCrash, containersOf, createProject, docker, homes, runNameOf, type Project } from '../helpers/cli.js';
+import { assertNoContainersLeft, assertNoCrash, createProject, docker, runNameOf, type Project, type PsJob } from '../helpers/cli.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 const BASE = 'dstack-test/busybox:latest';
@@ -45,13 +45,6 @@ const WORKFLOWS = `workflows:
     commands: [echo never]
 `;
 
-interface JobJson {
-  workflow: string;
-  status: string;
-  reason: string | null;
-  history: { status: string }[];
-}
-
 let p: Project;
 
 /** The plan's headers and `why:` lines (with their continuation lines), the rest left out. */
@@ -78,17 +71,17 @@ async function explain(...args: string[]): Promise<string[]> {
   return explained(r.stdout);
 }
 
-async function run(...args: string[]): Promise<{ name: string; jobs: Map<string, JobJson>; stdout: string }> {
+async function run(...args: string[]): Promise<{ name: string; jobs: Map<string, PsJob>; stdout: string }> {
   const r = await p.run(['run', ...args]);
   assert.is(r.exitCode, 0, r.stderr);
   assertNoCrash(r);
   const name = runNameOf(r.stderr);
-  const detail = await p.json<{ jobs: JobJson[] }>(['ps', name, '--json']);
+  const detail = await p.json<{ jobs: PsJob[] }>(['ps', name, '--json']);
   return { name, jobs: new Map(detail.jobs.map((j) => [j.workflow, j])), stdout: r.stdout };
 }
 
 /** Reused: recorded done from the job that ran, with no machine (never provisioned) and no log. */
-async function assertReused(r: { name: string; jobs: Map<string, JobJson> }, workflow: string, from: string): Promise<void> {
+async function assertReused(r: { name: string; jobs: Map<string, PsJob> }, workflow: string, from: string): Promise<void> {
   const j = r.jobs.get(workflow)!;
   assert.is(j.status, 'done');
   assert.is(j.reason, `cached: ${from}/${workflow}`);
@@ -97,7 +90,7 @@ async function assertReused(r: { name: string; jobs: Map<string, JobJson> }, wor
   assert.not.ok(logs.stdout.split('\n').some((l) => l.startsWith(`${workflow} |`)), logs.stdout);
 }
 
-const ran = (r: { jobs: Map<string, JobJson> }, workflow: string): boolean => {
+const ran = (r: { jobs: Map<string, PsJob> }, workflow: string): boolean => {
   const j = r.jobs.get(workflow)!;
   return j.status === 'done' && j.reason === null && j.history.some((h) => h.status === 'running');
 };
@@ -255,11 +248,6 @@ test(
   }),
 );
 
-test(
-  'no container is left by this file',
-  withTimeout(20_000, async () => {
-    for (const home of homes) assert.equal(await containersOf(home), [], `containers left by ${home}`);
-  }),
-);
+test('no container is left by this file', withTimeout(20_000, () => assertNoContainersLeft()));
 
 test.run();

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertNoCrash, containersOf, createProject, homes } from '../helpers/cli.js';
+import { assertNoContainersLeft, assertNoCrash, createProject } from '../helpers/cli.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 const IMAGE = 'dstack-test/busybox:latest';
@@ -78,11 +78,6 @@ test(
   }),
 );
 
-test(
-  'no container is left behind',
-  withTimeout(30_000, async () => {
-    for (const home of homes) assert.equal(await containersOf(home), [], `containers left for ${home}`);
-  }),
-);
+test('no container is left behind', withTimeout(30_000, () => assertNoContainersLeft('for')));
 
 test.run();

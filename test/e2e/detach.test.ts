@@ -4,16 +4,10 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertNoCrash, containersOf, createProject, homes, sleep } from '../helpers/cli.js';
+import { assertNoContainersLeft, assertNoCrash, containersOf, createProject, sleep, type PsRunWithJobs } from '../helpers/cli.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 const IMAGE = 'dstack-test/busybox:latest';
-
-interface RunJson {
-  run: string;
-  status: string;
-  jobs: { status: string; artifacts: string[] }[];
-}
 
 const FINAL = new Set(['done', 'failed', 'stopped', 'aborted', 'interrupted']);
 
@@ -43,7 +37,7 @@ test(
       name = r.stdout.trim();
       assert.ok(r.stderr.endsWith(`Run ${name} goes on in the background; follow it with \`dstack logs ${name} -f\`\n`), r.stderr);
       assert.ok(took < 10_000, `run -d took ${took} ms`);
-      const early = await p.json<RunJson>(['ps', name, '--json']);
+      const early = await p.json<PsRunWithJobs>(['ps', name, '--json']);
       assert.not.ok(FINAL.has(early.status), `the job sleeps 2 s, yet the run is already ${early.status}`);
 
       const logs = await p.run(['logs', name, '-f'], { timeoutMs: 30_000 });
@@ -51,7 +45,7 @@ test(
       assertNoCrash(logs);
       assert.is(logs.stdout, 'start\nend\n');
 
-      const run = await p.json<RunJson>(['ps', name, '--json']);
+      const run = await p.json<PsRunWithJobs>(['ps', name, '--json']);
       assert.is(run.status, 'done');
       assert.equal(run.jobs.map((j) => [j.status, j.artifacts]), [['done', ['out/r.txt']]]);
       assert.equal(await containersOf(p.home), []);
@@ -59,7 +53,7 @@ test(
       if (name) {
         // Should the test fail midway, leave no supervisor behind.
         const now = await p.run(['ps', name, '--json']).catch(() => undefined);
-        if (now?.exitCode === 0 && !FINAL.has((JSON.parse(now.stdout) as RunJson).status)) await p.run(['stop', '-x', name]);
+        if (now?.exitCode === 0 && !FINAL.has((JSON.parse(now.stdout) as PsRunWithJobs).status)) await p.run(['stop', '-x', name]);
       }
       await p.cleanup();
     }
@@ -81,9 +75,9 @@ test(
       const out = lines.at(-1) as { run: string; detached: boolean };
       name = out.run;
       assert.equal(out, { run: lines[0]!.run, detached: true });
-      let run: RunJson | undefined;
+      let run: PsRunWithJobs | undefined;
       for (const deadline = Date.now() + 30_000; Date.now() < deadline; await sleep(200)) {
-        run = await p.json<RunJson>(['ps', name, '--json']);
+        run = await p.json<PsRunWithJobs>(['ps', name, '--json']);
         if (FINAL.has(run.status)) break;
       }
       assert.is(run?.status, 'failed');
@@ -95,11 +89,6 @@ test(
   }),
 );
 
-test(
-  'no container is left by this file',
-  withTimeout(20_000, async () => {
-    for (const home of homes) assert.equal(await containersOf(home), [], `containers left by ${home}`);
-  }),
-);
+test('no container is left by this file', withTimeout(20_000, () => assertNoContainersLeft()));
 
 test.run();

@@ -5,18 +5,11 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertNoCrash, containersOf, createProject, homes, runNameOf } from '../helpers/cli.js';
+import { assertNoContainersLeft, assertNoCrash, containersOf, createProject, runNameOf, type PsJob } from '../helpers/cli.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 const IMAGE = 'dstack-test/busybox:latest';
 const MISSING = 'dstack-test/nonexistent-e2e:latest';
-
-interface JobJson {
-  workflow: string;
-  status: string;
-  exitCode: number | null;
-  reason: string | null;
-}
 
 test(
   'an image that is neither local nor pullable (offline): exit 3, DS0201 names it',
@@ -30,7 +23,7 @@ test(
       assert.ok(r.stderr.includes(`  = build it locally (\`docker build -t ${MISSING} .\`) or pull it yourself with \`docker pull ${MISSING}\`\n`), r.stderr);
       const [run] = await p.json<{ run: string; status: string }[]>(['ps', '--json']);
       assert.is(run?.status, 'failed');
-      const detail = await p.json<{ jobs: JobJson[] }>(['ps', run!.run, '--json']);
+      const detail = await p.json<{ jobs: PsJob[] }>(['ps', run!.run, '--json']);
       assert.is(detail.jobs[0]!.status, 'failed');
       assert.ok(detail.jobs[0]!.reason?.startsWith(`DS0201: image '${MISSING}'`), String(detail.jobs[0]!.reason));
     } finally {
@@ -90,7 +83,7 @@ test(
 
       const [run] = await p.json<{ run: string; status: string }[]>(['ps', '--json']);
       assert.equal([run?.run, run?.status], [name, 'failed']);
-      const detail = await p.json<{ status: string; jobs: JobJson[] }>(['ps', name, '--json']);
+      const detail = await p.json<{ status: string; jobs: PsJob[] }>(['ps', name, '--json']);
       assert.equal(
         detail.jobs.map((j) => [j.workflow, j.status, j.exitCode, j.reason]),
         [
@@ -108,11 +101,6 @@ test(
   }),
 );
 
-test(
-  'no container is left by this file',
-  withTimeout(20_000, async () => {
-    for (const home of homes) assert.equal(await containersOf(home), [], `containers left by ${home}`);
-  }),
-);
+test('no container is left by this file', withTimeout(20_000, () => assertNoContainersLeft()));
 
 test.run();

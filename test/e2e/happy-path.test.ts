@@ -5,43 +5,13 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertNoCrash, containersOf, createProject, homes, removeContainers, runNameOf, type Project } from '../helpers/cli.js';
+import { assertNoContainersLeft, assertNoCrash, aThenB, containersOf, createProject, removeContainers, runNameOf, type Project, type PsRun, type PsRunWithJobs } from '../helpers/cli.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 const IMAGE = 'dstack-test/busybox:latest';
 
 const WORKFLOWS = `workflows:
-  - name: a
-    image: ${IMAGE}
-    commands:
-      - echo a-says-hi
-      - mkdir -p out
-      - echo content-from-a > out/x.txt
-    artifacts:
-      - out/x.txt
-  - name: b
-    image: ${IMAGE}
-    deps: [a]
-    commands:
-      - echo b-reads-$$(cat out/x.txt)
-`;
-
-interface RunJson {
-  run: string;
-  workflow: string;
-  status: string;
-  args: string[];
-}
-interface JobJson {
-  job: string;
-  workflow: string;
-  status: string;
-  exitCode: number | null;
-  reason: string | null;
-  artifacts: string[];
-  history: { status: string; at: string }[];
-}
-type RunWithJobs = RunJson & { jobs: JobJson[] };
+${aThenB(IMAGE)}`;
 
 let p: Project;
 let first = '';
@@ -105,7 +75,7 @@ test(
       assert.match(first, /^[a-z]+-[a-z]+-\d+$/);
       assert.ok(r.stderr.includes(`Run ${first} done`), r.stderr);
 
-      const runs = await p.json<RunJson[]>(['ps', '--json']);
+      const runs = await p.json<PsRun[]>(['ps', '--json']);
       assert.equal(
         runs.map((x) => [x.run, x.workflow, x.status]),
         [[first, 'b', 'done']],
@@ -116,7 +86,7 @@ test(
       assert.match(table.stdout, /^RUN +WORKFLOW +SUBMITTED +OWNER +STATUS +TAG +BACKEND +DURATION\n/);
       assert.match(table.stdout, new RegExp(`\\n${first} +b +(now|\\d+ secs ago) +e2e +done +local +\\d+s\\n$`));
 
-      const detail = await p.json<RunWithJobs>(['ps', first, '--json']);
+      const detail = await p.json<PsRunWithJobs>(['ps', first, '--json']);
       assert.is(detail.status, 'done');
       assert.equal(
         detail.jobs.map((j) => [j.job, j.workflow, j.status, j.exitCode]),
@@ -156,7 +126,7 @@ test(
       assert.is(again.stdout, 'b-reads-content-from-a\n', 'only b ran, so its output is not prefixed');
       const second = runNameOf(again.stderr);
       assert.ok(again.stderr.includes(`  a: cached (same inputs as ${first}/a)\n`), again.stderr);
-      const detail = await p.json<RunWithJobs>(['ps', second, '--json']);
+      const detail = await p.json<PsRunWithJobs>(['ps', second, '--json']);
       const a = detail.jobs.find((j) => j.workflow === 'a')!;
       assert.is(a.status, 'done');
       assert.ok(a.reason === `cached: ${first}/a`, `reason: ${a.reason}`);
@@ -168,7 +138,7 @@ test(
       assertNoCrash(rerun);
       assert.ok(rerun.stdout.includes('a | a-says-hi\n'), rerun.stdout);
       assert.ok(rerun.stdout.includes('b | b-reads-content-from-a\n'), rerun.stdout);
-      const third = await p.json<RunWithJobs>(['ps', runNameOf(rerun.stderr), '--json']);
+      const third = await p.json<PsRunWithJobs>(['ps', runNameOf(rerun.stderr), '--json']);
       assert.equal(
         third.jobs.map((j) => [j.workflow, j.status, j.reason]),
         [
@@ -176,7 +146,7 @@ test(
           ['b', 'done', null],
         ],
       );
-      assert.is((await p.json<RunJson[]>(['ps', '-a', '--json'])).length, 3);
+      assert.is((await p.json<PsRun[]>(['ps', '-a', '--json'])).length, 3);
     } finally {
       await removeContainers(p.home);
     }
@@ -256,7 +226,7 @@ test(
       assert.is(o.exitCode, 0, o.stderr);
       assertNoCrash(o);
       assert.is(o.stdout, `greeting=hello name=cli-name run=${runNameOf(o.stderr)}\n<extra1><--flag2><two words><--name><kept>\ndollar=$x who=container\n`);
-      const rec = await v.json<RunJson>(['ps', runNameOf(o.stderr), '--json']);
+      const rec = await v.json<PsRun>(['ps', runNameOf(o.stderr), '--json']);
       assert.equal(rec.args, ['extra1', '--flag2', 'two words', '--name', 'kept']);
 
       const eq = await v.run(['run', 'v', '--name=equals-form', '--greeting', 'hi']);
@@ -268,11 +238,6 @@ test(
   }),
 );
 
-test(
-  'no container is left by this file',
-  withTimeout(20_000, async () => {
-    for (const home of homes) assert.equal(await containersOf(home), [], `containers left by ${home}`);
-  }),
-);
+test('no container is left by this file', withTimeout(20_000, () => assertNoContainersLeft()));
 
 test.run();

@@ -5,7 +5,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertNoCrash, containersOf, createProject, docker, homes, runNameOf, sleep, type Background, type Project } from '../helpers/cli.js';
+import { assertNoContainersLeft, assertNoCrash, containersOf, createProject, docker, runNameOf, sleep, type Background, type Project, type PsRunWithJobs } from '../helpers/cli.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 const IMAGE = 'dstack-test/busybox:latest';
@@ -32,22 +32,13 @@ const WORKFLOWS = `workflows:
       - sleep 1000
 `;
 
-interface JobJson {
-  workflow: string;
-  status: string;
-  exitCode: number | null;
-  reason: string | null;
-  artifacts: string[];
-}
-type RunJson = { run: string; status: string; jobs: JobJson[] };
-
 /** A fresh project (and home) per test, so one test's runs never meet another's. */
 async function project(): Promise<Project> {
   // A long grace period: when a run ends quickly, it is the signal under test that ended it.
   return createProject({ workflows: WORKFLOWS, env: { DSTACK_STOP_GRACE: '30' } });
 }
 
-const runOf = (p: Project, name: string): Promise<RunJson> => p.json<RunJson>(['ps', name, '--json']);
+const runOf = (p: Project, name: string): Promise<PsRunWithJobs> => p.json<PsRunWithJobs>(['ps', name, '--json']);
 
 /**
  * Starts `dstack run WF` in the foreground and waits until the job has printed `ready` (its traps
@@ -272,11 +263,6 @@ test(
   }),
 );
 
-test(
-  'no container is left by this file',
-  withTimeout(20_000, async () => {
-    for (const home of homes) assert.equal(await containersOf(home), [], `containers left by ${home}`);
-  }),
-);
+test('no container is left by this file', withTimeout(20_000, () => assertNoContainersLeft()));
 
 test.run();

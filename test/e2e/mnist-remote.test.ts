@@ -8,19 +8,12 @@ import { cp, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertNoCrash, containersOf, createProject, homes, runNameOf, type Project } from '../helpers/cli.js';
-import { clientKey, removeHost, startHost, sweepHosts, type TestHost } from '../helpers/ssh-hosts.js';
+import { assertNoCrash, containersOf, createProject, runNameOf, type Project, type PsRunWithJobs } from '../helpers/cli.js';
+import { assertNoHostOrContainerLeft, configurePool } from '../helpers/pool.js';
+import { removeHost, startHost, type TestHost } from '../helpers/ssh-hosts.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 const FIXTURE = new URL('../../fixtures/mnist', import.meta.url).pathname;
-
-interface JobJson {
-  job: string;
-  workflow: string;
-  status: string;
-  reason: string | null;
-}
-type RunJson = { run: string; status: string; backend: string; jobs: JobJson[] };
 
 test(
   'fixtures/mnist train-mnist --remote on a pool of two hosts: accuracy > 0.9, ssh:pool, then mnist-data cached and 0 code bytes sent',
@@ -31,9 +24,7 @@ test(
       hosts = await Promise.all([startHost(), startHost()]);
       p = await createProject();
       await cp(FIXTURE, p.dir, { recursive: true });
-      const key = await clientKey();
-      const add = await p.run(['config', 'ssh', '--name', 'pool', ...hosts.flatMap((h) => ['--host', `root@127.0.0.1:${h.port}`]), '--identity', key.path]);
-      assert.is(add.exitCode, 0, add.stderr);
+      await configurePool(p, hosts);
       const env = { DSTACK_KNOWN_HOSTS: join(p.home, 'known_hosts') };
 
       let started = Date.now();
@@ -49,7 +40,7 @@ test(
       assert.is(copied.exitCode, 0, copied.stderr);
       const metrics = JSON.parse(await readFile(out, 'utf8')) as { accuracy: number };
       assert.ok(metrics.accuracy > 0.9, `accuracy ${metrics.accuracy}`);
-      const run = await p.json<RunJson>(['ps', name, '--json']);
+      const run = await p.json<PsRunWithJobs>(['ps', name, '--json']);
       assert.is(run.backend, 'ssh:pool');
       assert.equal(run.jobs.map((j) => [j.workflow, j.status]), [['mnist-data', 'done'], ['train-mnist', 'done']]);
 
@@ -60,7 +51,7 @@ test(
       assert.is(second.exitCode, 0, second.stderr);
       assert.ok(second.stderr.includes('mnist-data: cached (same inputs as '), second.stderr);
       assert.match(second.stderr, /train-mnist: sent 0 bytes \(0 objects\) to root@127\.0\.0\.1:\d+\n/);
-      const again = await p.json<RunJson>(['ps', runNameOf(second.stderr), '--json']);
+      const again = await p.json<PsRunWithJobs>(['ps', runNameOf(second.stderr), '--json']);
       assert.is(again.backend, 'ssh:pool');
       const data = again.jobs.find((j) => j.workflow === 'mnist-data');
       assert.ok(data?.reason?.startsWith('cached: '), String(data?.reason));
@@ -74,14 +65,6 @@ test(
   }),
 );
 
-test(
-  'sweep: no SSH host and no job container left behind',
-  withTimeout(30_000, async () => {
-    let leaked = 0;
-    for (const home of homes) leaked += (await containersOf(home)).length;
-    assert.is(leaked, 0, 'job containers leaked');
-    assert.is(await sweepHosts(), 0, 'SSH hosts leaked');
-  }),
-);
+test('sweep: no SSH host and no job container left behind', withTimeout(30_000, assertNoHostOrContainerLeft));
 
 test.run();

@@ -12,8 +12,9 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertNoCrash, containersOf, createProject, homes, runNameOf, sleep, type Project } from '../helpers/cli.js';
-import { clientKey, killHost, removeHost, restartHost, startHost, sweepHosts, type TestHost } from '../helpers/ssh-hosts.js';
+import { assertNoCrash, containersOf, createProject, runNameOf, sleep, type Project, type PsJob, type PsRunWithJobs } from '../helpers/cli.js';
+import { assertNoHostOrContainerLeft, configurePool } from '../helpers/pool.js';
+import { killHost, removeHost, restartHost, startHost, type TestHost } from '../helpers/ssh-hosts.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 const IMAGE = 'dstack-test/busybox:latest';
@@ -40,21 +41,10 @@ const WORKFLOWS = `workflows:
       - out
 `;
 
-interface JobJson {
-  job: string;
-  workflow: string;
-  status: string;
-  exitCode: number | null;
-  reason: string | null;
-  artifacts: string[];
-}
-type RunJson = { run: string; status: string; backend: string; jobs: JobJson[] };
-
 /** A project whose remote `pool` is the one host `h`. */
 async function poolProject(h: TestHost, jobsPerHost = 1): Promise<Project> {
   const p = await createProject({ workflows: WORKFLOWS });
-  const r = await p.run(['config', 'ssh', '--name', 'pool', '--host', `root@127.0.0.1:${h.port}`, '--identity', (await clientKey()).path, '--jobs-per-host', String(jobsPerHost)]);
-  assert.is(r.exitCode, 0, r.stderr);
+  await configurePool(p, [h], '--jobs-per-host', String(jobsPerHost));
   return p;
 }
 
@@ -78,9 +68,9 @@ async function until<T>(what: string, ms: number, probe: () => Promise<T | undef
 }
 
 /** Waits until the run's only job is `running` (its container started) and returns it. */
-const runningJob = (p: Project, run: string): Promise<JobJson> =>
+const runningJob = (p: Project, run: string): Promise<PsJob> =>
   until(`${run} to run`, 30_000, async () => {
-    const r = await p.json<RunJson>(['ps', run, '--json']);
+    const r = await p.json<PsRunWithJobs>(['ps', run, '--json']);
     return r.jobs[0]?.status === 'running' ? r.jobs[0] : undefined;
   });
 
@@ -102,7 +92,7 @@ test(
       assert.is(killed.signal, 'SIGKILL');
 
       // The supervisor died, the container did not: ps must say running, and the container runs.
-      const seen = await p.json<RunJson>(['ps', name, '--json']);
+      const seen = await p.json<PsRunWithJobs>(['ps', name, '--json']);
       assert.is(seen.status, 'running');
       assert.is(seen.jobs[0]!.status, 'running');
       assert.is((await runningContainers(p, job.job)).length, 1);
@@ -122,7 +112,7 @@ test(
       console.log(`    kill -9 then reaping run: ${took} ms with a ${TTL_SECONDS} s lease ttl`);
 
       // Nothing runs the first run any more: ps says so, with a reason.
-      const after = await p.json<RunJson>(['ps', name, '--json']);
+      const after = await p.json<PsRunWithJobs>(['ps', name, '--json']);
       assert.is(after.status, 'aborted');
       assert.is(after.jobs[0]!.status, 'aborted');
       assert.ok(after.jobs[0]!.reason?.includes(`the dstack process supervising it (pid ${bg.pid}) died`), String(after.jobs[0]!.reason));
@@ -177,7 +167,7 @@ test(
       const r = await bg.result;
       assertNoCrash(r);
       assert.is(r.exitCode, 1, r.stderr);
-      const seen = await p.json<RunJson>(['ps', name, '--json']);
+      const seen = await p.json<PsRunWithJobs>(['ps', name, '--json']);
       assert.is(seen.status, 'failed');
       assert.is(seen.jobs[0]!.status, 'failed');
       assert.ok(seen.jobs[0]!.reason?.includes(label), `reason names the host: ${seen.jobs[0]!.reason}`);
@@ -214,7 +204,7 @@ test(
       assert.is(r.exitCode, 0, r.stderr);
       const name = r.stdout.trim();
       const done = await until(`${name} to end`, 45_000, async () => {
-        const run = await p!.json<RunJson>(['ps', name, '--json']);
+        const run = await p!.json<PsRunWithJobs>(['ps', name, '--json']);
         return FINAL.has(run.status) ? run : undefined;
       });
       assert.is(done.status, 'done', JSON.stringify(done));
@@ -251,7 +241,7 @@ test(
       assert.is(stop.exitCode, 0, stop.stderr);
       assert.is(stop.stderr, `Run ${name} aborted\n`);
       assert.ok(Date.now() - started < 15_000, `stop -x took ${Date.now() - started} ms`);
-      const run = await p.json<RunJson>(['ps', name, '--json']);
+      const run = await p.json<PsRunWithJobs>(['ps', name, '--json']);
       assert.is(run.status, 'aborted');
       assert.is(run.jobs[0]!.status, 'aborted');
       assert.equal(await containersOf(p.home), []);
@@ -263,14 +253,6 @@ test(
   }),
 );
 
-test(
-  'sweep: no SSH host and no job container left behind',
-  withTimeout(30_000, async () => {
-    let leaked = 0;
-    for (const home of homes) leaked += (await containersOf(home)).length;
-    assert.is(leaked, 0, 'job containers leaked');
-    assert.is(await sweepHosts(), 0, 'SSH hosts leaked');
-  }),
-);
+test('sweep: no SSH host and no job container left behind', withTimeout(30_000, assertNoHostOrContainerLeft));
 
 test.run();

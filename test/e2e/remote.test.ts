@@ -8,27 +8,15 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertNoCrash, containersOf, createProject, runNameOf, type Project } from '../helpers/cli.js';
+import { assertNoCrash, aThenB, containersOf, createProject, runNameOf, type Project, type PsRunWithJobs } from '../helpers/cli.js';
+import { configurePool } from '../helpers/pool.js';
 import { clientKey, removeHost, startHost, sweepHosts, type TestHost } from '../helpers/ssh-hosts.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 const IMAGE = 'dstack-test/busybox:latest';
 
 const WORKFLOWS = `workflows:
-  - name: a
-    image: ${IMAGE}
-    commands:
-      - echo a-says-hi
-      - mkdir -p out
-      - echo content-from-a > out/x.txt
-    artifacts:
-      - out/x.txt
-  - name: b
-    image: ${IMAGE}
-    deps: [a]
-    commands:
-      - echo b-reads-$$(cat out/x.txt)
-  - name: nap
+${aThenB(IMAGE)}  - name: nap
     image: ${IMAGE}
     commands:
       - sleep 1
@@ -46,24 +34,13 @@ const WORKFLOWS = `workflows:
 let hosts: TestHost[] = [];
 let p: Project;
 
-interface JobJson {
-  workflow: string;
-  status: string;
-  exitCode: number | null;
-  reason: string | null;
-  artifacts: string[];
-}
-type RunJson = { run: string; status: string; backend: string; jobs: JobJson[] };
-
 const jobFolders = async (): Promise<string[]> =>
   (await Promise.all(hosts.map(async (h) => (await readdir(join(h.home, '.dstack', 'jobs')).catch(() => [] as string[])).map((d) => `${h.name}:${d}`)))).flat();
 
 test.before(async () => {
   hosts = await Promise.all([startHost(), startHost()]);
   p = await createProject({ workflows: WORKFLOWS, files: { 'code.txt': 'the code\n' } });
-  const key = await clientKey();
-  const r = await p.run(['config', 'ssh', '--name', 'pool', '--host', `root@127.0.0.1:${hosts[0]!.port}`, '--host', `root@127.0.0.1:${hosts[1]!.port}`, '--identity', key.path]);
-  assert.is(r.exitCode, 0, r.stderr);
+  await configurePool(p, hosts);
 });
 
 test.after(async () => {
@@ -85,7 +62,7 @@ test(
     assert.match(r.stderr, /a: new host \[127\.0\.0\.1\]:\d+: trusting its ssh-ed25519 key SHA256:\S+ on first use/);
     assert.match(r.stderr, /a: sent \d+ bytes \(\d+ objects?\) to root@127\.0\.0\.1:\d+\n/);
     const name = runNameOf(r.stderr);
-    const run = await p.json<RunJson>(['ps', name, '--json']);
+    const run = await p.json<PsRunWithJobs>(['ps', name, '--json']);
     assert.is(run.backend, 'ssh:pool');
     assert.equal(run.jobs.map((j) => [j.workflow, j.status, j.artifacts]), [['a', 'done', ['out/x.txt']], ['b', 'done', []]]);
     const table = await p.run(['ps']);
@@ -137,7 +114,7 @@ test(
     assertNoCrash(r);
     assert.is(r.exitCode, 130, r.stderr);
     assert.ok(r.stdout.includes('got-term'), r.stdout);
-    const run = await p.json<RunJson>(['ps', runNameOf(r.stderr), '--json']);
+    const run = await p.json<PsRunWithJobs>(['ps', runNameOf(r.stderr), '--json']);
     assert.equal(run.jobs.map((j) => [j.status, j.artifacts]), [['stopped', ['out/p.txt']]]);
     assert.equal(await containersOf(p.home), []);
     assert.equal(await jobFolders(), []);
@@ -155,7 +132,7 @@ test(
     assert.is(stop.exitCode, 0, stop.stderr);
     const r = await bg.result;
     assert.is(r.exitCode, 130, r.stderr);
-    const run = await p.json<RunJson>(['ps', name, '--json']);
+    const run = await p.json<PsRunWithJobs>(['ps', name, '--json']);
     assert.is(run.status, 'stopped');
     assert.equal(await containersOf(p.home), []);
     assert.equal(await jobFolders(), []);

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertNoCrash, containersOf, createProject, ensureBuilt, homes, removeContainers, type CliResult, type Project } from '../helpers/cli.js';
+import { assertNoContainersLeft, assertNoCrash, createProject, ensureBuilt, removeContainers, type CliResult, type Project } from '../helpers/cli.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 const IMAGE = 'dstack-test/busybox:latest';
@@ -119,11 +119,6 @@ test(
   }),
 );
 
-test(
-  'no container is left by this file',
-  withTimeout(20_000, async () => {
-    for (const home of homes) assert.equal(await containersOf(home), [], `containers left by ${home}`);
-  }),
-);
+test('no container is left by this file', withTimeout(20_000, () => assertNoContainersLeft()));
 
 test.run();

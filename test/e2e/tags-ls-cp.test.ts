@@ -7,7 +7,7 @@ import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertNoCrash, containersOf, createProject, homes, removeContainers, runNameOf, type CliResult, type Project } from '../helpers/cli.js';
+import { assertNoContainersLeft, assertNoCrash, createProject, removeContainers, runNameOf, type CliResult, type Project } from '../helpers/cli.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 const IMAGE = 'dstack-test/busybox:latest';
@@ -304,11 +304,6 @@ test(
   }),
 );
 
-test(
-  'no container is left by this file',
-  withTimeout(20_000, async () => {
-    for (const home of homes) assert.equal(await containersOf(home), [], `containers left by ${home}`);
-  }),
-);
+test('no container is left by this file', withTimeout(20_000, () => assertNoContainersLeft()));
 
 test.run();

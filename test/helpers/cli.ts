@@ -10,6 +10,7 @@ import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
+import * as assert from 'uvu/assert';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
 const BIN = join(ROOT, 'bin', 'dstack');
@@ -92,6 +93,46 @@ export interface ProjectOptions {
 
 /** Every home made in this process, for the leak sweep at the end of a file. */
 export const homes: string[] = [];
+
+/**
+ * Workflows `a` (prints a-says-hi, saves out/x.txt with content-from-a) and `b` (depends on `a`,
+ * prints b-reads-<that content>) on `image`: entries of a workflows.yaml's `workflows:` list.
+ */
+export const aThenB = (image: string): string => `  - name: a
+    image: ${image}
+    commands:
+      - echo a-says-hi
+      - mkdir -p out
+      - echo content-from-a > out/x.txt
+    artifacts:
+      - out/x.txt
+  - name: b
+    image: ${image}
+    deps: [a]
+    commands:
+      - echo b-reads-$$(cat out/x.txt)
+`;
+
+/** A job in `dstack ps RUN --json`. */
+export interface PsJob {
+  job: string;
+  workflow: string;
+  status: string;
+  exitCode: number | null;
+  reason: string | null;
+  artifacts: string[];
+  history: { status: string; at: string }[];
+}
+/** A run in `dstack ps --json`. */
+export interface PsRun {
+  run: string;
+  workflow: string;
+  status: string;
+  backend: string;
+  args: string[];
+}
+/** `dstack ps RUN --json`: the run and its jobs. */
+export type PsRunWithJobs = PsRun & { jobs: PsJob[] };
 
 const resultOf = (r: { exitCode?: number; signal?: string; stdout?: unknown; stderr?: unknown }): CliResult => ({
   exitCode: r.exitCode ?? (r.signal ? 128 : -1),
@@ -235,6 +276,11 @@ async function docker(args: readonly string[]): Promise<string> {
 export async function containersOf(home: string, ...filters: string[]): Promise<string[]> {
   const out = await docker(['ps', '-a', '-q', '--no-trunc', '--filter', `label=dstack.home=${home}`, ...filters.flatMap((f) => ['--filter', f])]);
   return out.split('\n').filter(Boolean);
+}
+
+/** The leak sweep at the end of a file: no home made in this process has a container left. */
+export async function assertNoContainersLeft(word: 'by' | 'for' = 'by'): Promise<void> {
+  for (const home of homes) assert.equal(await containersOf(home), [], `containers left ${word} ${home}`);
 }
 
 export async function removeContainers(home: string): Promise<void> {

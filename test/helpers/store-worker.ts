@@ -6,6 +6,7 @@
  * names as a JSON array on stdout.
  */
 import { openStore } from '../../src/engine/store/sqlite.js';
+import { jobSpec } from './spec.js';
 
 const [home, countArg, startArg] = process.argv.slice(2);
 if (!home || !countArg || !startArg) throw new Error('usage: store-worker.ts HOME COUNT START_AT_MS');
@@ -26,20 +27,7 @@ for (let i = 0; i < Number(countArg); i++) {
     args: [],
     jobs: [
       {
-        spec: {
-          workflow: 'train',
-          provider: 'bash',
-          image: 'python:3.10',
-          env: {},
-          workingDir: '',
-          ports: 0,
-          artifacts: [],
-          cache: [],
-          resources: {},
-          variables: {},
-          args: [],
-          deps: [],
-        },
+        spec: jobSpec({ workflow: 'train', image: 'python:3.10' }),
         deps: [],
       },
     ],

@@ -17,9 +17,11 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { ArtifactStore, Manifest } from '../../src/artifacts/types.js';
-import type { Backend, BackendHandle, BackendNotice, ExitInfo, JobContext, Machine, RunningJob } from '../../src/engine/backend.js';
-import { asJobId, asRunName, type JobSpec } from '../../src/engine/types.js';
+import type { Backend, BackendHandle, BackendNotice, ExitInfo, Machine, RunningJob } from '../../src/engine/backend.js';
+import type { JobSpec } from '../../src/engine/types.js';
 import { BUSYBOX } from '../helpers/docker.js';
+import { jobHarness, type Harness as JobHarness } from '../helpers/job-harness.js';
+import { jobSpec, shellCommand } from '../helpers/spec.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 export interface ContractSubject {
@@ -38,11 +40,7 @@ export interface ContractSubject {
 
 export type ContractFactory = () => Promise<ContractSubject>;
 
-interface Harness {
-  readonly ctx: JobContext;
-  readonly notices: BackendNotice[];
-  readonly handles: BackendHandle[];
-  readonly abort: AbortController;
+interface Harness extends JobHarness {
   readonly out: () => string;
   readonly err: () => string;
   readonly sink: (stream: 'stdout' | 'stderr', chunk: Buffer) => void;
@@ -100,36 +98,14 @@ export function registerBackendContract(name: string, factory: ContractFactory):
   });
 
   function spec(script: string | undefined, overrides: Partial<JobSpec> = {}): JobSpec {
-    return {
-      workflow: 'contract',
-      provider: 'bash',
-      image: s().image ?? BUSYBOX,
-      command: script === undefined ? undefined : ['/bin/sh', '-c', script],
-      env: {},
-      workingDir: '',
-      ports: 0,
-      artifacts: [],
-      cache: [],
-      resources: {},
-      variables: {},
-      args: [],
-      deps: [],
-      ...overrides,
-    };
+    return jobSpec({ workflow: 'contract', image: s().image ?? BUSYBOX, command: shellCommand(script), ...overrides });
   }
 
   function harness(js: JobSpec): Harness {
-    const notices: BackendNotice[] = [];
-    const handles: BackendHandle[] = [];
-    const abort = new AbortController();
     const chunks = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
     jobs += 1;
-    const run = asRunName(`contract-${process.pid}-${jobs}`);
     return {
-      ctx: { run, job: asJobId(`${run}/${js.workflow}`), spec: js, signal: abort.signal, notify: (n) => notices.push(n), recordHandle: (h) => handles.push(h) },
-      notices,
-      handles,
-      abort,
+      ...jobHarness(js, `contract-${process.pid}-${jobs}`),
       out: () => Buffer.concat(chunks.stdout).toString('utf8'),
       err: () => Buffer.concat(chunks.stderr).toString('utf8'),
       sink: (stream, chunk) => chunks[stream].push(chunk),

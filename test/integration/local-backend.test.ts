@@ -9,12 +9,13 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { LocalArtifactStore } from '../../src/artifacts/local-store.js';
-import type { Backend, BackendHandle, BackendNotice, JobContext, Machine, RunningJob } from '../../src/engine/backend.js';
+import type { Backend, BackendHandle, BackendNotice, Machine, RunningJob } from '../../src/engine/backend.js';
 import { DstackError } from '../../src/engine/errors.js';
-import { asJobId, asRunName, type JobSpec } from '../../src/engine/types.js';
+import type { JobSpec } from '../../src/engine/types.js';
 import { localPlugin, type LocalBackend } from '../../src/backends/local/index.js';
 import type { Manifest } from '../../src/artifacts/types.js';
 import { BUSYBOX, closeTestDocker, containersLabelled, ensureBusybox, sweepContainers, testDocker } from '../helpers/docker.js';
+import { busyboxSpec as spec, jobHarness, type Harness } from '../helpers/job-harness.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 const TEST_LABEL = 'local-backend';
@@ -42,47 +43,9 @@ test.after(async () => {
   await rm(project, { recursive: true, force: true });
 });
 
-function spec(overrides: Partial<JobSpec> & { script?: string } = {}): JobSpec {
-  const { script, ...rest } = overrides;
-  return {
-    workflow: 'wf',
-    provider: 'bash',
-    image: BUSYBOX,
-    command: script === undefined ? undefined : ['/bin/sh', '-c', script],
-    env: {},
-    workingDir: '',
-    ports: 0,
-    artifacts: [],
-    cache: [],
-    resources: {},
-    variables: {},
-    args: [],
-    deps: [],
-    ...rest,
-  };
-}
-
-interface Harness {
-  readonly ctx: JobContext;
-  readonly notices: BackendNotice[];
-  readonly handles: BackendHandle[];
-  readonly abort: AbortController;
-}
-
 function harness(s: JobSpec): Harness {
-  const notices: BackendNotice[] = [];
-  const handles: BackendHandle[] = [];
-  const abort = new AbortController();
   jobCounter += 1;
-  const ctx: JobContext = {
-    run: asRunName(`test-run-${process.pid}-${jobCounter}`),
-    job: asJobId(`test-run-${process.pid}-${jobCounter}/${s.workflow}`),
-    spec: s,
-    signal: abort.signal,
-    notify: (n) => notices.push(n),
-    recordHandle: (h) => handles.push(h),
-  };
-  return { ctx, notices, handles, abort };
+  return jobHarness(s, `test-run-${process.pid}-${jobCounter}`);
 }
 
 const stageInput = (store: LocalArtifactStore, deps: Manifest[] = []) => ({ snapshot: snap, repoRoot: project, deps, store });

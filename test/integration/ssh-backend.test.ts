@@ -16,10 +16,11 @@ import type { Manifest } from '../../src/artifacts/types.js';
 import { sshPlugin, type SshBackend } from '../../src/backends/ssh/index.js';
 import type { RemoteMachine } from '../../src/backends/ssh/machine.js';
 import type { SshRemote } from '../../src/backends/ssh/config.js';
-import type { BackendHandle, BackendNotice, JobContext, Machine, RunningJob } from '../../src/engine/backend.js';
+import type { BackendHandle, Machine, RunningJob } from '../../src/engine/backend.js';
 import { DstackError } from '../../src/engine/errors.js';
-import { asJobId, asRunName, type JobSpec } from '../../src/engine/types.js';
-import { BUSYBOX, closeTestDocker, containersLabelled, ensureBusybox, sweepContainers } from '../helpers/docker.js';
+import type { JobSpec } from '../../src/engine/types.js';
+import { closeTestDocker, containersLabelled, ensureBusybox, sweepContainers } from '../helpers/docker.js';
+import { busyboxSpec as spec, jobHarness, type Harness } from '../helpers/job-harness.js';
 import { clientKey, killHost, removeHost, restartHost, startHost, sweepHosts, type TestHost } from '../helpers/ssh-hosts.js';
 import { withTimeout } from '../helpers/timeout.js';
 
@@ -63,48 +64,9 @@ async function openPool(hosts: readonly TestHost[], extra: Record<string, unknow
   return sshPlugin.open({ home, config: { name: 'test', remote, knownHostsPath: knownHosts, labels: { 'dstack.test': TEST_LABEL }, leaseTtlSeconds: 3, ...extra } }) as SshBackend;
 }
 
-function spec(overrides: Partial<JobSpec> & { script?: string } = {}): JobSpec {
-  const { script, ...rest } = overrides;
-  return {
-    workflow: 'wf',
-    provider: 'bash',
-    image: BUSYBOX,
-    command: script === undefined ? undefined : ['/bin/sh', '-c', script],
-    env: {},
-    workingDir: '',
-    ports: 0,
-    artifacts: [],
-    cache: [],
-    resources: {},
-    variables: {},
-    args: [],
-    deps: [],
-    ...rest,
-  };
-}
-
-interface Harness {
-  readonly ctx: JobContext;
-  readonly notices: BackendNotice[];
-  readonly handles: BackendHandle[];
-  readonly abort: AbortController;
-}
-
 function harness(s: JobSpec): Harness {
-  const notices: BackendNotice[] = [];
-  const handles: BackendHandle[] = [];
-  const abort = new AbortController();
   counter += 1;
-  const run = `sshb-${process.pid}-${counter}`;
-  const ctx: JobContext = {
-    run: asRunName(run),
-    job: asJobId(`${run}/${s.workflow}`),
-    spec: s,
-    signal: abort.signal,
-    notify: (n) => notices.push(n),
-    recordHandle: (h) => handles.push(h),
-  };
-  return { ctx, notices, handles, abort };
+  return jobHarness(s, `sshb-${process.pid}-${counter}`);
 }
 
 interface Ran {

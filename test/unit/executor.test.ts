@@ -19,6 +19,7 @@ import { openStore } from '../../src/engine/store/sqlite.js';
 import type { RunStore } from '../../src/engine/store/types.js';
 import { asContentHash, type JobSpec } from '../../src/engine/types.js';
 import { withTimeout } from '../helpers/timeout.js';
+import { jobSpec } from '../helpers/spec.js';
 
 interface Script {
   /** Exit code per workflow (default 0). */
@@ -80,20 +81,7 @@ function recordingBackend(script: Script, steps: string[]): Backend {
   };
 }
 
-const spec = (workflow: string, env: Record<string, string> = {}): JobSpec => ({
-  workflow,
-  provider: 'bash',
-  image: 'img',
-  env,
-  workingDir: '',
-  ports: 0,
-  artifacts: [],
-  cache: [],
-  resources: {},
-  variables: {},
-  args: [],
-  deps: [],
-});
+const spec = (workflow: string, env: Record<string, string> = {}): JobSpec => jobSpec({ workflow, image: 'img', env });
 
 const SNAPSHOT = { manifest: emptyManifest, hash: asContentHash('0'.repeat(64)) };
 
@@ -115,6 +103,18 @@ async function setup(script: Script, jobs: { spec: JobSpec; deps: number[] }[], 
     onEvent: (e) => events.push(e),
   });
   return { home, store, steps, events, run, run$, control, done: () => (store.close(), rmSync(home, { recursive: true, force: true })) };
+}
+
+/** Runs `fn` on a run of one job, `a`, that hangs once started: from a moment after its start on, to its cleanup. */
+async function withHangingJob(fn: (s: Awaited<ReturnType<typeof setup>>) => Promise<void>): Promise<void> {
+  const s = await setup({ hang: new Set(['a']) }, [{ spec: spec('a'), deps: [] }]);
+  try {
+    while (!s.steps.includes('a:start')) await new Promise((r) => setTimeout(r, 2));
+    await new Promise((r) => setTimeout(r, 5));
+    await fn(s);
+  } finally {
+    s.done();
+  }
 }
 
 test(
@@ -179,38 +179,28 @@ test(
 
 test(
   'a graceful stop stops the container, saves artifacts, ends stopped, then tears down',
-  withTimeout(5000, async () => {
-    const s = await setup({ hang: new Set(['a']) }, [{ spec: spec('a'), deps: [] }]);
-    try {
-      while (!s.steps.includes('a:start')) await new Promise((r) => setTimeout(r, 2));
-      await new Promise((r) => setTimeout(r, 5));
+  withTimeout(5000, () =>
+    withHangingJob(async (s) => {
       s.control.interrupt();
       const outcome = await s.run$;
       assert.is(outcome.status, 'stopped');
       assert.equal(s.steps.slice(-3), ['a:stop', 'a:collect', 'a:teardown']);
-    } finally {
-      s.done();
-    }
-  }),
+    }),
+  ),
 );
 
 test(
   'a second interrupt aborts: the container is killed, nothing is saved, teardown still runs',
-  withTimeout(5000, async () => {
-    const s = await setup({ hang: new Set(['a']) }, [{ spec: spec('a'), deps: [] }]);
-    try {
-      while (!s.steps.includes('a:start')) await new Promise((r) => setTimeout(r, 2));
-      await new Promise((r) => setTimeout(r, 5));
+  withTimeout(5000, () =>
+    withHangingJob(async (s) => {
       s.control.abort();
       const outcome = await s.run$;
       assert.is(outcome.status, 'aborted');
       assert.ok(s.steps.includes('a:kill'));
       assert.not.ok(s.steps.includes('a:collect'));
       assert.is(s.steps.at(-1), 'a:teardown');
-    } finally {
-      s.done();
-    }
-  }),
+    }),
+  ),
 );
 
 test(

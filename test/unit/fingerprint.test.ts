@@ -7,26 +7,22 @@ import * as assert from 'uvu/assert';
 import type { Manifest, ManifestEntry } from '../../src/artifacts/types.js';
 import { FINGERPRINT_VERSION, fingerprintOf, fingerprintParts, inputsHash, manifestDigest, selectInputs, treeHashOf, type FingerprintInput } from '../../src/engine/fingerprint.js';
 import { asContentHash, secretMarker, type Fingerprint, type JobSpec } from '../../src/engine/types.js';
+import { jobSpec } from '../helpers/spec.js';
 
 const H = (c: string) => asContentHash(c.repeat(64).slice(0, 64));
 const file = (path: string, hash = H('a'), mode = 0o644): ManifestEntry => ({ type: 'file', path, size: 1, mode, hash });
 const manifest = (...entries: ManifestEntry[]): Manifest => ({ version: 1, entries, size: entries.length });
 
-const spec: JobSpec = {
+const spec: JobSpec = jobSpec({
   workflow: 'train',
-  provider: 'bash',
   image: 'dstack/python:3.11-ml',
   command: ['/bin/sh', '-c', 'python train.py'],
   env: { MODE: 'fast', TOKEN: secretMarker('TOKEN') },
-  workingDir: '',
-  ports: 0,
   artifacts: [{ path: 'model', mount: false }],
-  cache: [],
   resources: { cpu: 2, memory: 1e9 },
   variables: { hidden: '64' },
   args: ['--seed', '1'],
-  deps: [],
-};
+});
 
 const base: FingerprintInput = {
   spec,

@@ -14,10 +14,9 @@ import { makeManifest } from '../../src/artifacts/manifest.js';
 import { openStore } from '../../src/engine/store/sqlite.js';
 import type { ContentHash, JobSpec } from '../../src/engine/types.js';
 import { withTimeout } from '../helpers/timeout.js';
+import { jobSpec } from '../helpers/spec.js';
 
-const spec = (workflow: string): JobSpec => ({
-  workflow, provider: 'bash', image: 'img', env: {}, workingDir: '', ports: 0, artifacts: [], cache: [], resources: {}, variables: {}, args: [], deps: [],
-});
+const spec = (workflow: string): JobSpec => jobSpec({ workflow, image: 'img' });
 const HOUR = 3600 * 1000;
 
 interface Fixture {

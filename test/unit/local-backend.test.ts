@@ -11,23 +11,9 @@ import { endpointFromEnv } from '../../src/backends/local/docker.js';
 import { splitImage } from '../../src/backends/local/pull.js';
 import { DstackError } from '../../src/engine/errors.js';
 import type { JobSpec } from '../../src/engine/types.js';
+import { jobSpec } from '../helpers/spec.js';
 
-const spec = (o: Partial<JobSpec> = {}): JobSpec => ({
-  workflow: 'train',
-  provider: 'bash',
-  image: 'python:3.11',
-  command: ['/bin/sh', '-c', 'python train.py'],
-  env: {},
-  workingDir: '',
-  ports: 0,
-  artifacts: [],
-  cache: [],
-  resources: {},
-  variables: {},
-  args: [],
-  deps: [],
-  ...o,
-});
+const spec = (o: Partial<JobSpec> = {}): JobSpec => jobSpec({ workflow: 'train', image: 'python:3.11', command: ['/bin/sh', '-c', 'python train.py'], ...o });
 
 test('createOptions: limits, gpu, ports, working dir, labels, env', () => {
   const o = createOptions({

@@ -9,12 +9,11 @@ import { DstackError } from '../../src/engine/errors.js';
 import { openStore } from '../../src/engine/store/sqlite.js';
 import type { RunStore } from '../../src/engine/store/types.js';
 import { asContentHash, type Fingerprint, type FingerprintParts, type JobSpec } from '../../src/engine/types.js';
+import { jobSpec } from '../helpers/spec.js';
 
 const h = (c: string) => asContentHash(c.repeat(64));
 const manifest = (hash: string): Manifest => ({ version: 1, size: 3, entries: [{ type: 'file', path: 'out/x', size: 3, mode: 0o644, hash: h(hash) }] });
-const spec = (workflow: string): JobSpec => ({
-  workflow, provider: 'bash', image: 'img', env: {}, workingDir: '', ports: 0, artifacts: [], cache: [], resources: {}, variables: {}, args: [], deps: [],
-});
+const spec = (workflow: string): JobSpec => jobSpec({ workflow, image: 'img' });
 
 function withStore(fn: (store: RunStore, clock: { t: number }) => void): () => void {
   return () => {

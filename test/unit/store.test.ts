@@ -11,6 +11,7 @@ import { openStore, type OpenStoreOptions } from '../../src/engine/store/sqlite.
 import { aggregateStatus } from '../../src/engine/store/status.js';
 import type { NewRun, RunStore } from '../../src/engine/store/types.js';
 import { asJobId, type JobSpec, type RepoInfo } from '../../src/engine/types.js';
+import { jobSpec } from '../helpers/spec.js';
 
 const tmpDirs: string[] = [];
 function tempHome(): string {
@@ -31,22 +32,18 @@ function withStore(fn: (store: RunStore, clock: { t: number }) => void, options:
   };
 }
 
-const spec = (workflow: string, extra: Partial<JobSpec> = {}): JobSpec => ({
-  workflow,
-  provider: 'bash',
-  image: 'python:3.10',
-  command: ['/bin/sh', '-c', 'set -e\npython train.py'],
-  env: { FOO: 'bar' },
-  workingDir: '',
-  ports: 0,
-  artifacts: [{ path: 'out', mount: false }],
-  cache: [],
-  resources: { cpu: 2, memory: 1024, gpu: { count: 1, name: 'T4' } },
-  variables: { epochs: '3' },
-  args: ['--lr', '0.1'],
-  deps: [],
-  ...extra,
-});
+const spec = (workflow: string, extra: Partial<JobSpec> = {}): JobSpec =>
+  jobSpec({
+    workflow,
+    image: 'python:3.10',
+    command: ['/bin/sh', '-c', 'set -e\npython train.py'],
+    env: { FOO: 'bar' },
+    artifacts: [{ path: 'out', mount: false }],
+    resources: { cpu: 2, memory: 1024, gpu: { count: 1, name: 'T4' } },
+    variables: { epochs: '3' },
+    args: ['--lr', '0.1'],
+    ...extra,
+  });
 
 const repo: RepoInfo = { root: '/home/u/proj', isGit: true, branch: 'main', commit: 'abc123' };
 

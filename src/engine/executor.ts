@@ -113,14 +113,7 @@ function endWithout(o: ExecuteOptions, job: JobRecord, status: JobStatus, reason
 async function runJob(o: ExecuteOptions, job: JobRecord, deps: readonly JobOutcome[]): Promise<JobOutcome> {
   const { control, store } = o;
   const outcome = (status: JobStatus, extra: Partial<JobOutcome> = {}): JobOutcome => ({ job: job.id, workflow: job.workflow, status, ...extra });
-  const ctx: JobContext = {
-    run: o.run.name,
-    job: job.id,
-    spec: job.spec,
-    signal: control.abortSignal,
-    notify: (notice) => o.onEvent({ type: 'job-notice', job: job.id, workflow: job.workflow, notice }),
-    recordHandle: (handle) => store.setJobHandle(job.id, handle),
-  };
+  const ctx = jobContext(o, job, control.abortSignal);
   let machine: Machine | undefined;
   let running: RunningJob | undefined;
   let unsubscribe: (() => void) | undefined;
@@ -270,15 +263,21 @@ function inputsOf(snapshot: StoredSnapshot): ReturnType<typeof inputsHasher> {
   return h;
 }
 
-async function collect(o: ExecuteOptions, job: JobRecord, machine: Machine): Promise<Manifest> {
-  const ctx: JobContext = {
+/** What a backend gets to know about the job it works on, and how it reports back. */
+function jobContext(o: ExecuteOptions, job: JobRecord, signal: AbortSignal): JobContext {
+  return {
     run: o.run.name,
     job: job.id,
     spec: job.spec,
-    signal: new AbortController().signal,
+    signal,
     notify: (notice) => o.onEvent({ type: 'job-notice', job: job.id, workflow: job.workflow, notice }),
     recordHandle: (handle) => o.store.setJobHandle(job.id, handle),
   };
+}
+
+async function collect(o: ExecuteOptions, job: JobRecord, machine: Machine): Promise<Manifest> {
+  // Collecting runs after a graceful stop too: it gets a signal of its own that nothing aborts.
+  const ctx = jobContext(o, job, new AbortController().signal);
   const manifest = await machine.collect(ctx, job.spec.artifacts, o.artifacts);
   o.store.setJobManifest(job.id, manifest);
   const files = manifest.entries.filter((e) => e.type === 'file').length;

@@ -6,12 +6,11 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { constants, copyFile, chmod, lstat, mkdir, readdir, readFile, readlink, symlink } from 'node:fs/promises';
+import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import { join, posix, resolve } from 'node:path';
 import { execFile, spawn } from 'node:child_process';
 import ignore, { type Ignore } from 'ignore';
 import { DstackError } from './errors.js';
-import { insideRelative } from './paths.js';
 import type { Snapshot, SnapshotFile } from './snapshot-types.js';
 import type { RepoInfo } from './types.js';
 import { forEachLimit } from './limit.js';
@@ -34,35 +33,6 @@ export async function takeSnapshot(root: string): Promise<Snapshot> {
   const diffHash = await hashDiff(abs, git, untracked);
   const repo: RepoInfo = { root: abs, isGit: true, branch: git.branch, commit: git.commit, diffHash };
   return { root: abs, files, repo };
-}
-
-/**
- * Copies the snapshot's files into `dest` (a fresh folder the job may write into), so a job never
- * touches the user's own files. Copy-on-write clones where the filesystem offers them.
- */
-export async function stageSnapshot(snapshot: Snapshot, dest: string): Promise<void> {
-  const made = new Set<string>();
-  const ensureDir = async (dir: string): Promise<void> => {
-    if (made.has(dir)) return;
-    await mkdir(dir, { recursive: true });
-    made.add(dir);
-  };
-  await ensureDir(dest);
-  for (const f of snapshot.files) {
-    if (insideRelative(f.path) !== f.path) {
-      throw new DstackError('DS0009', `snapshot path '${f.path}' leaves the working directory`);
-    }
-  }
-  await forEachLimit(snapshot.files, IO_CONCURRENCY, async (f) => {
-    const to = join(dest, f.path);
-    await ensureDir(posix.dirname(to));
-    if (f.link !== undefined) {
-      await symlink(f.link, to);
-      return;
-    }
-    await copyFile(join(snapshot.root, f.path), to, constants.COPYFILE_FICLONE);
-    await chmod(to, f.mode);
-  });
 }
 
 interface GitListing {

@@ -1,10 +1,10 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, realpathSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { stageSnapshot, takeSnapshot } from '../../src/engine/snapshot.js';
+import { takeSnapshot } from '../../src/engine/snapshot.js';
 import type { Snapshot } from '../../src/engine/snapshot-types.js';
 import { withTimeout } from '../helpers/timeout.js';
 
@@ -239,32 +239,6 @@ test(
       assert.is(s.repo.isGit, false);
     } finally {
       rmSync(dir, { recursive: true, force: true });
-    }
-  }),
-);
-
-test(
-  'stageSnapshot copies files, keeps modes and symlinks, and never touches the originals',
-  withTimeout(20_000, async () => {
-    const dir = tmp();
-    const dest = tmp();
-    try {
-      makeRepo(dir);
-      write(dir, 'new.txt', 'untracked\n');
-      const s = await takeSnapshot(dir);
-      const out = join(dest, 'workflow');
-      await stageSnapshot(s, out);
-      assert.is(readFileSync(join(out, 'a.txt'), 'utf8'), 'alpha\n');
-      assert.is(readFileSync(join(out, 'sub/b.txt'), 'utf8'), 'beta\n');
-      assert.is(readFileSync(join(out, 'new.txt'), 'utf8'), 'untracked\n');
-      assert.is(statSync(join(out, 'run.sh')).mode & 0o777, 0o755);
-      assert.is(statSync(join(out, 'a.txt')).mode & 0o777, 0o644);
-      assert.is(readlinkSync(join(out, 'link')), 'a.txt');
-      writeFileSync(join(out, 'a.txt'), 'job wrote this');
-      assert.is(readFileSync(join(dir, 'a.txt'), 'utf8'), 'alpha\n');
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-      rmSync(dest, { recursive: true, force: true });
     }
   }),
 );

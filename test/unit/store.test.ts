@@ -221,29 +221,6 @@ test(
 );
 
 test(
-  'latestSuccessfulJob: newest done job of the workflow in the same repo root',
-  withStore((store, clock) => {
-    const finish = (name: string, wf: string, status: 'done' | 'failed') => {
-      clock.t += 100;
-      store.setJobStatus(asJobId(`${name}/${wf}`), status);
-    };
-    const r1 = store.createRun(newRun()).run.name;
-    const r2 = store.createRun(newRun()).run.name;
-    const r3 = store.createRun(newRun()).run.name;
-    const other = store.createRun(newRun({ repo: { root: '/elsewhere', isGit: false } })).run.name;
-    assert.is(store.latestSuccessfulJob('prepare', repo.root), undefined);
-    finish(r2, 'prepare', 'done');
-    finish(r1, 'prepare', 'done'); // finished later, submitted earlier: the newer success
-    finish(r3, 'prepare', 'failed');
-    finish(other, 'prepare', 'done');
-    assert.is(store.latestSuccessfulJob('prepare', repo.root)?.id, `${r1}/prepare`);
-    assert.is(store.latestSuccessfulJob('prepare', '/elsewhere')?.id, `${other}/prepare`);
-    assert.is(store.latestSuccessfulJob('train', repo.root), undefined);
-    assert.ok(store.latestSuccessfulJob('prepare', repo.root)?.history.length === 2);
-  }),
-);
-
-test(
   'listRuns: newest first; without all, the newest `limit` plus every active run',
   withStore((store, clock) => {
     const names: string[] = [];

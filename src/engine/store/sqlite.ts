@@ -258,11 +258,6 @@ class SqliteRunStore implements RunStore {
       setHandle: p('UPDATE jobs SET handle = ? WHERE id = ?'),
       setManifest: p('UPDATE jobs SET manifest = ? WHERE id = ?'),
       setOwner: p('UPDATE runs SET pid = ?, hostname = ? WHERE name = ?'),
-      latestDone: p(
-        `SELECT j.* FROM jobs j JOIN runs r ON r.name = j.run
-         WHERE j.workflow = ? AND j.status = 'done' AND r.repo_root = ?
-         ORDER BY j.finished_at DESC, j.rowid DESC LIMIT 1`,
-      ),
       // One statement, so the write lock is held from reading max(seq) to the insert: correct even
       // if two processes ever appended to the same job.
       appendLog: p(
@@ -494,15 +489,6 @@ class SqliteRunStore implements RunStore {
   setRunOwnerProcess(name: RunName, pid: number, hostname: string): void {
     const changes = this.guard(() => this.s.setOwner.run(pid, hostname, name).changes);
     this.mustChange(changes, `setRunOwnerProcess(${name})`);
-  }
-
-  latestSuccessfulJob(workflow: string, repoRoot: string): JobRecord | undefined {
-    return this.guard(() =>
-      this.db.transaction(() => {
-        const row = this.s.latestDone.get(workflow, repoRoot) as JobRow | undefined;
-        return row && this.readJob(row.id);
-      })(),
-    );
   }
 
   appendLog(job: JobId, stream: 'stdout' | 'stderr', data: Buffer, at: number = this.now()): void {

@@ -135,8 +135,6 @@ export interface RunStore {
   setJobManifest(id: JobId, manifest: Manifest): void;
   /** Sets the process supervising the run (a detached supervisor takes over from the CLI). */
   setRunOwnerProcess(name: RunName, pid: number, hostname: string): void;
-  /** The newest job of `workflow` that ended `done`, for `workflow:` deps in this repo root. */
-  latestSuccessfulJob(workflow: string, repoRoot: string): JobRecord | undefined;
   appendLog(job: JobId, stream: 'stdout' | 'stderr', data: Buffer, at?: number): void;
   /** Log records of a run (all its jobs, ordered by time then seq), optionally since a time or after per-job seqs. */
   readLogs(run: string, options?: { readonly sinceMs?: number; readonly after?: ReadonlyMap<JobId, number> }): readonly LogRecord[];

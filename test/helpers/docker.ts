@@ -2,7 +2,7 @@
  * Docker for tests: the busybox image the tests run (built locally, never pulled) and a sweep that
  * lists containers by label, for leak checks at the end of a file.
  */
-import { DockerApiError, DockerClient, endpointFromEnv } from '../../src/backends/local/docker.js';
+import { DockerApiError, DockerClient, endpointFromEnv } from '../../src/backends/docker/docker.js';
 
 export const BUSYBOX = 'dstack-test/busybox:latest';
 

@@ -10,9 +10,9 @@
  * `hold`: takes a lease, prints {acquired: slot, pid}, and holds it until killed.
  */
 import { hostname } from 'node:os';
-import { connectHost } from '../../src/backends/ssh/connect.js';
-import type { SshHostSpec } from '../../src/backends/ssh/config.js';
-import { acquireHost } from '../../src/backends/ssh/lease.js';
+import { connectHost } from '../../src/backends/ssh-host/connect.js';
+import type { SshHostSpec } from '../../src/backends/ssh-host/host-spec.js';
+import { acquireHost } from '../../src/backends/ssh-host/lease.js';
 
 interface Options {
   readonly mode: 'contend' | 'hold';

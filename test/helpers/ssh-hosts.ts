@@ -30,8 +30,8 @@ import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { endpointFromEnv } from '../../src/backends/local/docker.js';
-import { fingerprint } from '../../src/backends/ssh/known-hosts.js';
+import { endpointFromEnv } from '../../src/backends/docker/docker.js';
+import { fingerprint } from '../../src/backends/ssh-host/known-hosts.js';
 
 export const SSH_HOST_IMAGE = 'dstack-test/sshhost:latest';
 export const HOSTS_ROOT = '/tmp/dstack-hosts';

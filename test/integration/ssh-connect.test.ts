@@ -16,7 +16,7 @@ import { promisify } from 'node:util';
 import { execFile } from 'node:child_process';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { connectHost, type ConnectOptions, type SshConnection } from '../../src/backends/ssh/connect.js';
+import { connectHost, type ConnectOptions, type SshConnection } from '../../src/backends/ssh-host/connect.js';
 import { DstackError, formatError } from '../../src/engine/errors.js';
 import { clientKey, generateKeyPair, killHost, removeHost, restartWithNewHostKey, startHost, sweepHosts, type TestHost } from '../helpers/ssh-hosts.js';
 import { withTimeout } from '../helpers/timeout.js';

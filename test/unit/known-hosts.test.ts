@@ -4,7 +4,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { checkHostKey, fingerprint, hostKeyName, hostsMatch, keyTypeOf, knownHostsEntry, knownKeyTypes, parseKnownHosts } from '../../src/backends/ssh/known-hosts.js';
+import { checkHostKey, fingerprint, hostKeyName, hostsMatch, keyTypeOf, knownHostsEntry, knownKeyTypes, parseKnownHosts } from '../../src/backends/ssh-host/known-hosts.js';
 
 const A = 'AAAAC3NzaC1lZDI1NTE5AAAAIEuvio/7tKPiCB3H/6LmyVoAIcL48s9Df2dK3yojFvzC';
 const B = 'AAAAC3NzaC1lZDI1NTE5AAAAIKPG2hdc16EPV/ZL27Ewu1olYEK+uglgpyAIuM3Fcdob';

@@ -1,14 +1,14 @@
 /** The local backend's pure parts: container options, cache mounts, the deps' merged tree, the demuxer, DOCKER_HOST, image names. */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { cacheMounts, createOptions } from '../../src/backends/local/container.js';
-import { mergeDeps, topLevel } from '../../src/backends/local/deps.js';
-import { demuxer } from '../../src/backends/local/demux.js';
+import { cacheMounts, createOptions } from '../../src/backends/docker/container.js';
+import { mergeDeps, topLevel } from '../../src/backends/docker/deps.js';
+import { demuxer } from '../../src/backends/docker/demux.js';
 import { makeManifest } from '../../src/artifacts/manifest.js';
 import type { Manifest, ManifestEntry } from '../../src/artifacts/types.js';
 import { asContentHash } from '../../src/engine/types.js';
-import { endpointFromEnv } from '../../src/backends/local/docker.js';
-import { splitImage } from '../../src/backends/local/pull.js';
+import { endpointFromEnv } from '../../src/backends/docker/docker.js';
+import { splitImage } from '../../src/backends/docker/pull.js';
 import { DstackError } from '../../src/engine/errors.js';
 import type { JobSpec } from '../../src/engine/types.js';
 import { jobSpec } from '../helpers/spec.js';

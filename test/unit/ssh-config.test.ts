@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { findRemote, formatHostSpec, parseHostSpec, readConfig, writeConfig } from '../../src/backends/ssh/config.js';
-import { boundToChannel, shellJoin, shellQuote } from '../../src/backends/ssh/shell.js';
+import { boundToChannel, shellJoin, shellQuote } from '../../src/backends/ssh-host/shell.js';
 import { DstackError, formatError } from '../../src/engine/errors.js';
 import { withTimeout } from '../helpers/timeout.js';
 

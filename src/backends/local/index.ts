@@ -15,11 +15,11 @@ import type {
 } from '../../engine/backend.js';
 import { DstackError } from '../../engine/errors.js';
 import type { JobSpec } from '../../engine/types.js';
-import { LABEL_HOME } from './container.js';
-import { DockerClient, endpointFromEnv } from './docker.js';
-import { observeContainer } from './job-container.js';
+import { LABEL_HOME } from '../docker/container.js';
+import { DockerClient, endpointFromEnv } from '../docker/docker.js';
+import { observeContainer } from '../docker/job-container.js';
 import { LocalMachine, removeJobDir } from './machine.js';
-import { ImageCache, registryAuthOf } from './pull.js';
+import { ImageCache, registryAuthOf } from '../docker/pull.js';
 
 /** How long `check` waits for the engine's `/_ping`. */
 const PING_TIMEOUT_MS = 3000;

@@ -25,11 +25,11 @@ import type { ArtifactStore, Manifest } from '../../artifacts/types.js';
 import type { BackendHandle, JobContext, LogSink, Machine, RunningJob, StageInput } from '../../engine/backend.js';
 import { DstackError } from '../../engine/errors.js';
 import type { ArtifactSpec } from '../../engine/types.js';
-import { LABEL_HOME, LABEL_JOB, LABEL_RUN, cacheMounts, createOptions, freePorts } from './container.js';
-import { saveWithDeps, stageDeps, type DepMount } from './deps.js';
-import type { DockerClient } from './docker.js';
-import { JobContainer, hasGpuSupport } from './job-container.js';
-import { registryAuthOf, type ImageCache } from './pull.js';
+import { LABEL_HOME, LABEL_JOB, LABEL_RUN, cacheMounts, createOptions, freePorts } from '../docker/container.js';
+import { saveWithDeps, stageDeps, type DepMount } from '../docker/deps.js';
+import type { DockerClient } from '../docker/docker.js';
+import { JobContainer, hasGpuSupport } from '../docker/job-container.js';
+import { registryAuthOf, type ImageCache } from '../docker/pull.js';
 
 export interface LocalMachineOptions {
   readonly client: DockerClient;

@@ -22,17 +22,17 @@ import type {
 } from '../../engine/backend.js';
 import { DstackError } from '../../engine/errors.js';
 import type { JobSpec } from '../../engine/types.js';
-import { LABEL_HOME, LABEL_JOB, LABEL_RUN } from '../local/container.js';
-import type { DockerClient } from '../local/docker.js';
-import { observeContainer } from '../local/job-container.js';
-import { ImageCache, registryAuthOf } from '../local/pull.js';
+import { LABEL_HOME, LABEL_JOB, LABEL_RUN } from '../docker/container.js';
+import type { DockerClient } from '../docker/docker.js';
+import { observeContainer } from '../docker/job-container.js';
+import { ImageCache, registryAuthOf } from '../docker/pull.js';
 import { findRemote, type SshHostSpec, type SshRemote } from './config.js';
-import { connectHost, targetLabel, type SshConnection } from './connect.js';
-import { pingHostDocker, remoteDocker } from './docker-remote.js';
-import { isJobDir, layoutOf } from './host-layout.js';
-import type { LeaseHolder } from './lease.js';
-import { LABEL_HOST, LABEL_REMOTE, RemoteMachine, type HostEngine } from './machine.js';
-import { shellQuote } from './shell.js';
+import { connectHost, targetLabel, type SshConnection } from '../ssh-host/connect.js';
+import { pingHostDocker, remoteDocker } from '../ssh-host/docker-remote.js';
+import { isJobDir, layoutOf } from '../ssh-host/host-layout.js';
+import type { LeaseHolder } from '../ssh-host/lease.js';
+import { LABEL_HOST, LABEL_REMOTE, RemoteMachine, type HostEngine } from '../ssh-host/machine.js';
+import { shellQuote } from '../ssh-host/shell.js';
 
 /** The host object cache's default bound. */
 const DEFAULT_CACHE_BYTES = 10 * 1000 ** 3;
@@ -257,7 +257,7 @@ export class SshBackend implements Backend {
     const hosts = await this.usable(ctx.signal);
     for (const m of this.pending.splice(0)) ctx.notify({ kind: 'info', message: m });
     const remote = await this.remote();
-    const { acquireHost } = await import('./lease.js');
+    const { acquireHost } = await import('../ssh-host/lease.js');
     const got = await acquireHost({
       hosts,
       connect: (h) => this.connection(h),

@@ -26,8 +26,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { DstackError } from '../../engine/errors.js';
-import type { SshHostSpec } from './config.js';
-import { formatHostSpec } from './config.js';
+import type { SshHostSpec } from './host-spec.js';
+import { formatHostSpec } from './host-spec.js';
 import type { SshConnection } from './connect.js';
 import { shellJoin, shellQuote } from './shell.js';
 

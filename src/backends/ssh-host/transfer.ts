@@ -20,7 +20,7 @@ import type { ArtifactStore, Manifest, ManifestEntry } from '../../artifacts/typ
 import { DstackError } from '../../engine/errors.js';
 import { insideRelative } from '../../engine/paths.js';
 import { asContentHash, type ArtifactSpec, type ContentHash } from '../../engine/types.js';
-import { mergeDeps, topLevel, type DepMount } from '../local/deps.js';
+import { mergeDeps, topLevel, type DepMount } from '../docker/deps.js';
 import type { SshConnection } from './connect.js';
 import type { HostLayout } from './host-layout.js';
 import { shellQuote } from './shell.js';

@@ -4,7 +4,7 @@
  * the local backend speaks the Engine API over it. Nothing is installed on the host, and no port is
  * opened there.
  */
-import { DockerClient } from '../local/docker.js';
+import { DockerClient } from '../docker/docker.js';
 import { DstackError } from '../../engine/errors.js';
 import type { SshConnection } from './connect.js';
 

@@ -80,6 +80,24 @@ export const Codes = {
   DS0305: { title: 'refused to follow a symlink', exit: ExitCode.usage },
   DS0306: { title: 'store verification found damage', exit: ExitCode.backendUnavailable },
   DS0307: { title: 'object damaged in transfer', exit: ExitCode.backendUnavailable },
+  // The team bucket: S3 or a shared folder, push/pull, remote runs, one cache (issue 11).
+  // DS0260–DS0289 are this block's; the unused ones are reserved for it.
+  DS0260: { title: 'bucket not found', exit: ExitCode.backendUnavailable },
+  DS0261: { title: 'bucket access denied', exit: ExitCode.backendUnavailable },
+  DS0262: { title: 'bucket unreachable', exit: ExitCode.backendUnavailable },
+  DS0263: { title: 'bucket request failed', exit: ExitCode.backendUnavailable },
+  DS0264: { title: 'object missing from the bucket', exit: ExitCode.backendUnavailable },
+  DS0265: { title: 'object damaged in the bucket', exit: ExitCode.backendUnavailable },
+  DS0266: { title: 'record damaged in the bucket', exit: ExitCode.backendUnavailable },
+  DS0267: { title: 'no bucket configured', exit: ExitCode.usage },
+  DS0268: { title: 'not a bucket remote', exit: ExitCode.usage },
+  DS0269: { title: 'unknown run in the bucket', exit: ExitCode.usage },
+  DS0270: { title: 'tag already exists in the bucket', exit: ExitCode.usage },
+  DS0271: { title: 'pulled run clashes with a local run', exit: ExitCode.usage },
+  DS0272: { title: 'dep on another repository not found', exit: ExitCode.usage },
+  DS0273: { title: 'ambiguous repository', exit: ExitCode.usage },
+  DS0274: { title: 'shared folder not usable', exit: ExitCode.backendUnavailable },
+  DS0275: { title: 'repository id unreadable', exit: ExitCode.usage },
   // interruption
   DS0400: { title: 'interrupted', exit: ExitCode.interrupted },
 } as const;

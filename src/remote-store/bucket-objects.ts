@@ -1,0 +1,204 @@
+/**
+ * Objects by content in a bucket (`objects/sha256/ab/<hash>`, the local store's names), the
+ * engine's ObjectStore (src/engine/objects.ts) for S3 and a shared folder alike.
+ *
+ * - Existence in batches: the hashes asked are grouped by their two-hex shard and each shard is
+ *   listed from just before the smallest hash asked to the largest, so 10,000 hashes cost at most
+ *   256 listings (fewer pages than that in practice) and a handful cost a handful — never one
+ *   request per object.
+ * - Puts are verified before anything is committed: an object up to PART_SIZE is read whole and
+ *   hashed before it is sent (so every retry resends the same checked bytes); a larger one goes up
+ *   in parts, hashed as they are read, and the upload is committed only if the whole hashes to its
+ *   name. Create-only: an object already there is never overwritten, and of two pushers racing on
+ *   the same object one creates it and the other finds it there.
+ * - Gets are verified as they stream; an object that is not the bytes it is named after (or not the
+ *   size the manifest says) is moved to `quarantine/` in the bucket — never served again — and the
+ *   stream errors with DS0265 instead of ending.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { DstackError } from '../engine/errors.js';
+import { forEachLimit } from '../engine/limit.js';
+import type { GetOptions, ObjectInfo, ObjectStore, PutOptions } from '../engine/objects.js';
+import { asContentHash, type ContentHash } from '../engine/types.js';
+import { PART_SIZE, toParts, type Bucket } from './bucket.js';
+
+const HASH_RE = /^[0-9a-f]{64}$/;
+
+export interface BucketPutOptions extends PutOptions {
+  /** Bytes of this object that reached the bucket so far. */
+  readonly onProgress?: (bytes: number) => void;
+}
+
+export interface BucketObjectStoreOptions {
+  /** Where the objects live: `objects/sha256/` (files) or `manifests/sha256/` (manifests). */
+  readonly prefix?: string;
+  /** Listings in flight at once for `statMany`. */
+  readonly concurrency?: number;
+}
+
+export class BucketObjectStore implements ObjectStore {
+  readonly prefix: string;
+  private readonly concurrency: number;
+  /** Present when the bucket has URLs (S3), absent for a folder: see ObjectStore. */
+  readonly presignGet?: (hash: ContentHash, seconds: number) => Promise<string>;
+  readonly presignPut?: (hash: ContentHash, size: number, seconds: number) => Promise<string>;
+
+  constructor(
+    readonly bucket: Bucket,
+    options: BucketObjectStoreOptions = {},
+  ) {
+    this.prefix = options.prefix ?? 'objects/sha256/';
+    this.concurrency = options.concurrency ?? 16;
+    const { presignGet, presignPut } = bucket;
+    if (presignGet) this.presignGet = (hash, seconds) => presignGet.call(bucket, this.key(hash), seconds);
+    if (presignPut) this.presignPut = (hash, size, seconds) => presignPut.call(bucket, this.key(hash), size, seconds);
+  }
+
+  key(hash: ContentHash): string {
+    if (!HASH_RE.test(hash)) throw new DstackError('DS0301', `malformed content hash '${String(hash)}'`);
+    return `${this.prefix}${hash.slice(0, 2)}/${hash}`;
+  }
+
+  /** The size of each of `hashes` the bucket holds (present, not verified). */
+  async statMany(hashes: Iterable<ContentHash>, signal?: AbortSignal): Promise<Map<ContentHash, number>> {
+    const shards = new Map<string, ContentHash[]>();
+    for (const h of new Set(hashes)) {
+      if (!HASH_RE.test(h)) continue;
+      const list = shards.get(h.slice(0, 2));
+      if (list) list.push(h);
+      else shards.set(h.slice(0, 2), [h]);
+    }
+    const found = new Map<ContentHash, number>();
+    await forEachLimit([...shards.values()], this.concurrency, async (wanted) => {
+      wanted.sort();
+      const want = new Set(wanted);
+      const first = this.key(wanted[0]!);
+      const last = this.key(wanted[wanted.length - 1]!);
+      const shard = first.slice(0, first.lastIndexOf('/') + 1);
+      // From just before the smallest key asked; the listing stops (and pages no further) past the largest.
+      for await (const e of this.bucket.list(shard, { startAfter: first.slice(0, -1), ...(signal ? { signal } : {}) })) {
+        if (e.key > last) break;
+        const h = e.key.slice(shard.length);
+        if (want.has(h as ContentHash)) found.set(h as ContentHash, e.size);
+      }
+    });
+    return found;
+  }
+
+  async hasMany(hashes: Iterable<ContentHash>): Promise<Set<ContentHash>> {
+    return new Set((await this.statMany(hashes)).keys());
+  }
+
+  async put(hash: ContentHash, size: number, open: () => Readable | Promise<Readable>, options: BucketPutOptions = {}): Promise<{ readonly created: boolean }> {
+    const key = this.key(hash);
+    const signal = options.signal;
+    const refuse = (got: string, gotSize: number): DstackError =>
+      new DstackError('DS0304', `the bytes given for object ${hash} hash to ${got.slice(0, 12)}… (${gotSize} bytes, not ${size}); nothing was sent`, {
+        hint: 'the local store checks its objects with `dstack store verify`',
+      });
+    if (size <= PART_SIZE) {
+      const chunks: Buffer[] = [];
+      for await (const c of await open()) chunks.push(c as Buffer);
+      const body = Buffer.concat(chunks);
+      const got = createHash('sha256').update(body).digest('hex');
+      if (got !== hash || body.length !== size) throw refuse(got, body.length);
+      const created = await this.bucket.write(key, body, { createOnly: true, ...(signal ? { signal } : {}) });
+      options.onProgress?.(created ? size : 0);
+      return { created: created || (await this.replaceIfWrongSize(key, body, size, signal)) };
+    }
+    const h = createHash('sha256');
+    let read = 0;
+    async function* hashed(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+      for await (const part of source) {
+        h.update(part);
+        read += part.length;
+        yield part;
+      }
+    }
+    const created = await this.bucket.writeParts(key, hashed(toParts(await open())), {
+      size,
+      createOnly: true,
+      ...(signal ? { signal } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+      beforeCommit: () => {
+        const got = h.digest('hex');
+        if (got !== hash || read !== size) throw refuse(got, read);
+      },
+    });
+    return { created };
+  }
+
+  /**
+   * An object of the wrong size under this name is damaged (a truncated upload by some other tool):
+   * it goes to quarantine and the good bytes take its place. One of the right size is kept: reads
+   * verify it, and a damaged one is quarantined then.
+   */
+  private async replaceIfWrongSize(key: string, body: Buffer, size: number, signal?: AbortSignal): Promise<boolean> {
+    const there = await this.bucket.head(key, signal);
+    if (there === undefined || there === size) return false;
+    await this.quarantine(key);
+    return this.bucket.write(key, body, { createOnly: true, ...(signal ? { signal } : {}) });
+  }
+
+  get(hash: ContentHash, options: GetOptions = {}): Readable {
+    return Readable.from(this.verifiedChunks(hash, options), { objectMode: false });
+  }
+
+  private async *verifiedChunks(hash: ContentHash, options: GetOptions): AsyncGenerator<Buffer> {
+    const key = this.key(hash);
+    const body = await this.bucket.stream(key, options.signal);
+    if (!body) {
+      throw new DstackError('DS0264', `object ${hash} is missing from the bucket ${this.bucket.where}`, {
+        hint: 'push the run that made it again from a home that has it (`dstack push RUN`), or run its workflow again',
+      });
+    }
+    const h = createHash('sha256');
+    let size = 0;
+    try {
+      for await (const chunk of body) {
+        const b = chunk as Buffer;
+        size += b.length;
+        if (options.size !== undefined && size > options.size) throw await this.damaged(hash, `it holds more than the ${options.size} bytes recorded`);
+        h.update(b);
+        yield b;
+      }
+    } finally {
+      body.destroy();
+    }
+    if (options.size !== undefined && size !== options.size) throw await this.damaged(hash, `it holds ${size} bytes, not ${options.size}`);
+    const got = h.digest('hex');
+    if (got !== hash) throw await this.damaged(hash, `its bytes hash to ${got.slice(0, 12)}…`);
+  }
+
+  private async damaged(hash: ContentHash, why: string): Promise<DstackError> {
+    const to = await this.quarantine(this.key(hash)).catch(() => undefined);
+    return new DstackError('DS0265', `object ${hash} in the bucket ${this.bucket.where} is damaged (${why})${to ? `; it was moved to ${to}` : ''}`, {
+      hint: 'push the run that made it again from a home that has it (`dstack push RUN`): the good copy takes its place',
+    });
+  }
+
+  /** Moves a damaged object out of `objects/` so it is never served (or counted as present) again. */
+  async quarantine(key: string): Promise<string | undefined> {
+    const to = `quarantine/${key.slice(key.lastIndexOf('/') + 1)}-${Date.now()}-${randomBytes(3).toString('hex')}`;
+    const body = await this.bucket.stream(key);
+    if (!body) return undefined;
+    const size = await this.bucket.head(key);
+    if (size !== undefined && size <= PART_SIZE) {
+      const chunks: Buffer[] = [];
+      for await (const c of body) chunks.push(c as Buffer);
+      await this.bucket.write(to, Buffer.concat(chunks));
+    } else {
+      await this.bucket.writeParts(to, toParts(body), { size: size ?? 0, beforeCommit: () => undefined });
+    }
+    await this.bucket.remove(key);
+    return to;
+  }
+
+  async *list(): AsyncIterable<ObjectInfo> {
+    for await (const e of this.bucket.list(this.prefix)) {
+      const name = e.key.slice(e.key.lastIndexOf('/') + 1);
+      if (HASH_RE.test(name) && e.key === this.key(asContentHash(name))) yield { hash: asContentHash(name), size: e.size };
+    }
+  }
+}

@@ -23,11 +23,13 @@ const COMMANDS: Readonly<Record<string, Loader>> = {
   cp: async () => [(await import('./commands/cp.js')).CpCommand],
   tags: async () => (await import('./commands/tags.js')).tagsCommands,
   prune: async () => [(await import('./commands/prune.js')).PruneCommand],
+  push: async () => [(await import('./commands/push.js')).PushCommand],
+  pull: async () => [(await import('./commands/pull.js')).PullCommand],
   store: async () => [(await import('./commands/store-verify.js')).StoreVerifyCommand],
   secrets: async () => (await import('./commands/secrets.js')).secretsCommands,
   config: async () => {
-    const m = await import('./commands/config.js');
-    return [m.ConfigSshCommand, m.ConfigListCommand, m.ConfigDeleteCommand];
+    const [m, folder, s3] = await Promise.all([import('./commands/config.js'), import('./commands/config-folder.js'), import('./commands/config-s3.js')]);
+    return [m.ConfigSshCommand, m.ConfigListCommand, m.ConfigDeleteCommand, folder.ConfigFolderCommand, s3.ConfigS3Command];
   },
   init: async () => [(await import('./commands/init.js')).InitCommand],
 };

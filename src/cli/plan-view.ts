@@ -1,5 +1,6 @@
 /** `dstack run --dry-run [--explain]`: the plan and each job's cache decision, as a person reads it or as JSON. */
 import type { JobDecision } from '../engine/explain.js';
+import { describeRemoteOrigin } from '../engine/remote-cache.js';
 import type { PreparedRun } from '../engine/submit.js';
 import { displaySecrets } from '../engine/secrets.js';
 import { formatBytes } from './format.js';
@@ -17,6 +18,7 @@ export function printPlan(
       workflow: j.workflow,
       action: decisions[i]?.decision === 'cached' ? 'cached' : 'run',
       ...(decisions[i]?.from ? { from: decisions[i]!.from } : {}),
+      ...(decisions[i]?.via ? { via: decisions[i]!.via } : {}),
       ...(options.explain ? { causes: decisions[i]?.causes ?? [] } : {}),
       deps: j.deps.map((d) => prepared.jobs[d]!.workflow),
       image: j.spec.image,
@@ -34,7 +36,8 @@ export function printPlan(
     const deps = j.deps.map((d) => prepared.jobs[d]!.workflow);
     const decision = decisions[i];
     const cached = decision?.decision === 'cached';
-    lines.push(`${i + 1}. ${j.workflow}  ${cached ? `cached (run ${runOf(decision.from!)})` : 'runs'}`);
+    const how = decision?.via ? describeRemoteOrigin(decision.via) : `cached (run ${runOf(decision?.from ?? '')})`;
+    lines.push(`${i + 1}. ${j.workflow}  ${cached ? how : 'runs'}`);
     if (options.explain) decision?.causes.forEach((c, n) => lines.push(`${n === 0 ? '   why:      ' : '             '}${c.text}`));
     if (cached) return;
     lines.push(`   image:    ${j.spec.image}`);

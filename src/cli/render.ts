@@ -4,6 +4,7 @@
  * Statuses and notices go to stderr. `--json` prints each event as one JSON line instead.
  */
 import type { RunEvent } from '../engine/events.js';
+import { describeRemoteOrigin } from '../engine/remote-cache.js';
 import { isFinal, type JobId } from '../engine/types.js';
 import { formatBytes } from './format.js';
 
@@ -72,7 +73,7 @@ export function createRenderer(options: RenderOptions): (event: RunEvent) => voi
       }
       case 'job-reused':
         reused.add(event.job);
-        say(`  ${event.workflow}: cached (same inputs as ${event.from})`);
+        say(`  ${event.workflow}: ${event.origin ? describeRemoteOrigin(event.origin) : `cached (same inputs as ${event.from})`}`);
         break;
       case 'job-status':
         if (isFinal(event.status)) flush(event.job);

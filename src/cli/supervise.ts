@@ -51,9 +51,14 @@ export async function superviseRun(options: SuperviseOptions): Promise<RunOutcom
   process.on('SIGTERM', onTerm);
   process.on('SIGUSR2', onAbort);
   process.on('SIGHUP', onTerm);
+  const { teamOfRun } = await import('./team-record.js');
+  const team = await teamOfRun(session, run.repo.root, options.stderr);
+  // A run on a remote backend is the team's to see: recorded in the bucket as it starts and ends.
+  const remoteRun = run.backend !== 'local';
   try {
+    if (remoteRun) await team?.record(store, run, 'start');
     const secrets = readSecrets(session.home);
-    return await executeRun({
+    const outcome = await executeRun({
       store,
       artifacts,
       backend,
@@ -65,8 +70,12 @@ export async function superviseRun(options: SuperviseOptions): Promise<RunOutcom
       control,
       onEvent: render,
       graceSeconds: Number(process.env.DSTACK_STOP_GRACE ?? 10),
+      ...(team ? { remoteCache: team.cache } : {}),
     });
+    if (remoteRun) await team?.record(store, run, 'end');
+    return outcome;
   } finally {
+    await team?.close();
     process.off('SIGINT', onInt);
     process.off('SIGTERM', onTerm);
     process.off('SIGUSR2', onAbort);

@@ -3,11 +3,13 @@
  * (src/cli/render.ts), and `--json` prints them as they are.
  */
 import type { BackendNotice } from './backend.js';
+import type { RemoteOrigin } from './remote-cache.js';
 import type { JobId, JobStatus, RunName } from './types.js';
 
 export type RunEvent =
   | { readonly type: 'run-created'; readonly run: RunName; readonly jobs: readonly { readonly id: JobId; readonly workflow: string }[] }
-  | { readonly type: 'job-reused'; readonly job: JobId; readonly workflow: string; readonly from: JobId }
+  /** `origin`: the hit came from the team's records (a bucket), not this home's. */
+  | { readonly type: 'job-reused'; readonly job: JobId; readonly workflow: string; readonly from: JobId; readonly origin?: RemoteOrigin }
   | {
       readonly type: 'job-status';
       readonly job: JobId;

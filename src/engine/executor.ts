@@ -12,6 +12,7 @@ import type { Backend, ExitInfo, JobContext, Machine, RunningJob } from './backe
 import type { ControlMode, RunControl } from './control.js';
 import { DstackError, isDstackError } from './errors.js';
 import type { RunEvent } from './events.js';
+import type { RemoteCache } from './remote-cache.js';
 import { CACHED_PREFIX, fingerprintOf, fingerprintParts, inputsHasher } from './fingerprint.js';
 import { revealSecrets, secretMasker, type SecretSource } from './secrets.js';
 import type { JobRecord, RunRecord, RunStore } from './store/types.js';
@@ -43,6 +44,8 @@ export interface ExecuteOptions {
   readonly onEvent: (event: RunEvent) => void;
   /** How many jobs run at once (default 2). */
   readonly parallelism?: number;
+  /** The team's records, looked up after the local index misses (remote-cache.ts). */
+  readonly remoteCache?: RemoteCache;
   /** Seconds between SIGTERM and SIGKILL on a graceful stop (default 10). */
   readonly graceSeconds?: number;
 }
@@ -245,13 +248,34 @@ async function decide(
   if (o.cache?.rerun || (named && !o.cache?.reuse)) return { fingerprint };
   // The lean look-up: a reuse needs only the hit's id, reason and manifest.
   const hit = o.store.findCacheHit(fingerprint);
-  if (!hit || hit.id === job.id) return { fingerprint };
+  if (!hit || hit.id === job.id) return { fingerprint, ...(await reuseRemote(o, job, fingerprint)) };
   // A hit may itself be a reuse: name the job that really ran.
   const origin = hit.reason?.startsWith(CACHED_PREFIX) ? asJobId(hit.reason.slice(CACHED_PREFIX.length)) : hit.id;
   o.store.setJobManifest(job.id, hit.manifest);
   o.onEvent({ type: 'job-reused', job: job.id, workflow: job.workflow, from: origin });
   setStatus(o, job, 'done', { exitCode: 0, reason: `${CACHED_PREFIX}${origin}` });
   return { fingerprint, reused: { job: job.id, workflow: job.workflow, status: 'done', manifest: hit.manifest, fingerprint } };
+}
+
+/**
+ * The second look-up: a successful job with the same fingerprint in the team's records, its
+ * artifacts fetched into the local store before the job is recorded as reused. A hit that cannot be
+ * fetched (an object missing or damaged in the bucket) is not a hit: the job runs.
+ */
+async function reuseRemote(o: ExecuteOptions, job: JobRecord, fingerprint: Fingerprint): Promise<{ readonly reused?: JobOutcome }> {
+  const hit = await o.remoteCache?.find(fingerprint, job.workflow, o.control.abortSignal);
+  if (!hit) return {};
+  try {
+    await o.remoteCache!.fetch(hit, o.control.abortSignal);
+  } catch (e) {
+    if (!isDstackError(e)) throw e;
+    o.onEvent({ type: 'job-notice', job: job.id, workflow: job.workflow, notice: { kind: 'info', message: `not reusing ${hit.origin.job} (${hit.origin.source}): ${e.code}: ${e.message}` } });
+    return {};
+  }
+  o.store.setJobManifest(job.id, hit.manifest);
+  o.onEvent({ type: 'job-reused', job: job.id, workflow: job.workflow, from: hit.origin.job, origin: hit.origin });
+  setStatus(o, job, 'done', { exitCode: 0, reason: `${CACHED_PREFIX}${hit.origin.job}` });
+  return { reused: { job: job.id, workflow: job.workflow, status: 'done', manifest: hit.manifest, fingerprint } };
 }
 
 /** One inputs hasher per snapshot (so per run): see `inputsHasher`. */

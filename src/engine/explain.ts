@@ -9,6 +9,7 @@ import type { Backend } from './backend.js';
 import { isDstackError } from './errors.js';
 import { CACHED_PREFIX, fingerprintOf, fingerprintParts, inputsHasher, selectInputs } from './fingerprint.js';
 import type { CacheHit, JobRecord, RunStore } from './store/types.js';
+import type { RemoteCache, RemoteOrigin } from './remote-cache.js';
 import type { PreparedRun } from './submit.js';
 import type { ContentHash, Fingerprint, FingerprintParts, JobId } from './types.js';
 
@@ -36,6 +37,8 @@ export interface JobDecision {
   readonly decision: 'cached' | 'runs';
   /** The job that would be reused. */
   readonly from?: JobId;
+  /** Set when the job would be reused from the team's records (a bucket), not this home's. */
+  readonly via?: RemoteOrigin;
   readonly causes: readonly Cause[];
   readonly fingerprint?: Fingerprint;
 }
@@ -54,6 +57,8 @@ export interface ExplainOptions {
   readonly rerun?: boolean;
   readonly reuse?: boolean;
   readonly signal: AbortSignal;
+  /** The team's records, looked up after the local index misses; nothing is fetched in a plan. */
+  readonly remoteCache?: RemoteCache;
 }
 
 /** Files named one by one before `and N more`. */
@@ -108,6 +113,12 @@ export async function explainRun(o: ExplainOptions): Promise<readonly JobDecisio
       // The executor names the job that really ran; so does the plan.
       reused[decisions.length] = hit.manifest;
       decide({ decision: 'cached', from: originOf(hit), fingerprint, causes: [] });
+      continue;
+    }
+    const remote = named && !o.reuse ? undefined : await o.remoteCache?.find(fingerprint, job.workflow, o.signal);
+    if (remote) {
+      reused[decisions.length] = remote.manifest;
+      decide({ decision: 'cached', from: remote.origin.job, via: remote.origin, fingerprint, causes: [] });
       continue;
     }
     const last = o.store.lastFingerprintedJob(job.workflow, o.repoRoot);

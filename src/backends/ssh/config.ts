@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DstackError } from '../../engine/errors.js';
+import { BUCKET_KINDS, checkBucketRemote, type BucketRemote } from '../../remote-store/config.js';
 import type { SshHostSpec } from '../ssh-host/host-spec.js';
 
 export { formatHostSpec, parseHostSpec, type SshHostSpec } from '../ssh-host/host-spec.js';
@@ -24,8 +25,8 @@ export interface SshRemote {
   readonly jobsPerHost: number;
 }
 
-/** Every kind of remote; AWS and GCP join this union. */
-export type RemoteConfig = SshRemote;
+/** Every kind of remote; AWS and GCP join this union. Bucket remotes (folder, s3) store runs, they run nothing. */
+export type RemoteConfig = SshRemote | BucketRemote;
 
 export interface DstackConfig {
   /** The remote that `--remote` alone means. */
@@ -57,6 +58,11 @@ function checkRemote(home: string, raw: unknown, index: number): RemoteConfig {
   if (typeof raw !== 'object' || raw === null) throw invalidFile(home, `${where} is not an object`);
   const r = raw as Record<string, unknown>;
   if (typeof r.name !== 'string' || !NAME.test(r.name)) throw invalidFile(home, `${where}.name is missing or invalid`);
+  if (typeof r.kind === 'string' && BUCKET_KINDS.includes(r.kind)) {
+    const checked = checkBucketRemote(raw);
+    if (!checked.ok) throw invalidFile(home, `${where} (${r.name}): ${checked.why}`);
+    return checked.remote;
+  }
   if (r.kind !== 'ssh') throw invalidFile(home, `${where} (${r.name}) has an unknown kind ${JSON.stringify(r.kind)}`);
   if (!Array.isArray(r.hosts) || r.hosts.length === 0) throw invalidFile(home, `${where} (${r.name}) has no hosts`);
   const hosts = r.hosts.map((h: unknown, i: number): SshHostSpec => {

@@ -27,6 +27,12 @@ import type { DockerClient } from '../docker/docker.js';
 import { observeContainer } from '../docker/job-container.js';
 import { ImageCache, registryAuthOf } from '../docker/pull.js';
 import { findRemote, type SshHostSpec, type SshRemote } from './config.js';
+
+async function findSshRemote(home: string, name: string): Promise<SshRemote> {
+  const found = await findRemote(home, name);
+  if (found.kind !== 'ssh') throw new DstackError('DS0268', `remote '${name}' is a ${found.kind} bucket: it stores runs, it does not run them`, { hint: 'run with --remote NAME of a pool (see `dstack config list`)' });
+  return found;
+}
 import { connectHost, targetLabel, type SshConnection } from '../ssh-host/connect.js';
 import { pingHostDocker, remoteDocker } from '../ssh-host/docker-remote.js';
 import { isJobDir, layoutOf } from '../ssh-host/host-layout.js';
@@ -114,7 +120,7 @@ export class SshBackend implements Backend {
 
   private remote(): Promise<SshRemote> {
     if (!this.remoteValue) {
-      const p = this.config.remote ? Promise.resolve(this.config.remote) : findRemote(this.home, this.config.name);
+      const p = this.config.remote ? Promise.resolve(this.config.remote) : findSshRemote(this.home, this.config.name);
       p.catch(() => (this.remoteValue = undefined));
       this.remoteValue = p;
     }

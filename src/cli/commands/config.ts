@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import { Command, Option } from 'clipanion';
 import { checkRemoteName, configPath, formatHostSpec, parseHostSpec, readConfig, writeConfig, type SshRemote } from '../../backends/ssh/config.js';
 import { DstackError } from '../../engine/errors.js';
+import { bucketColumns } from '../../remote-store/config.js';
 import { DstackCommand } from '../base.js';
 import { confirm } from '../confirm.js';
 import { table } from '../format.js';
@@ -148,9 +149,9 @@ export class ConfigListCommand extends DstackCommand {
     const rows = cfg.remotes.map((r) => [
       `${r.name}${r.name === cfg.default ? ' *' : ''}`,
       r.kind,
-      r.hosts.map(formatHostSpec).join(','),
-      String(r.jobsPerHost),
-      r.identity ?? '(agent or ~/.ssh)',
+      r.kind === 'ssh' ? r.hosts.map(formatHostSpec).join(',') : (bucketColumns(r).WHERE ?? ''),
+      r.kind === 'ssh' ? String(r.jobsPerHost) : '',
+      r.kind === 'ssh' ? (r.identity ?? '(agent or ~/.ssh)') : '',
     ]);
     this.context.stdout.write(`${table(['NAME', 'KIND', 'HOSTS', 'JOBS/HOST', 'IDENTITY'], rows)}\n`);
     return 0;

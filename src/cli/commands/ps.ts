@@ -21,7 +21,8 @@ export class PsCommand extends DstackCommand {
     ],
   });
 
-  all = Option.Boolean('-a,--all', false, { description: 'list every run' });
+  all = Option.Boolean('-a,--all', false, { description: "list every run, and the team's (when a team bucket is configured)" });
+  remote = Option.String('--remote', { tolerateBoolean: true, description: "list the team's runs of this repository in the team bucket (`--remote=NAME` for another bucket)" });
   json = Option.Boolean('--json', false, { description: 'machine-readable output' });
   watch = Option.Boolean('-w,--watch', false, { description: 'refresh every second until Ctrl-C' });
   runName = Option.String({ required: false, name: 'RUN' });
@@ -44,6 +45,12 @@ export class PsCommand extends DstackCommand {
   }
 
   private async render(session: Session): Promise<string> {
+    if (this.remote !== undefined) {
+      // `ps --remote NAME` reads as the bucket NAME, not a run.
+      const remote = typeof this.remote === 'string' ? this.remote : this.runName;
+      const { psWithTeam } = await import('../team-runs.js');
+      return psWithTeam(session.home, { ...(remote !== undefined ? { remote } : {}), json: this.json, stderr: this.context.stderr });
+    }
     const store = await session.store();
     let runs = this.runName ? [requireRun(store, this.runName)] : store.listRuns({ all: this.all });
     if (runs.some((r) => !isFinal(r.status))) {
@@ -62,6 +69,10 @@ export class PsCommand extends DstackCommand {
         jobs.map((j) => [j.id, j.workflow, j.status, j.exitCode === undefined ? '' : String(j.exitCode), duration(j.startedAt, j.finishedAt), j.reason ?? '']),
       )}\n`;
     }
+    if (this.all && (await hasTeamBucket(session.home))) {
+      const { psWithTeam } = await import('../team-runs.js');
+      return psWithTeam(session.home, { local: runs, json: this.json, stderr: this.context.stderr });
+    }
     if (this.json) return `${JSON.stringify(runs.map(runJson), null, 2)}\n`;
     if (runs.length === 0) return 'No runs yet. Start one with `dstack run WORKFLOW`.\n';
     return `${table(
@@ -69,6 +80,12 @@ export class PsCommand extends DstackCommand {
       runs.map((r) => [r.name, r.workflow, formatAgo(r.submittedAt), r.owner, r.status, r.tag ?? '', r.backend, duration(r.submittedAt, r.finishedAt)]),
     )}\n`;
   }
+}
+
+/** Whether `ps -a` has a team to show besides this home (config.json alone: no bucket is opened). */
+async function hasTeamBucket(home: string): Promise<boolean> {
+  const { defaultTeamRemote } = await import('../team.js');
+  return (await defaultTeamRemote(home).catch(() => undefined)) !== undefined;
 }
 
 const duration = (from: number | undefined, to: number | undefined): string => (from === undefined ? '' : formatDuration((to ?? Date.now()) - from));

@@ -97,6 +97,7 @@ export class RunCommand extends DstackCommand {
         const [backend, artifacts, snapshot] = await Promise.all([session.backend(backendId), session.artifacts(), snapshotting]);
         // Hashed to decide, not stored: only the stat cache learns from a dry run.
         const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store });
+        const team = await (await import('../team-record.js')).teamOfRun(session, snapshot.repo.root, this.context.stderr);
         const decisions = await explainRun({
           store,
           backend: backend!,
@@ -107,7 +108,8 @@ export class RunCommand extends DstackCommand {
           target: flags.workflow,
           ...cache,
           signal: new AbortController().signal,
-        });
+          ...(team ? { remoteCache: team.cache } : {}),
+        }).finally(() => team?.close());
         printPlan(this.context.stdout, prepared, decisions, { json: flags.json, explain: flags.explain });
         return 0;
       }
@@ -172,5 +174,10 @@ async function backendIdOf(home: string, remote: string | undefined): Promise<st
   if (remote === undefined) return 'local';
   const { findRemote } = await import('../../backends/ssh/config.js');
   const found = await findRemote(home, remote === '' ? undefined : remote);
+  if (found.kind !== 'ssh') {
+    throw new DstackError('DS0268', `remote '${found.name}' is a ${found.kind} bucket: it stores runs, it does not run them`, {
+      hint: 'name a pool with --remote NAME (see `dstack config list`); the team bucket is used for caching and `dstack push` by itself',
+    });
+  }
   return `${found.kind}:${found.name}`;
 }

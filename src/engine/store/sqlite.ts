@@ -15,8 +15,9 @@ import type { ContentHash, Fingerprint, FingerprintParts, JobId, JobStatus, RunN
 import { asContentHash, asJobId, asRunName, isFinal } from '../types.js';
 import { ACTIVE_STATUSES_SQL, migrate, NewerSchemaError } from './migrations.js';
 import { formatRunName, randomPrefix, type RandomSource } from './names.js';
+import { importRunInto } from './sqlite-import.js';
 import { aggregateStatus } from './status.js';
-import type { CacheHit, JobRecord, LogRecord, NewRun, RunRecord, RunStore, StatKey, StatusUpdate, TagRecord } from './types.js';
+import type { CacheHit, ImportedLog, JobRecord, LogRecord, NewRun, RunRecord, RunStore, StatKey, StatusUpdate, TagRecord } from './types.js';
 
 export const STORE_FILE = 'store.db';
 const BUSY_TIMEOUT_MS = 5000;
@@ -655,6 +656,10 @@ class SqliteRunStore implements RunStore {
         return out;
       })(),
     );
+  }
+
+  importRun(run: RunRecord, jobs: readonly JobRecord[], logs: Iterable<ImportedLog>): void {
+    this.guard(() => importRunInto(this.db, run, jobs, logs));
   }
 
   forgetCacheHitsWith(hash: ContentHash): number {

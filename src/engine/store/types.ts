@@ -86,6 +86,14 @@ export interface LogRecord {
   readonly data: Buffer;
 }
 
+/** A log record of a run made elsewhere, for `importRun` (seqs are given in order). */
+export interface ImportedLog {
+  readonly job: JobId;
+  readonly stream: 'stdout' | 'stderr';
+  readonly at: number;
+  readonly data: Buffer;
+}
+
 /** What identifies a file's content without reading it: if all four match, the hash still holds. */
 export interface StatKey {
   readonly dev: number;
@@ -181,6 +189,12 @@ export interface RunStore {
    * it instead of failing on it forever. Returns how many jobs that was.
    */
   forgetCacheHitsWith(hash: ContentHash): number;
+
+  /**
+   * Records a run made elsewhere (pulled from the team bucket) as it is: statuses, times, history,
+   * manifests, fingerprints and logs, in one transaction. DS0271 when the name is taken here.
+   */
+  importRun(run: RunRecord, jobs: readonly JobRecord[], logs: Iterable<ImportedLog>): void;
 
   close(): void;
 }

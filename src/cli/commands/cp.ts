@@ -5,7 +5,7 @@ import { escapingLinks, makeManifest, symlinkTargetInside } from '../../artifact
 import type { ManifestEntry } from '../../artifacts/types.js';
 import { DstackError } from '../../engine/errors.js';
 import { insideRelative } from '../../engine/paths.js';
-import { resolveArtifactSource } from '../artifact-ref.js';
+import { resolveWithTeam, type SourceWithTeam } from '../team-source.js';
 import { DstackCommand } from '../base.js';
 import { formatBytes } from '../format.js';
 import { Session } from '../session.js';
@@ -42,53 +42,66 @@ export class CpCommand extends DstackCommand {
     }
     const session = new Session();
     try {
-      const source = resolveArtifactSource(await session.store(), this.source);
-      const entries = source.manifest.entries;
-      const exact = rel === '' ? undefined : entries.find((e) => e.path === rel);
-      const under = rel === '' ? entries : entries.filter((e) => e.path.startsWith(`${rel}/`));
-      const dst = resolve(this.dst);
-      const dstStat = await stat(dst).catch(() => undefined);
-
-      let target: string;
-      let picked: ManifestEntry[];
-      if (exact && exact.type !== 'dir') {
-        // A single file (or symlink): into DST when it is a folder, else as DST.
-        const intoFolder = dstStat?.isDirectory() === true || (!dstStat && /[\\/]$/.test(this.dst));
-        target = intoFolder ? dst : dirname(dst);
-        picked = [{ ...exact, path: intoFolder ? basename(exact.path) : basename(dst) }];
-      } else if (exact || under.length > 0) {
-        if (dstStat && !dstStat.isDirectory()) {
-          throw new DstackError('DS0105', `cannot copy the folder '${rel || '.'}' onto the file ${this.dst}`, { hint: 'give a folder (new or existing) as DST' });
-        }
-        target = dstStat && rel !== '' ? resolve(dst, basename(rel)) : dst;
-        picked = under.map((e) => (rel === '' ? e : { ...e, path: e.path.slice(rel.length + 1) }));
-      } else {
-        throw new DstackError('DS0107', `'${rel}' is not among the artifacts of ${describe(source)}`, {
-          hint: `list them with \`dstack ls ${this.source}\``,
-        });
+      const source = await resolveWithTeam(await session.store(), session.home, this.source);
+      try {
+        return await this.copy(session, source, rel);
+      } finally {
+        await source.from?.team.bucket.close();
       }
-
-      // A symlink that points out of what is copied would dangle at best and escape DST at worst,
-      // whether alone or through another link of the copy (`a -> b`, `b -> ..`).
-      const chained = new Set(escapingLinks(picked).map((l) => l.path));
-      const kept = picked.filter((e) => {
-        if (e.type !== 'symlink' || (symlinkTargetInside(e.path, e.target) !== undefined && !chained.has(e.path))) return true;
-        this.context.stderr.write(`warning: skipped the symlink ${e.path} -> ${e.target}: it points outside what is copied\n`);
-        return false;
-      });
-      const manifest = makeManifest(kept);
-      const { copyOut } = await import('../../artifacts/copy-out.js');
-      const { droppedLinks } = await copyOut(await session.artifacts(), manifest, target);
-      for (const l of droppedLinks) {
-        this.context.stderr.write(`warning: removed the symlink ${l.path} -> ${l.target}: among the files already in ${this.dst} it points outside\n`);
-      }
-      const files = kept.filter((e) => e.type === 'file').length;
-      this.context.stderr.write(`Copied ${files} file${files === 1 ? '' : 's'} (${formatBytes(manifest.size)}) to ${this.dst}\n`);
-      return 0;
     } finally {
       await session.close();
     }
   }
+
+  private async copy(session: Session, source: SourceWithTeam, rel: string): Promise<number> {
+    const entries = source.manifest.entries;
+    const exact = rel === '' ? undefined : entries.find((e) => e.path === rel);
+    const under = rel === '' ? entries : entries.filter((e) => e.path.startsWith(`${rel}/`));
+    const dst = resolve(this.dst);
+    const dstStat = await stat(dst).catch(() => undefined);
+
+    let target: string;
+    let picked: ManifestEntry[];
+    if (exact && exact.type !== 'dir') {
+      // A single file (or symlink): into DST when it is a folder, else as DST.
+      const intoFolder = dstStat?.isDirectory() === true || (!dstStat && /[\\/]$/.test(this.dst));
+      target = intoFolder ? dst : dirname(dst);
+      picked = [{ ...exact, path: intoFolder ? basename(exact.path) : basename(dst) }];
+    } else if (exact || under.length > 0) {
+      if (dstStat && !dstStat.isDirectory()) {
+        throw new DstackError('DS0105', `cannot copy the folder '${rel || '.'}' onto the file ${this.dst}`, { hint: 'give a folder (new or existing) as DST' });
+      }
+      target = dstStat && rel !== '' ? resolve(dst, basename(rel)) : dst;
+      picked = under.map((e) => (rel === '' ? e : { ...e, path: e.path.slice(rel.length + 1) }));
+    } else {
+      throw new DstackError('DS0107', `'${rel}' is not among the artifacts of ${describe(source)}`, {
+        hint: `list them with \`dstack ls ${this.source}\``,
+      });
+    }
+
+    // A symlink that points out of what is copied would dangle at best and escape DST at worst,
+    // whether alone or through another link of the copy (`a -> b`, `b -> ..`).
+    const chained = new Set(escapingLinks(picked).map((l) => l.path));
+    const kept = picked.filter((e) => {
+      if (e.type !== 'symlink' || (symlinkTargetInside(e.path, e.target) !== undefined && !chained.has(e.path))) return true;
+      this.context.stderr.write(`warning: skipped the symlink ${e.path} -> ${e.target}: it points outside what is copied\n`);
+      return false;
+    });
+    const manifest = makeManifest(kept);
+    if (source.from) {
+      // A team run: only the objects copied are fetched, each verified, into the local store.
+      const { fetchObjects, filesOf } = await import('../../remote-store/transfer.js');
+      await fetchObjects(source.from.team.objects, (await session.artifacts()).objects, filesOf([manifest]));
+    }
+    const { copyOut } = await import('../../artifacts/copy-out.js');
+    const { droppedLinks } = await copyOut(await session.artifacts(), manifest, target);
+    for (const l of droppedLinks) {
+      this.context.stderr.write(`warning: removed the symlink ${l.path} -> ${l.target}: among the files already in ${this.dst} it points outside\n`);
+    }
+    const files = kept.filter((e) => e.type === 'file').length;
+    this.context.stderr.write(`Copied ${files} file${files === 1 ? '' : 's'} (${formatBytes(manifest.size)}) to ${this.dst}\n`);
+    return 0;
+  }
 }
 
-const describe = (s: ReturnType<typeof resolveArtifactSource>): string => (s.kind === 'run' ? `run ${s.run.name}` : `tag ${s.tag.name}`);
+const describe = (s: SourceWithTeam): string => (s.kind === 'run' ? `run ${s.run.name}` : `tag ${s.tag.name}`);

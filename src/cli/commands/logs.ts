@@ -13,7 +13,8 @@ export class LogsCommand extends DstackCommand {
     description: "show a run's logs",
     details: `
       Prints the output of every job of RUN, in order; lines are prefixed with the workflow when the run has several
-      jobs. Logs are kept in the dstack home, so they outlive the run and a crash of the CLI.
+      jobs. Logs are kept in the dstack home, so they outlive the run and a crash of the CLI. A run this home does not
+      have is looked up in the team bucket.
     `,
     examples: [
       ['The whole log of a run', 'dstack logs wet-mangust-1'],
@@ -38,6 +39,10 @@ export class LogsCommand extends DstackCommand {
     const session = new Session();
     try {
       const store = await session.store();
+      if (!store.getRun(this.runName)) {
+        const { teamLogs } = await import('../team-logs.js');
+        if (await teamLogs(session.home, this.runName, sinceMs, this.context)) return 0;
+      }
       const run = requireRun(store, this.runName);
       let jobs = store.jobs(run.name);
       const prefix = jobs.length > 1;

@@ -2,7 +2,7 @@ import { Command, Option } from 'clipanion';
 import type { ManifestEntry } from '../../artifacts/types.js';
 import { DstackError } from '../../engine/errors.js';
 import { insideRelative } from '../../engine/paths.js';
-import { resolveArtifactSource } from '../artifact-ref.js';
+import { resolveWithTeam } from '../team-source.js';
 import { DstackCommand } from '../base.js';
 import { formatBytes, table } from '../format.js';
 import { Session } from '../session.js';
@@ -13,7 +13,8 @@ export class LsCommand extends DstackCommand {
     description: 'list the artifact files of a run or a tag',
     details: `
       Lists the files that RUN saved as artifacts (every job's, a later job winning on the same path), or the files
-      of the tag TAG when written \`:TAG\`, with their sizes and a total. PREFIX keeps the paths that start with it:
+      of the tag TAG when written \`:TAG\`, with their sizes and a total. A run or tag this home does not have is looked
+      up in the team bucket (only its records are read). PREFIX keeps the paths that start with it:
       \`out/\` lists the folder \`out\`, \`out\` also matches \`output.txt\`.
     `,
     examples: [
@@ -30,7 +31,8 @@ export class LsCommand extends DstackCommand {
   async run(): Promise<number> {
     const session = new Session();
     try {
-      const src = resolveArtifactSource(await session.store(), this.source);
+      const src = await resolveWithTeam(await session.store(), session.home, this.source);
+      await src.from?.team.bucket.close();
       const prefix = normalisePrefix(this.prefix);
       const listed = src.manifest.entries.filter(
         (e): e is Exclude<ManifestEntry, { type: 'dir' }> => e.type !== 'dir' && e.path.startsWith(prefix),

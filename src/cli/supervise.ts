@@ -4,7 +4,7 @@
  * gracefully, a second SIGINT or a SIGUSR2 (`dstack stop -x`) aborts.
  */
 import { RunControl } from '../engine/control.js';
-import { ExitCode, formatError } from '../engine/errors.js';
+import { DstackError, ExitCode, formatError } from '../engine/errors.js';
 import type { RunEvent } from '../engine/events.js';
 import type { RunOutcome, StoredSnapshot } from '../engine/executor.js';
 import type { JobRecord, RunRecord } from '../engine/store/types.js';
@@ -57,6 +57,7 @@ export async function superviseRun(options: SuperviseOptions): Promise<RunOutcom
   const remoteRun = run.backend !== 'local';
   try {
     if (remoteRun) await team?.record(store, run, 'start');
+    const external = await externalOf(session, run, options);
     const secrets = readSecrets(session.home);
     const outcome = await executeRun({
       store,
@@ -71,6 +72,7 @@ export async function superviseRun(options: SuperviseOptions): Promise<RunOutcom
       onEvent: render,
       graceSeconds: Number(process.env.DSTACK_STOP_GRACE ?? 10),
       ...(team ? { remoteCache: team.cache } : {}),
+      ...(external ? { external } : {}),
     });
     if (remoteRun) await team?.record(store, run, 'end');
     return outcome;
@@ -80,6 +82,22 @@ export async function superviseRun(options: SuperviseOptions): Promise<RunOutcom
     process.off('SIGTERM', onTerm);
     process.off('SIGUSR2', onAbort);
     process.off('SIGHUP', onTerm);
+  }
+}
+
+/**
+ * The run's deps on other repositories, resolved and fetched through the team bucket. When that
+ * fails here (the bucket went away since the run was planned) the jobs that need them fail, saying
+ * why, and the others run.
+ */
+async function externalOf(session: Session, run: RunRecord, options: SuperviseOptions) {
+  const { externalDepsOf } = await import('./external-deps.js');
+  try {
+    return await externalDepsOf(session, run.repo.root, options.jobs.flatMap((j) => j.spec.deps), { fetch: true });
+  } catch (e) {
+    if (!(e instanceof DstackError)) throw e;
+    options.stderr.write(`${formatError(e)}\n`);
+    return undefined;
   }
 }
 

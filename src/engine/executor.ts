@@ -15,7 +15,8 @@ import type { RunEvent } from './events.js';
 import type { RemoteCache } from './remote-cache.js';
 import { CACHED_PREFIX, fingerprintOf, fingerprintParts, inputsHasher } from './fingerprint.js';
 import { revealSecrets, secretMasker, type SecretSource } from './secrets.js';
-import type { JobRecord, RunRecord, RunStore } from './store/types.js';
+import { isExternalDep, pinnedName } from './plan.js';
+import type { JobRecord, RunRecord, RunStore, TagRecord } from './store/types.js';
 import { asJobId, type ContentHash, type Fingerprint, type JobId, type JobStatus } from './types.js';
 
 /** The code snapshot as stored: its manifest, and the object that holds it. */
@@ -46,6 +47,8 @@ export interface ExecuteOptions {
   readonly parallelism?: number;
   /** The team's records, looked up after the local index misses (remote-cache.ts). */
   readonly remoteCache?: RemoteCache;
+  /** Deps on other repositories, resolved through the team bucket (plan.ts `externalKey`). */
+  readonly external?: ReadonlyMap<string, TagRecord>;
   /** Seconds between SIGTERM and SIGKILL on a graceful stop (default 10). */
   readonly graceSeconds?: number;
 }
@@ -203,10 +206,11 @@ function depsInOrder(o: ExecuteOptions, job: JobRecord, deps: readonly JobOutcom
     const key = `${dep.kind}:${dep.name}`;
     if (seen.has(key)) continue;
     seen.add(key);
-    if (dep.kind === 'tag') {
-      const tag = o.store.getTag(dep.name);
+    if (dep.kind === 'tag' || isExternalDep(dep)) {
+      const name = pinnedName(dep);
+      const tag = o.external?.get(name) ?? o.store.getTag(name);
       if (!tag) throw new DstackError('DS0015', `tag '${dep.name}' that ${job.workflow} depends on no longer exists`, { hint: 'see `dstack tags list`' });
-      out.push({ kind: 'tag', name: dep.name, manifest: tag.manifest });
+      out.push({ kind: 'tag', name, manifest: tag.manifest });
     } else {
       const d = byWorkflow.get(dep.name);
       if (d?.manifest) out.push({ kind: 'workflow', name: dep.name, manifest: d.manifest, ...(d.fingerprint ? { fingerprint: d.fingerprint } : {}) });

@@ -10,6 +10,7 @@ import { isDstackError } from './errors.js';
 import { CACHED_PREFIX, fingerprintOf, fingerprintParts, inputsHasher, selectInputs } from './fingerprint.js';
 import type { CacheHit, JobRecord, RunStore } from './store/types.js';
 import type { RemoteCache, RemoteOrigin } from './remote-cache.js';
+import { isExternalDep, pinnedName } from './plan.js';
 import type { PreparedRun } from './submit.js';
 import type { ContentHash, Fingerprint, FingerprintParts, JobId } from './types.js';
 
@@ -103,7 +104,7 @@ export async function explainRun(o: ExplainOptions): Promise<readonly JobDecisio
       const d = decisions[i]!;
       return { workflow: d.workflow, fingerprint: d.fingerprint!, manifest: reused[i]! };
     });
-    const tags = job.spec.deps.filter((d) => d.kind === 'tag').map((d) => ({ name: d.name, manifest: o.prepared.tags.get(d.name)!.manifest }));
+    const tags = job.spec.deps.filter((d) => d.kind === 'tag' || isExternalDep(d)).map((d) => ({ name: pinnedName(d), manifest: o.prepared.tags.get(pinnedName(d))!.manifest }));
     const parts = fingerprintParts({ spec: job.spec, imageDigest, inputs: { hash: inputs(job.spec.inputs) }, deps, tags });
     const fingerprint = fingerprintOf(parts);
 

@@ -11,8 +11,20 @@ export interface PlannedJob {
   readonly workflow: WorkflowSpec;
   /** Indexes into `Plan.jobs`, each smaller than this job's own. */
   readonly deps: readonly number[];
+  /** Tags it pins, and deps on another repository (by `externalKey`): artifact sets, not jobs. */
   readonly tagDeps: readonly string[];
 }
+
+/**
+ * A dep on another repository, as dstack 0.7 wrote it: `workflow: owner/repo/name` (the artifacts
+ * of that repository's last successful run of `name`) or `tag: owner/repo/name`. Resolved through the
+ * team bucket, never a job of this run.
+ */
+export const isExternalDep = (dep: DepSpec): boolean => dep.name.includes('/');
+/** How an external dep is named among the pinned artifact sets: `workflow:acme/data/prep`. */
+export const externalKey = (dep: DepSpec): string => `${dep.kind}:${dep.name}`;
+/** The name a dep's artifact set is pinned under (a tag's own name, an external dep's key). */
+export const pinnedName = (dep: DepSpec): string => (isExternalDep(dep) ? externalKey(dep) : dep.name);
 
 export interface Plan {
   readonly jobs: readonly PlannedJob[];
@@ -59,8 +71,8 @@ export function planRun(project: Project, target: string, extraDeps: readonly st
     const tagDeps: string[] = [];
     const extra = name === target ? extraDeps.map(parseDepFlag) : [];
     for (const dep of [...workflow.deps, ...extra]) {
-      if (dep.kind === 'tag') {
-        if (!tagDeps.includes(dep.name)) tagDeps.push(dep.name);
+      if (dep.kind === 'tag' || isExternalDep(dep)) {
+        if (!tagDeps.includes(pinnedName(dep))) tagDeps.push(pinnedName(dep));
         continue;
       }
       if (!project.workflows.has(dep.name)) throw missingDep(project.root, name, dep, known);

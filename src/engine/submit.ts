@@ -16,6 +16,8 @@ export interface SubmitRequest {
   readonly tokens: readonly string[];
   readonly jobOverrides?: JobOverrides;
   readonly hostEnv: Readonly<Record<string, string | undefined>>;
+  /** Deps on other repositories, resolved through the team bucket (by `externalKey`). */
+  readonly external?: ReadonlyMap<string, TagRecord>;
 }
 
 /** One job of the plan, resolved. */
@@ -54,7 +56,7 @@ export function prepareRun(store: RunStore, request: SubmitRequest, runName: str
   for (const job of plan.jobs) {
     for (const name of job.tagDeps) {
       if (tags.has(name)) continue;
-      const tag = store.getTag(name);
+      const tag = request.external?.get(name) ?? store.getTag(name);
       if (!tag) {
         const dep = job.workflow.deps.find((d) => d.kind === 'tag' && d.name === name);
         throw new DstackError('DS0015', `workflow '${job.workflow.name}' depends on tag '${name}', which does not exist`, {

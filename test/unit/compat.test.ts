@@ -44,7 +44,7 @@ const EXPECTED: Readonly<Record<string, 'plans' | ErrorCode>> = {
   'docs_usage_cache-1.yaml': 'plans',
   'docs_usage_deps-1.yaml': 'DS0006', // hello-txt is defined in another snippet
   'docs_usage_deps-2.yaml': 'plans',
-  'docs_usage_deps-3.yaml': 'DS0013', // a dep on another repository
+  'docs_usage_deps-3.yaml': 'plans', // a dep on another repository: resolved through the team bucket when run
   'docs_usage_environment-variables-1.yaml': 'plans',
   'docs_usage_hello-world-1.yaml': 'plans',
   'docs_usage_providers-1.yaml': 'plans',
@@ -124,6 +124,7 @@ test('details that must not be misread', () => {
   assert.equal(job('docs_reference_providers_docker-1.yaml').resources.gpu, { count: 1, name: 'K80' });
   assert.is(job('docs_reference_providers_docker-3.yaml').registryAuth?.password, '\u0000secret:GHCR_TOKEN\u0000');
   assert.equal(job('docs_quick-start-1.yaml').cache, ['data', '~/.cache/pip']);
+  assert.equal(job('docs_usage_deps-3.yaml').deps.map((d) => `${d.kind}:${d.name}`), ['workflow:dstackai/dstack-playground/txt-file']);
   assert.equal(job('docs_usage_artifacts-2.yaml').artifacts, [{ path: 'output', mount: true }]);
   assert.match(job('docs_usage_args-1.yaml').command!.at(-1)!, /hello_args\.py --x 'a b'$/);
   assert.equal(job('docs_usage_environment-variables-1.yaml').env, { DSTACK_ENV_1: 'VAL1', DSTACK_ENV_2: 'VAL2' });

@@ -211,12 +211,12 @@ t('no workflows file is DS0012 with a hint to run dstack init', async () => {
 
 t('dstack 0.7 features that are not offered get precise errors', async () => {
   const e = await loadError(
-    wf('workflows:\n  - name: a\n    provider: code\n  - name: b\n    deps:\n      - workflow: org/repo/wf\n    ports: [8080]\n    resources:\n      remote: true\n'),
+    wf('workflows:\n  - name: a\n    provider: code\n  - name: b\n    deps:\n      - workflow: org/wf\n    ports: [8080]\n    resources:\n      remote: true\n'),
   );
   const all = (e as DstackErrors).errors;
-  assert.equal(all.map((x) => x.code), ['DS0010', 'DS0013', 'DS0013', 'DS0013']);
+  assert.equal(all.map((x) => x.code), ['DS0010', 'DS0003', 'DS0013', 'DS0013']);
   assert.is(all[0]!.message, "provider 'code' in workflow `a` is not offered by this dstack yet; use provider: bash with ports");
-  assert.is(all[1]!.message, 'deps on other repositories are not supported (`org/repo/wf` in workflow `b`)');
+  assert.is(all[1]!.message, 'a dep on another repository in workflow `b` is written `owner/repo/workflow`, not `org/wf`');
   assert.is(all[3]!.message, 'resources.remote is not supported in workflow `b`; pass --remote to dstack run');
 });
 

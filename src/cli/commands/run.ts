@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { Command, Option } from 'clipanion';
 import { DstackError, ExitCode } from '../../engine/errors.js';
 import type { RunEvent } from '../../engine/events.js';
+import type { Project } from '../../engine/types.js';
 import { DstackCommand, usageError } from '../base.js';
 import { owner } from '../home.js';
 import { createRenderer } from '../render.js';
@@ -79,7 +80,8 @@ export class RunCommand extends DstackCommand {
     try {
       const backendId = await backendIdOf(session.home, flags.remote);
       const store = await session.store();
-      const request = { project, target: flags.workflow, tokens: flags.rest, jobOverrides: flags.overrides, hostEnv: process.env };
+      const external = await externalDeps(session, project, flags.workflow, flags.overrides?.deps);
+      const request = { project, target: flags.workflow, tokens: flags.rest, jobOverrides: flags.overrides, hostEnv: process.env, ...(external ? { external } : {}) };
       const cache = { rerun: flags.rerun, reuse: flags.reuse };
       if (flags.dryRun) {
         const [{ prepareRun }, { takeSnapshot }, { hashTree }, { getJson }, { explainRun }] = await Promise.all([
@@ -167,6 +169,13 @@ export class RunCommand extends DstackCommand {
       await session.close();
     }
   }
+}
+
+/** Deps of the plan on other repositories, resolved through the team bucket (none: undefined). */
+async function externalDeps(session: Session, project: Project, target: string, extra: readonly string[] | undefined) {
+  const [{ planRun, parseDepFlag }, { externalDepsOf }] = await Promise.all([import('../../engine/plan.js'), import('../external-deps.js')]);
+  const deps = [...planRun(project, target, extra).jobs.flatMap((j) => j.workflow.deps), ...(extra ?? []).map(parseDepFlag)];
+  return externalDepsOf(session, project.root, deps, { fetch: false });
 }
 
 /** `local`, or `ssh:NAME` for `--remote NAME` (the default remote for `--remote` alone). */

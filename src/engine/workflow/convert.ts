@@ -237,10 +237,10 @@ function readDep(ctx: Ctx, item: Node, where: string, fail: Fail): Omit<DepSpec,
     name = kind === 'tag' ? s.slice(1) : s;
   }
   if (name.trim() === '') return fail(nameNode, 'DS0003', `a dep${where} has an empty name`), undefined;
-  if (name.includes('/'))
-    // dstack 0.7 let a dep name `owner/repo/workflow`: a run of another repository, looked up on its hub.
-    return fail(nameNode, 'DS0013', `deps on other repositories are not supported (\`${name}\`${where})`,
-      'pull or copy the artifacts you need, tag them with `dstack tags add NAME -a DIR`, and depend on `- tag: NAME`'), undefined;
+  // dstack 0.7's `owner/repo/name`: a workflow or tag of another repository, resolved through the team bucket.
+  if (name.includes('/') && (name.split('/').length < 3 || name.split('/').some((p) => p.trim() === '')))
+    return fail(nameNode, 'DS0003', `a dep on another repository${where} is written \`owner/repo/${kind === 'tag' ? 'tag' : 'workflow'}\`, not \`${name}\``,
+      'for example `- workflow: acme/datasets/prepare` or `- tag: acme/datasets/v1`'), undefined;
   return { kind, name };
 }
 

@@ -35,8 +35,14 @@ export function customS3Endpoint(env: NodeJS.ProcessEnv = process.env): string |
   return env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL || undefined;
 }
 
+/** An ES module's namespace, or (bundled from CommonJS) the same under `default`. */
+const interop = <T extends object>(m: T): T => ((m as { default?: T }).default ?? m) as T;
+
 export async function openS3Bucket(options: S3BucketOptions): Promise<Bucket> {
-  const sdk = await import('@aws-sdk/client-s3');
+  // The SDK warns on every client made under Node 20 that its releases of 2027 will need Node 22:
+  // nothing a dstack user can act on, and it would land in the middle of dstack's own output.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  const sdk = interop(await import('@aws-sdk/client-s3'));
   const endpoint = customS3Endpoint();
   const client = new sdk.S3Client({
     ...(options.region ? { region: options.region } : {}),
@@ -291,12 +297,12 @@ class S3Bucket implements Bucket {
   }
 
   async presignGet(key: string, seconds: number): Promise<string> {
-    const { getSignedUrl } = await import('@aws-sdk/s3-request-presigner');
+    const { getSignedUrl } = interop(await import('@aws-sdk/s3-request-presigner'));
     return getSignedUrl(this.client, new this.sdk.GetObjectCommand({ Bucket: this.options.bucket, Key: this.k(key) }), { expiresIn: seconds });
   }
 
   async presignPut(key: string, size: number, seconds: number): Promise<string> {
-    const { getSignedUrl } = await import('@aws-sdk/s3-request-presigner');
+    const { getSignedUrl } = interop(await import('@aws-sdk/s3-request-presigner'));
     const command = new this.sdk.PutObjectCommand({ Bucket: this.options.bucket, Key: this.k(key), ContentLength: size });
     return getSignedUrl(this.client, command, { expiresIn: seconds, signableHeaders: new Set(['content-length']) });
   }

@@ -56,8 +56,9 @@ export class PullCommand extends DstackCommand {
         const here = store.getRun(this.ref);
         if (here) {
           const theirs = await team.getRun(repo, this.ref);
-          if (theirs && theirs.home === home) {
-            this.context.stderr.write(`Run ${this.ref} is this home's own: nothing to pull\n`);
+          // This home's own run, or the team's pulled before: the same run (one owner, one start).
+          if (theirs && (theirs.home === home || (theirs.owner === here.owner && theirs.submittedAt === here.submittedAt))) {
+            this.context.stderr.write(`Run ${this.ref} is already here: nothing to pull\n`);
             return 0;
           }
           throw new DstackError('DS0271', `this home has a run named ${this.ref} already, not the team's`, { hint: `remove it first if it is a stale copy (\`dstack rm ${this.ref}\`)` });

@@ -42,17 +42,17 @@ export class PushCommand extends DstackCommand {
     const started = Date.now();
     try {
       const store = await session.store();
+      const tagName = this.ref.startsWith(':') ? this.ref.slice(1) : undefined;
+      const tag = tagName === undefined ? undefined : store.getTag(tagName);
+      if (tagName !== undefined && !tag) throw unknownTag(tagName);
+      const run = tag ? (tag.run ? store.getRun(tag.run) : undefined) : finishedRun(store, this.ref);
+      const root = await projectRootOf(run);
       const remote = await teamRemote(session.home, this.remote);
       const team = await openTeam(remote);
       const bar = progressBar(this.context.stderr, 'pushing');
       try {
         await ensureBucket(team, this.context.stderr);
         const [{ pushRun, pushTag }, local, home] = await Promise.all([import('../../remote-store/push.js'), session.artifacts(), homeId(session.home)]);
-        const tagName = this.ref.startsWith(':') ? this.ref.slice(1) : undefined;
-        const tag = tagName === undefined ? undefined : store.getTag(tagName);
-        if (tagName !== undefined && !tag) throw unknownTag(tagName);
-        const run = tag ? (tag.run ? store.getRun(tag.run) : undefined) : finishedRun(store, this.ref);
-        const root = await projectRootOf(run);
         const ctx = { team, local: local.objects, home, repo: await (await import('../team.js')).repoOf(root), onProgress: bar.update };
         const pushed = run && pushedRun(store, run);
         const summary = tag

@@ -1,0 +1,195 @@
+/**
+ * Two dstack homes play two members of a team sharing a bucket — a shared folder, and S3 (moto's,
+ * through the real SDK): alice runs and pushes; bob sees the run in `ps --remote`, reuses its job
+ * as a cached dep ("cached by alice's run … (bucket)"), pulls it and copies a file out
+ * byte-identical; a second push sends nothing; two pushes of one tag name race and one wins.
+ * Their projects are two folders with the same repository id, as two clones would be.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { assertNoContainersLeft, assertNoCrash, createProject, runNameOf, type CliResult, type Project } from '../helpers/cli.js';
+import { motoEnv, startMoto, type Moto } from '../helpers/moto.js';
+import { createBucket, emptyBucket, testS3Client } from '../helpers/s3.js';
+import { withTimeout } from '../helpers/timeout.js';
+
+const IMAGE = 'dstack-test/busybox:latest';
+const REPO_ID = `local-${randomBytes(16).toString('hex')}`;
+
+const WORKFLOWS = `workflows:
+  - name: prep
+    image: ${IMAGE}
+    commands:
+      - mkdir -p data
+      - echo shared-data > data/a.txt
+      - head -c 300000 /dev/urandom > data/blob.bin
+    artifacts:
+      - data
+  - name: train
+    image: ${IMAGE}
+    deps: [prep]
+    commands:
+      - echo train-sees-$(cat data/a.txt)
+      - mkdir -p model && wc -c < data/blob.bin > model/size.txt
+    artifacts:
+      - model
+`;
+
+const ok = (r: CliResult, what: string): CliResult => {
+  assertNoCrash(r);
+  assert.is(r.exitCode, 0, `${what}: ${r.stderr}`);
+  return r;
+};
+
+interface PushJson {
+  run: string;
+  objects: { total: number; sent: number };
+  bytes: { total: number; sent: number };
+}
+interface PsRemote {
+  run: string;
+  owner: string;
+  status: string;
+  where?: string;
+}
+
+interface Team {
+  readonly config: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+  readonly cleanup: () => Promise<void>;
+}
+
+function scenario(kind: string, makeTeam: () => Promise<Team>): void {
+  const test = suite(`team bucket (${kind})`);
+  let team: Team;
+  let alice: Project;
+  let bob: Project;
+  let run = '';
+  const member = (owner: string): Promise<Project> =>
+    createProject({ workflows: WORKFLOWS, files: { '.dstack/repo-id': `${REPO_ID}\n`, 'notes.txt': 'x\n' }, env: { ...team.env, DSTACK_OWNER: owner } });
+
+  test.before(
+    withTimeout(120_000, async () => {
+      team = await makeTeam();
+      alice = await member('alice');
+      bob = await member('bob');
+      for (const p of [alice, bob]) ok(await p.run(team.config), 'config');
+    }),
+  );
+  test.after(
+    withTimeout(120_000, async () => {
+      await alice?.cleanup();
+      await bob?.cleanup();
+      await team?.cleanup();
+    }),
+  );
+
+  test('alice runs and pushes; a second push sends 0 bytes', withTimeout(180_000, async () => {
+    const r = ok(await alice.run(['run', 'train']), 'run');
+    run = runNameOf(r.stderr);
+    const first = JSON.parse(ok(await alice.run(['push', run, '--json']), 'push').stdout) as PushJson;
+    assert.is(first.run, run);
+    assert.is(first.objects.total, 3);
+    assert.is(first.objects.sent, 3);
+    assert.ok(first.bytes.sent > 300_000);
+    const second = JSON.parse(ok(await alice.run(['push', run, '--json']), 'push again').stdout) as PushJson;
+    assert.equal([second.objects.sent, second.bytes.sent, second.bytes.total], [0, 0, first.bytes.total]);
+    const text = ok(await alice.run(['push', run]), 'push, text');
+    assert.match(text.stderr, new RegExp(`^Pushed run ${run} to team \\(.*\\): 0 objects sent \\(0 B\\), 3 already there, in \\d+\\.\\d s\\n$`));
+    assert.is(text.stdout, '');
+  }));
+
+  test('bob sees it in ps --remote, with its owner', withTimeout(60_000, async () => {
+    const runs = await bob.json<PsRemote[]>(['ps', '--remote', '--json']);
+    assert.equal(runs.map((r) => [r.run, r.owner, r.status]), [[run, 'alice', 'done']]);
+    const table = ok(await bob.run(['ps', '--remote']), 'ps --remote table');
+    assert.match(table.stdout, new RegExp(`^RUN +WORKFLOW +SUBMITTED +OWNER +STATUS +TAG +BACKEND +DURATION\\n${run} +train +.+ +alice +done +local +\\d+s\\n$`));
+  }));
+
+  test("bob's run reuses alice's prep from the bucket, and says so", withTimeout(180_000, async () => {
+    const plan = ok(await bob.run(['run', 'train', '--dry-run', '--explain']), 'dry run');
+    assert.match(plan.stdout, new RegExp(`^1\\. prep  cached by alice's run ${run} \\(bucket\\)\\n2\\. train  runs\\n`));
+    const r = ok(await bob.run(['run', 'train']), 'run');
+    assert.match(r.stderr, new RegExp(`  prep: cached by alice's run ${run} \\(bucket\\)\\n`));
+    assert.match(r.stdout, /train-sees-shared-data/);
+    const mine = runNameOf(r.stderr);
+    const jobs = (await bob.json<{ jobs: { workflow: string; reason: string | null }[] }>(['ps', mine, '--json'])).jobs;
+    assert.is(jobs[0]!.reason, `cached: ${run}/prep`);
+  }));
+
+  test('bob reads it without pulling, then pulls it and copies a file out byte-identical', withTimeout(120_000, async () => {
+    const ls = ok(await bob.run(['ls', run]), 'ls');
+    assert.match(ls.stdout, /data\/blob\.bin +300 kB +prep/);
+    const logs = ok(await bob.run(['logs', run]), 'logs');
+    assert.match(logs.stdout, /train \| train-sees-shared-data/);
+    const out = await mkdtemp(join(tmpdir(), 'dstack-e2e-cp-'));
+    try {
+      ok(await alice.run(['cp', run, 'data/blob.bin', join(out, 'alice.bin')]), 'alice cp');
+      const pulled = ok(await bob.run(['pull', run]), 'pull');
+      assert.match(pulled.stderr, new RegExp(`^Pulled run ${run} \\(by alice\\): \\d objects? fetched`));
+      ok(await bob.run(['cp', run, 'data/blob.bin', join(out, 'bob.bin')]), 'bob cp');
+      assert.equal(await readFile(join(out, 'bob.bin')), await readFile(join(out, 'alice.bin')));
+      const all = await bob.json<PsRemote[]>(['ps', '-a', '--json']);
+      assert.is(all.find((r) => r.run === run)?.where, 'local+team');
+      const again = ok(await bob.run(['pull', run]), 'pull again');
+      assert.is(again.exitCode, 0);
+    } finally {
+      await rm(out, { recursive: true, force: true });
+    }
+  }));
+
+  test('two teammates push a tag of the same name at once: one wins, the other is told who', withTimeout(120_000, async () => {
+    ok(await alice.run(['tags', 'add', 'shared', run]), 'alice tag');
+    await writeFile(join(bob.dir, 'notes.txt'), 'bob-notes\n');
+    ok(await bob.run(['tags', 'add', 'shared', '-a', 'notes.txt']), 'bob tag');
+    const [a, b] = await Promise.all([alice.run(['push', ':shared']), bob.run(['push', ':shared'])]);
+    const results = [a, b];
+    assert.is(results.filter((x) => x.exitCode === 0).length, 1, `${a.stderr}\n${b.stderr}`);
+    const loser = results.find((x) => x.exitCode !== 0)!;
+    assertNoCrash(loser);
+    assert.is(loser.exitCode, 2);
+    assert.match(loser.stderr, /^error DS0270: tag 'shared' already exists in .* with other artifacts: it was pushed by (alice \(from run \S+\)|bob), /);
+  }));
+
+  test('push of a run that does not exist, and ps --remote with no bucket, are clear errors', withTimeout(60_000, async () => {
+    const r = await alice.run(['push', 'nope-run-1']);
+    assert.equal([r.exitCode, r.stdout, r.stderr], [2, '', "error DS0101: no run named 'nope-run-1'\n  = list runs with `dstack ps -a`, or name a tag as `:TAG`\n"]);
+    const lone = await createProject({ workflows: WORKFLOWS });
+    try {
+      const n = await lone.run(['ps', '--remote']);
+      assert.equal(
+        [n.exitCode, n.stdout, n.stderr],
+        [2, '', 'error DS0267: no team bucket is configured\n  = add one: dstack config folder --name team --path /mnt/team, or dstack config s3 --name team --bucket BUCKET\n'],
+      );
+    } finally {
+      await lone.cleanup();
+    }
+  }));
+
+  test('nothing left behind', withTimeout(30_000, async () => assertNoContainersLeft()));
+  test.run();
+}
+
+scenario('shared folder', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'dstack-e2e-team-'));
+  return { config: ['config', 'folder', '--name', 'team', '--path', dir], env: {}, cleanup: () => rm(dir, { recursive: true, force: true }) };
+});
+
+let moto: Moto | undefined;
+scenario('S3 on moto', async () => {
+  moto = await startMoto();
+  const client = testS3Client(moto.endpoint);
+  await createBucket(client, 'team-e2e');
+  return {
+    config: ['config', 's3', '--name', 'team', '--bucket', 'team-e2e', '--prefix', 'dstack'],
+    env: motoEnv(moto.endpoint),
+    cleanup: async () => {
+      await emptyBucket(client, 'team-e2e');
+      client.destroy();
+      await moto?.stop();
+    },
+  };
+});

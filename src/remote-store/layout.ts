@@ -118,8 +118,12 @@ export interface CacheEntry {
 }
 
 export function cacheKey(repo: string, e: CacheEntry): string {
-  // An owner name long enough to overflow the entry is cut: it is only shown.
-  const owner = enc(e.owner).slice(0, 40).replace(/%[0-9A-F]?$/, '');
+  // An owner name long enough to overflow the entry is cut (by whole characters): it is only shown.
+  let owner = '';
+  for (const ch of e.owner) {
+    if (owner.length + enc(ch).length > 40) break;
+    owner += enc(ch);
+  }
   return `${cachePrefix(repo, e.fingerprint)}${time36(e.finishedAt)}~${e.run}~${e.job}~${owner}~${e.manifest}`;
 }
 

@@ -1,0 +1,109 @@
+// The team bucket against moto's S3 (one moto server, started here and stopped at the end):
+// - push: `dstack push RUN` of a run whose artifacts are 1 GiB in 10,000 files (hash.mjs's files),
+//   against a plain parallel upload of the same files with the same SDK, 16 at a time
+//   (bucket-driver.ts baseline), each into an empty bucket, interleaved per round. Target ≤ 1.25×.
+// - second push: the same push again: 0 bytes sent (and how long checking takes).
+// - ps --remote: `dstack ps --remote` over 1,000 team runs of the project's repository. Target < 1 s.
+// moto is the slow side here (a Python server): both uploads meet the same moto.
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { makeFiles } from './hash.mjs';
+import { cacheDir, dstack, median, ms, root, save, time } from './lib.mjs';
+
+const DATA = join(cacheDir, 'files-1g');
+const TEAM_RUNS = 1000;
+
+async function startMoto() {
+  const child = spawn('python3', [join(root, 'test/helpers/moto_server.py'), '-H', '127.0.0.1', '-p', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const port = await new Promise((resolve, reject) => {
+    const onData = (d) => {
+      out += d.toString();
+      const m = /Running on http:\/\/127\.0\.0\.1:(\d+)/.exec(out);
+      if (m) resolve(Number(m[1]));
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.once('exit', (c) => reject(new Error(`moto exited ${c}: ${out}`)));
+  });
+  child.stdout.resume();
+  child.stderr.resume();
+  const endpoint = `http://127.0.0.1:${port}`;
+  return { endpoint, reset: () => fetch(`${endpoint}/moto-api/reset`, { method: 'POST' }), stop: () => child.kill('SIGTERM') };
+}
+
+function driver(env, ...args) {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'scripts/bench/bucket-driver.ts'), ...args], { cwd: root, env, encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`bucket-driver ${args[0]} failed: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+/** A home holding one finished run whose artifacts are the 1 GiB of files; made once. */
+function benchHome(log) {
+  const home = join(cacheDir, 'bucket-home');
+  const marker = join(cacheDir, 'bucket-home.made');
+  if (existsSync(marker)) return { home, run: spawnSync('cat', [marker], { encoding: 'utf8' }).stdout.trim() };
+  rmSync(home, { recursive: true, force: true });
+  log('bucket: storing the 1 GiB run in a bench home (once)…');
+  const run = driver(process.env, 'prepare', home, DATA);
+  writeFileSync(marker, `${run}\n`);
+  return { home, run };
+}
+
+export async function run({ rounds = Number(process.env.DSTACK_BENCH_BUCKET_ROUNDS ?? 1), log = console.error } = {}) {
+  makeFiles(log);
+  const { home, run: runName } = benchHome(log);
+  const moto = await startMoto();
+  const project = mkdtempSync(join(cacheDir, 'bucket-proj-'));
+  mkdirSync(join(project, '.dstack'));
+  writeFileSync(join(project, '.dstack', 'repo-id'), 'local-0123456789abcdef0123456789abcdef\n');
+  writeFileSync(join(project, '.dstack', 'workflows.yaml'), 'workflows: []\n');
+  const env = { ...process.env, DSTACK_HOME: home, AWS_ENDPOINT_URL: moto.endpoint, AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'bench', AWS_SECRET_ACCESS_KEY: 'bench' };
+  const fresh = async (...buckets) => {
+    await moto.reset();
+    driver(env, 'buckets', ...buckets);
+  };
+  try {
+    spawnSync(dstack, ['config', 's3', '--name', 'team', '--bucket', 'bench-team', '--force'], { env, cwd: project });
+    const push = [];
+    const again = [];
+    const plain = [];
+    let second;
+    for (let i = 0; i < rounds; i++) {
+      await fresh('bench-team');
+      log(`bucket: round ${i + 1}: dstack push of 1 GiB in 10,000 files…`);
+      push.push(time(dstack, ['push', runName, '--json'], { env, cwd: project }));
+      again.push(time('sh', ['-c', `"${dstack}" push ${runName} --json > "${join(project, 'again.json')}"`], { env, cwd: project }));
+      second = JSON.parse(spawnSync('cat', [join(project, 'again.json')], { encoding: 'utf8' }).stdout);
+      await fresh('bench-plain');
+      log(`bucket: round ${i + 1}: plain parallel upload (16 at a time)…`);
+      plain.push(time(process.execPath, ['--import', 'tsx', join(root, 'scripts/bench/bucket-driver.ts'), 'baseline', 'bench-plain', DATA], { env, cwd: root }));
+    }
+    await fresh('bench-team');
+    log(`bucket: ${TEAM_RUNS} team runs for ps --remote…`);
+    driver(env, 'fill-team', 'bench-team', String(TEAM_RUNS), 'local-0123456789abcdef0123456789abcdef');
+    const ps = [];
+    for (let i = 0; i < 7; i++) ps.push(time(dstack, ['ps', '--remote'], { env, cwd: project }));
+    const m = { push: median(push), plain: median(plain), again: median(again), ps: median(ps) };
+    const file = save('bucket', {
+      commands: { push: `dstack push ${runName} (1 GiB, 10,000 files)`, plain: 'bucket-driver.ts baseline (PutObject, 16 at a time)', again: 'the same push again', ps: `dstack ps --remote (${TEAM_RUNS} runs)` },
+      rounds,
+      medianMs: m,
+      ratio: m.push / m.plain,
+      secondPush: second,
+      samplesMs: { push, plain, again, ps },
+    });
+    return {
+      file,
+      rows: [
+        { name: 'bucket: push 1 GiB / 10,000 files to moto', value: ms(m.push), baseline: `plain upload ${ms(m.plain)}`, ratio: m.push / m.plain, target: '≤ 1.25x', ok: m.push / m.plain <= 1.25 },
+        { name: 'bucket: second push', value: `${second?.bytes?.sent ?? '?'} B sent, ${ms(m.again)}`, baseline: '', target: '0 B', ok: second?.bytes?.sent === 0 },
+        { name: `bucket: ps --remote (${TEAM_RUNS} runs)`, value: ms(m.ps), baseline: '', target: '< 1 s', ok: m.ps < 1000 },
+      ],
+    };
+  } finally {
+    moto.stop();
+    rmSync(project, { recursive: true, force: true });
+  }
+}

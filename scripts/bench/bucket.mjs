@@ -30,7 +30,7 @@ async function startMoto() {
   child.stdout.resume();
   child.stderr.resume();
   const endpoint = `http://127.0.0.1:${port}`;
-  return { endpoint, reset: () => fetch(`${endpoint}/moto-api/reset`, { method: 'POST' }), stop: () => child.kill('SIGTERM') };
+  return { endpoint, stop: () => child.kill('SIGTERM') };
 }
 
 function driver(env, ...args) {
@@ -60,29 +60,33 @@ export async function run({ rounds = Number(process.env.DSTACK_BENCH_BUCKET_ROUN
   writeFileSync(join(project, '.dstack', 'repo-id'), 'local-0123456789abcdef0123456789abcdef\n');
   writeFileSync(join(project, '.dstack', 'workflows.yaml'), 'workflows: []\n');
   const env = { ...process.env, DSTACK_HOME: home, AWS_ENDPOINT_URL: moto.endpoint, AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'bench', AWS_SECRET_ACCESS_KEY: 'bench' };
-  const fresh = async (...buckets) => {
-    await moto.reset();
-    driver(env, 'buckets', ...buckets);
+  // A new bucket for each measurement rather than `POST /moto-api/reset` between them: moto 5.2.1
+  // was seen to deadlock (every request hanging) under 16 concurrent requests right after a reset.
+  let made = 0;
+  const fresh = (name) => {
+    const bucket = `${name}-${++made}`;
+    driver(env, 'buckets', bucket);
+    spawnSync(dstack, ['config', 's3', '--name', 'team', '--bucket', bucket, '--force'], { env, cwd: project });
+    return bucket;
   };
   try {
-    spawnSync(dstack, ['config', 's3', '--name', 'team', '--bucket', 'bench-team', '--force'], { env, cwd: project });
     const push = [];
     const again = [];
     const plain = [];
     let second;
     for (let i = 0; i < rounds; i++) {
-      await fresh('bench-team');
+      fresh('bench-team');
       log(`bucket: round ${i + 1}: dstack push of 1 GiB in 10,000 files…`);
       push.push(time(dstack, ['push', runName, '--json'], { env, cwd: project }));
       again.push(time('sh', ['-c', `"${dstack}" push ${runName} --json > "${join(project, 'again.json')}"`], { env, cwd: project }));
       second = JSON.parse(spawnSync('cat', [join(project, 'again.json')], { encoding: 'utf8' }).stdout);
-      await fresh('bench-plain');
+      const plainBucket = fresh('bench-plain');
       log(`bucket: round ${i + 1}: plain parallel upload (16 at a time)…`);
-      plain.push(time(process.execPath, ['--import', 'tsx', join(root, 'scripts/bench/bucket-driver.ts'), 'baseline', 'bench-plain', DATA], { env, cwd: root }));
+      plain.push(time(process.execPath, ['--import', 'tsx', join(root, 'scripts/bench/bucket-driver.ts'), 'baseline', plainBucket, DATA], { env, cwd: root }));
     }
-    await fresh('bench-team');
+    const teamBucket = fresh('bench-ps');
     log(`bucket: ${TEAM_RUNS} team runs for ps --remote…`);
-    driver(env, 'fill-team', 'bench-team', String(TEAM_RUNS), 'local-0123456789abcdef0123456789abcdef');
+    driver(env, 'fill-team', teamBucket, String(TEAM_RUNS), 'local-0123456789abcdef0123456789abcdef');
     const ps = [];
     for (let i = 0; i < 7; i++) ps.push(time(dstack, ['ps', '--remote'], { env, cwd: project }));
     const m = { push: median(push), plain: median(plain), again: median(again), ps: median(ps) };

@@ -24,6 +24,10 @@ import { asContentHash, type ContentHash } from '../engine/types.js';
 import { PART_SIZE, toParts, type Bucket } from './bucket.js';
 
 const HASH_RE = /^[0-9a-f]{64}$/;
+/** More shards asked than this: try one listing of everything first. */
+const DENSE_SHARDS = 64;
+/** A listing of everything is given up past this many keys (8 pages of S3's 1,000). */
+const FULL_LISTING_KEYS = 8000;
 
 export interface BucketPutOptions extends PutOptions {
   /** Bytes of this object that reached the bucket so far. */
@@ -35,11 +39,14 @@ export interface BucketObjectStoreOptions {
   readonly prefix?: string;
   /** Listings in flight at once for `statMany`. */
   readonly concurrency?: number;
+  /** A listing of everything is given up past this many keys (default FULL_LISTING_KEYS). */
+  readonly fullListingKeys?: number;
 }
 
 export class BucketObjectStore implements ObjectStore {
   readonly prefix: string;
   private readonly concurrency: number;
+  private readonly fullListingKeys: number;
   /** Present when the bucket has URLs (S3), absent for a folder: see ObjectStore. */
   readonly presignGet?: (hash: ContentHash, seconds: number) => Promise<string>;
   readonly presignPut?: (hash: ContentHash, size: number, seconds: number) => Promise<string>;
@@ -50,6 +57,7 @@ export class BucketObjectStore implements ObjectStore {
   ) {
     this.prefix = options.prefix ?? 'objects/sha256/';
     this.concurrency = options.concurrency ?? 16;
+    this.fullListingKeys = options.fullListingKeys ?? FULL_LISTING_KEYS;
     const { presignGet, presignPut } = bucket;
     if (presignGet) this.presignGet = (hash, seconds) => presignGet.call(bucket, this.key(hash), seconds);
     if (presignPut) this.presignPut = (hash, size, seconds) => presignPut.call(bucket, this.key(hash), size, seconds);
@@ -70,6 +78,9 @@ export class BucketObjectStore implements ObjectStore {
       else shards.set(h.slice(0, 2), [h]);
     }
     const found = new Map<ContentHash, number>();
+    // Asked about most shards, one listing of everything is fewer requests than a listing per
+    // shard — while the bucket is small. It is tried first and given up past a few pages.
+    if (shards.size > DENSE_SHARDS && (await this.listAll(new Set([...shards.values()].flat()), found, signal))) return found;
     await forEachLimit([...shards.values()], this.concurrency, async (wanted) => {
       wanted.sort();
       const want = new Set(wanted);
@@ -84,6 +95,20 @@ export class BucketObjectStore implements ObjectStore {
       }
     });
     return found;
+  }
+
+  /** Lists every object into `found` (those `want`ed); false, leaving `found` to be refilled, when the bucket is too big for it. */
+  private async listAll(want: ReadonlySet<ContentHash>, found: Map<ContentHash, number>, signal?: AbortSignal): Promise<boolean> {
+    let seen = 0;
+    for await (const e of this.bucket.list(this.prefix, signal ? { signal } : {})) {
+      if (++seen > this.fullListingKeys) {
+        found.clear();
+        return false;
+      }
+      const h = e.key.slice(e.key.lastIndexOf('/') + 1) as ContentHash;
+      if (want.has(h)) found.set(h, e.size);
+    }
+    return true;
   }
 
   async hasMany(hashes: Iterable<ContentHash>): Promise<Set<ContentHash>> {

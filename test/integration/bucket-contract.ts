@@ -16,6 +16,7 @@ import * as assert from 'uvu/assert';
 import { DstackError } from '../../src/engine/errors.js';
 import type { ContentHash, Fingerprint, JobStatus } from '../../src/engine/types.js';
 import { PART_SIZE, type Bucket } from '../../src/remote-store/bucket.js';
+import { BucketObjectStore } from '../../src/remote-store/bucket-objects.js';
 import { indexPrefix, type RunSummary } from '../../src/remote-store/layout.js';
 import type { TeamRun } from '../../src/remote-store/records.js';
 import { putJobLog, readRunLog } from '../../src/remote-store/team-logs.js';
@@ -171,10 +172,15 @@ export function registerBucketContract(name: string, factory: () => Promise<Buck
     assert.ok(created.every((c) => c.created));
     assert.not.ok((await team.objects.put(hashes[0]!, bodies[0]!.length, source(bodies[0]!))).created);
     const absent = hashOf(Buffer.from('never stored'));
-    const stat = await team.objects.statMany([...hashes, absent]);
-    assert.is(stat.size, 300);
-    assert.is(stat.get(hashes[7]!), bodies[7]!.length);
-    assert.not.ok(stat.has(absent));
+    // One listing of everything (a small bucket), and a listing per shard (a big one, here forced).
+    for (const objects of [team.objects, new BucketObjectStore(s.bucket, { fullListingKeys: 10 })]) {
+      const stat = await objects.statMany([...hashes, absent]);
+      assert.is(stat.size, 300);
+      assert.is(stat.get(hashes[7]!), bodies[7]!.length);
+      assert.not.ok(stat.has(absent));
+      const few = await objects.statMany([hashes[3]!, absent]);
+      assert.equal([...few.keys()], [hashes[3]]);
+    }
     assert.equal(await readAll(team.objects.get(hashes[5]!, { size: bodies[5]!.length })), bodies[5]);
     let listed = 0;
     for await (const _ of team.objects.list()) listed++;

@@ -26,7 +26,9 @@ export function printPlan(
       env: Object.fromEntries(Object.entries(j.spec.env).map(([k, v]) => [k, displaySecrets(v)])),
       resources: j.spec.resources,
     }));
-    out.write(`${JSON.stringify({ jobs, args: prepared.args, overrides: prepared.overrides }, null, 2)}\n`);
+    // The loader's problems as data: the plan's warnings, and what is wrong elsewhere in the project.
+    const { inPlan, elsewhere } = prepared.plan.notices;
+    out.write(`${JSON.stringify({ jobs, args: prepared.args, overrides: prepared.overrides, notices: { inPlan, elsewhere } }, null, 2)}\n`);
     return;
   }
   const lines: string[] = [];
@@ -45,7 +47,7 @@ export function printPlan(
       for (const l of body.slice(1)) lines.push(`             ${l}`);
     }
     if (deps.length) lines.push(`   after:    ${deps.join(', ')}`);
-    if (j.spec.artifacts.length) lines.push(`   saves:    ${j.spec.artifacts.map((a) => a.path + (a.mount ? ' (mounted)' : '')).join(', ')}`);
+    if (j.spec.artifacts.length) lines.push(`   saves:    ${j.spec.artifacts.map((a) => a.path + (a.mount ? ' (mounted)' : '') + (a.absolute ? ' (outside /workflow)' : '')).join(', ')}`);
     const r = j.spec.resources;
     const res = [
       r.cpu !== undefined ? `cpu ${r.cpu}` : '',

@@ -43,6 +43,19 @@ export const Codes = {
   DS0014: { title: 'dependency has no successful run', exit: ExitCode.usage },
   DS0015: { title: 'unknown tag', exit: ExitCode.usage },
   DS0016: { title: 'unknown secret', exit: ExitCode.usage },
+  // The loader and planner (issues 8 and 12): files that cannot be read, values no machine could
+  // satisfy, workflows that cannot run yet, and arguments that look like mistyped variables: 2.
+  DS0017: { title: 'workflow file not readable', exit: ExitCode.usage },
+  DS0018: { title: 'YAML alias not allowed', exit: ExitCode.usage },
+  DS0019: { title: 'value out of bounds', exit: ExitCode.usage },
+  DS0020: { title: 'invalid image name', exit: ExitCode.usage },
+  DS0021: { title: 'secret where it cannot be used', exit: ExitCode.usage },
+  DS0022: { title: 'dep on another repository', exit: ExitCode.usage },
+  DS0023: { title: 'dependency has errors', exit: ExitCode.usage },
+  DS0024: { title: 'argument close to a variable or flag', exit: ExitCode.usage },
+  DS0025: { title: 'artifact outside the working directory cannot be saved yet', exit: ExitCode.usage },
+  DS0026: { title: 'conflicting placement', exit: ExitCode.usage },
+  DS0027: { title: 'workflow not runnable yet', exit: ExitCode.usage },
   // command line: 2
   DS0100: { title: 'bad command-line usage', exit: ExitCode.usage },
   DS0101: { title: 'unknown run', exit: ExitCode.usage },
@@ -124,11 +137,14 @@ export class DstackErrors extends DstackError {
   }
 }
 
-/** Renders an error for the terminal: `error DS0003: message`, `  --> file:line:col`, the line, a caret, the hint. */
-export function formatError(e: DstackError): string {
+/**
+ * Renders an error for the terminal: `error DS0003: message`, `  --> file:line:col`, the line, a
+ * caret, the hint. `label` is `warning` for a problem that does not stop the command.
+ */
+export function formatError(e: DstackError, label: 'error' | 'warning' = 'error'): string {
   const parts: string[] = [];
   for (const err of e instanceof DstackErrors ? e.errors : [e]) {
-    const out = [`error ${err.code}: ${err.message}`];
+    const out = [`${label} ${err.code}: ${err.message}`];
     if (err.location) {
       const { file, line, col } = err.location;
       out.push(`  --> ${file}:${line}:${col}`);

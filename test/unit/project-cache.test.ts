@@ -86,15 +86,32 @@ t('a file modified in the racy window is not cached', async () => {
   assert.is((await load(p.root, p.dir, 0)).hit, true);
 });
 
-t('a project with errors is never cached, and still reports them', async () => {
-  const p = project({ '.dstack/workflows.yaml': 'workflows:\n  - name: a\n    commands: [echo\n' });
+t('a project with broken workflows is cached with its diagnostics, reported the same on a hit', async () => {
+  const p = project({
+    '.dstack/workflows.yaml': 'workflows:\n  - name: a\n    commands: [echo]\n  - name: b\n    provider: code\n',
+    '.dstack/workflows/x.yaml': 'workflows:\n  - name: c\n    commands: [echo\n',
+  });
+  const first = await load(p.root, p.dir);
+  const second = await load(p.root, p.dir);
+  assert.is(first.hit, false);
+  assert.is(second.hit, true);
+  assert.equal([...second.project.workflows.keys()], ['a']);
+  assert.equal(second.project.diagnostics.map((d) => [d.code, d.scope.kind, d.lineText]), [
+    ['DS0027', 'workflows', '    provider: code'],
+    ['DS0001', 'file', '    commands: [echo'],
+  ]);
+  assert.ok(isDeepStrictEqual(second.project, await loadProject(p.root)));
+});
+
+t('no workflows file is never cached', async () => {
+  const p = project({ '.dstack/variables.yaml': 'variables: {}\n' });
   for (let i = 0; i < 2; i++) {
     try {
       await loadProjectCached(p.root, { dir: p.dir, racyMs: 0 });
       assert.unreachable('should fail');
     } catch (e) {
       assert.instance(e, DstackError);
-      assert.is((e as DstackError).code, 'DS0001');
+      assert.is((e as DstackError).code, 'DS0012');
     }
   }
   assert.equal(readdirSync(p.root).includes('.cache') ? readdirSync(p.dir) : [], []);

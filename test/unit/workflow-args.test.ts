@@ -37,6 +37,7 @@ test('declaredVariables: global plus the named workflows', () => {
     root: '/x',
     workflows: new Map(),
     variables: { global: { a: '1' }, perWorkflow: { train: { b: '2' }, other: { c: '3' } }, locations: new Map() },
+    diagnostics: [],
   } satisfies Project;
   assert.equal([...declaredVariables(project, ['train', 'missing'])].sort(), ['a', 'b']);
 });

@@ -3,10 +3,12 @@ import { join } from 'node:path';
 import { Command, Option } from 'clipanion';
 import { DstackError, ExitCode } from '../../engine/errors.js';
 import type { RunEvent } from '../../engine/events.js';
+import type { PlanNotices } from '../../engine/plan.js';
+import type { PlacementChoice } from '../../engine/placement.js';
 import { DstackCommand, usageError } from '../base.js';
 import { owner } from '../home.js';
 import { createRenderer } from '../render.js';
-import { parseRunFlags } from '../run-flags.js';
+import { RUN_FLAG_NAMES, parseRunFlags } from '../run-flags.js';
 import { Session } from '../session.js';
 import { exitCodeOf, superviseRun } from '../supervise.js';
 import { printPlan } from '../plan-view.js';
@@ -71,15 +73,15 @@ export class RunCommand extends DstackCommand {
     if (flags.rerun && flags.reuse) throw usageError('--rerun and --reuse ask for opposite things; pick one');
     const session = new Session();
     const project = await loadProjectCached(root, { dir: join(session.home, 'project-cache') });
-    if (!flags.workflow) {
-      const names = [...project.workflows.values()].map((w) => `  ${w.name}${w.help ? ` — ${w.help}` : ''}`);
-      throw usageError(`which workflow? \`dstack run\` needs one of:\n${names.join('\n')}`, 'for example: dstack run NAME --dry-run --explain');
-    }
+    if (!flags.workflow) throw (await import('../diagnostics-view.js')).whichWorkflow(project);
     if (flags.explain && !flags.dryRun) throw usageError('--explain goes with --dry-run', `dstack run ${flags.workflow} --dry-run --explain`);
     try {
-      const backendId = await backendIdOf(session.home, flags.remote);
+      const { choosePlacement } = await import('../../engine/placement.js');
+      const backendId = await backendIdOf(session.home, choosePlacement(project.workflows.get(flags.workflow)?.placement, flags.remote), flags.workflow);
       const store = await session.store();
-      const request = { project, target: flags.workflow, tokens: flags.rest, jobOverrides: flags.overrides, hostEnv: process.env };
+      const request = { project, target: flags.workflow, tokens: flags.rest, reservedFlags: RUN_FLAG_NAMES, jobOverrides: flags.overrides, hostEnv: process.env };
+      const notices = async (prepared: { plan: { notices: PlanNotices } }): Promise<void> =>
+        (await import('../diagnostics-view.js')).renderNotices(this.context.stderr, prepared.plan.notices);
       const cache = { rerun: flags.rerun, reuse: flags.reuse };
       if (flags.dryRun) {
         const [{ prepareRun }, { takeSnapshot }, { hashTree }, { getJson }, { explainRun }] = await Promise.all([
@@ -94,6 +96,7 @@ export class RunCommand extends DstackCommand {
         const snapshotting = takeSnapshot(root);
         snapshotting.catch(() => undefined);
         const prepared = prepareRun(store, request, '<run-name>');
+        await notices(prepared);
         const [backend, artifacts, snapshot] = await Promise.all([session.backend(backendId), session.artifacts(), snapshotting]);
         // Hashed to decide, not stored: only the stat cache learns from a dry run.
         const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store });
@@ -125,7 +128,7 @@ export class RunCommand extends DstackCommand {
       // edited later, and a detached run needs no copy of it.
       const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store, store: artifacts });
       const snapshotHash = await putJson(artifacts, tree.manifest);
-      const { run, jobs } = createRun(store, {
+      const { run, jobs, prepared } = createRun(store, {
         ...request,
         owner: owner(),
         backend: backend.id,
@@ -134,6 +137,7 @@ export class RunCommand extends DstackCommand {
         hostname: hostname(),
       });
       store.setRunSnapshot(run.name, snapshotHash);
+      await notices(prepared);
       const render: (e: RunEvent) => void = createRenderer({
         stdout: this.context.stdout,
         stderr: this.context.stderr,
@@ -167,10 +171,16 @@ export class RunCommand extends DstackCommand {
   }
 }
 
-/** `local`, or `ssh:NAME` for `--remote NAME` (the default remote for `--remote` alone). */
-async function backendIdOf(home: string, remote: string | undefined): Promise<string> {
-  if (remote === undefined) return 'local';
+/** `local`, or `ssh:NAME` for a remote (the default remote when none is named). */
+async function backendIdOf(home: string, placement: PlacementChoice, workflow: string): Promise<string> {
+  if (placement.kind === 'local') return 'local';
   const { findRemote } = await import('../../backends/ssh/config.js');
-  const found = await findRemote(home, remote === '' ? undefined : remote);
-  return `${found.kind}:${found.name}`;
+  try {
+    const found = await findRemote(home, placement.name);
+    return `${found.kind}:${found.name}`;
+  } catch (e) {
+    // `resources.remote: true` asked for the default remote: say that this is where the request came from.
+    if (placement.why !== 'workflow' || !(e instanceof DstackError)) throw e;
+    throw new DstackError(e.code, `workflow \`${workflow}\` asks to run remotely (\`resources.remote: true\`), but ${e.message}`, e.hint ? { hint: e.hint } : {});
+  }
 }

@@ -7,8 +7,10 @@
  * `dstack run --dry-run`, and its module ~20 ms more; a hit reads one file (~5 ms).
  *
  * The entry is the Project as `v8.serialize` writes it (Maps and `undefined` survive, so a hit is
- * exactly what loadProject returns). Only successful loads are cached: a project with errors is
- * parsed every time, so its messages are the loader's own. Like the stat cache (artifacts/tree.ts),
+ * exactly what loadProject returns), its diagnostics included: they are plain data, with the
+ * offending line kept, so a hit reports a broken workflow exactly as a fresh load would. Only a
+ * project with no workflows file (the one error loadProject throws) is not cached. Like the stat
+ * cache (artifacts/tree.ts),
  * an entry is not written while a file was modified in the last moments ("racy git": an edit in
  * the same mtime tick, same size, would go unseen). The key also holds the build and Node's
  * version, so a new dstack never reads what an older one wrote.
@@ -32,7 +34,7 @@ export interface ProjectCacheOptions {
 }
 
 /** Bump when the cached shape changes in a way the build identity would not catch. */
-const FORMAT = 1;
+const FORMAT = 2;
 
 interface Entry {
   readonly key: string;

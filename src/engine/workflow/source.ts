@@ -2,10 +2,9 @@
  * Source text helpers shared by the loader, the planner and the resolver: turning offsets into
  * `file:line:col`, fetching the offending line for an error, and the "did you mean" suggestion.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { closest, distance } from 'fastest-levenshtein';
 import type { SourceLocation } from '../errors.js';
+import { readProjectFile } from './read.js';
 
 /**
  * The line a location points at, read again from disk. Used by errors found after loading (the
@@ -16,11 +15,9 @@ export function lineTextAt(root: string, loc: SourceLocation): string | undefine
 }
 
 export function sourceLines(root: string, file: string): string[] | undefined {
-  try {
-    return readFileSync(join(root, file), 'utf8').split(/\r?\n/);
-  } catch {
-    return undefined;
-  }
+  // The file may have been replaced since it was loaded (by a FIFO, even): read it as safely.
+  const r = readProjectFile(root, file);
+  return r.ok ? r.text.split(/\r?\n/) : undefined;
 }
 
 /**

@@ -24,6 +24,8 @@ export function resolveAliases(doc: Document, src: SourceFile): { targets: Alias
   const targets = new Map<Alias, Node>();
   const anchors = new Map<string, Node>();
   const errors: DstackError[] = [];
+  // No `*`, no alias: skip the walk (most files; a 5,000-workflow file spends ~5% of its load here).
+  if (!src.text.includes('*')) return { targets, errors };
   let count = 0;
   visit(doc, {
     Node: (_key, node, path) => {

@@ -149,7 +149,11 @@ function targetError(project: Project, diags: DiagnosticIndex, target: string): 
   if (own?.length) return errorsOf(own);
   const known = [...project.workflows.keys()].sort();
   const unknown = new DstackError('DS0006', `unknown workflow \`${target}\`${suggestion(didYouMean(target, known))}`, {
-    hint: diags.unreadable.length ? `it may be in a file that could not be read (above); ${knownHint(known)}` : knownHint(known),
+    hint: !diags.unreadable.length
+      ? knownHint(known)
+      : known.length
+        ? `it may be in a file that could not be read (above); ${knownHint(known)}`
+        : 'it may be in a file that could not be read (above)',
   });
   return diags.unreadable.length ? new DstackErrors([...diags.unreadable.map(toError), unknown]) : unknown;
 }

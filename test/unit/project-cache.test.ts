@@ -1,5 +1,6 @@
+import { execFileSync } from 'node:child_process';
 import { isDeepStrictEqual } from 'node:util';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { test } from 'uvu';
@@ -101,6 +102,27 @@ t('a project with broken workflows is cached with its diagnostics, reported the 
     ['DS0001', 'file', '    commands: [echo'],
   ]);
   assert.ok(isDeepStrictEqual(second.project, await loadProject(p.root)));
+});
+
+t('a FIFO, a directory or a device put in a file\'s place misses, each reported as what it is', async () => {
+  const p = project({ '.dstack/workflows/ok.yaml': YAML });
+  const f = join(p.root, '.dstack/workflows/x.yaml');
+  const seen: string[] = [];
+  const messageOf = async (): Promise<string> => {
+    const r = await load(p.root, p.dir);
+    seen.push(`${r.hit}`);
+    return r.project.diagnostics.map((d) => d.message).join('; ');
+  };
+  execFileSync('mkfifo', [f]);
+  assert.is(await messageOf(), '.dstack/workflows/x.yaml cannot be read: it is a FIFO');
+  assert.is(await messageOf(), '.dstack/workflows/x.yaml cannot be read: it is a FIFO');
+  rmSync(f);
+  mkdirSync(f);
+  assert.is(await messageOf(), '.dstack/workflows/x.yaml cannot be read: it is a directory');
+  rmSync(f, { recursive: true });
+  symlinkSync('/dev/zero', f);
+  assert.is(await messageOf(), '.dstack/workflows/x.yaml cannot be read: it is a device');
+  assert.equal(seen, ['false', 'true', 'false', 'false']);
 });
 
 t('no workflows file is never cached', async () => {

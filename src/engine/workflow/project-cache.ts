@@ -45,7 +45,7 @@ interface Entry {
 export async function loadProjectCached(root: string, options: ProjectCacheOptions): Promise<Project> {
   const files = await workflowFiles(root);
   const stats = [...files, VARIABLES_FILE].map((f) => ({ f, st: statOrUndefined(join(root, f)) }));
-  const key = JSON.stringify([FORMAT, buildId(), root, stats.map(({ f, st }) => (st ? [f, `${st.size}`, `${st.mtimeNs}`, `${st.ctimeNs}`, `${st.ino}`] : [f]))]);
+  const key = JSON.stringify([FORMAT, buildId(), root, stats.map(({ f, st }) => (st ? [f, st.kind, `${st.size}`, `${st.mtimeNs}`, `${st.ctimeNs}`, `${st.ino}`] : [f]))]);
   const path = join(options.dir, `${createHash('sha256').update(root).digest('hex').slice(0, 32)}.v8`);
 
   const cached = await readEntry(path);
@@ -65,9 +65,20 @@ export async function loadProjectCached(root: string, options: ProjectCacheOptio
   return project;
 }
 
-function statOrUndefined(path: string): { size: bigint; mtimeNs: bigint; ctimeNs: bigint; ino: bigint } | undefined {
-  const st = statSync(path, { bigint: true, throwIfNoEntry: false });
-  return st && st.isFile() ? st : undefined;
+/**
+ * What is at `path` now (through symlinks): a FIFO, a directory or a device in a file's place is
+ * loaded as a diagnostic, so its identity (kind included) keys the entry like a file's does.
+ */
+function statOrUndefined(path: string): { kind: string; size: bigint; mtimeNs: bigint; ctimeNs: bigint; ino: bigint } | undefined {
+  let st;
+  try {
+    st = statSync(path, { bigint: true, throwIfNoEntry: false });
+  } catch {
+    return undefined; // a symlink loop, a permission error: not cacheable as a file, still keyed by name
+  }
+  if (!st) return undefined;
+  const kind = st.isFile() ? 'f' : st.isDirectory() ? 'd' : st.isFIFO() ? 'p' : st.isSocket() ? 's' : 'c';
+  return { kind, size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino };
 }
 
 async function readEntry(path: string): Promise<Entry | undefined> {

@@ -26,7 +26,13 @@ export class RunCommand extends DstackCommand {
       input changed since its last run.
 
       Arguments after the workflow that name a declared variable (\`--epochs 10\`) override it; everything else is passed
-      to the workflow as \`\${{ run.args }}\`. Put \`--\` before arguments that look like dstack flags.
+      to WORKFLOW (not to its deps) as \`\${{ run.args }}\`. An argument one edit away from a variable or a dstack flag
+      (\`--epoch\`, \`--dryrun\`) is refused with a suggestion. Put \`--\` before arguments meant for the workflow as they are.
+
+      Without WORKFLOW, lists the workflows that can run and those that cannot (and why). A workflow with an error is
+      refused, with the workflows that depend on it; the others run, and the errors elsewhere are shown as warnings.
+      \`resources.local: true\` in a workflow runs it locally, \`resources.remote: true\` on the default remote;
+      \`--remote\` on the command line wins over both.
 
       Resource and spec overrides for WORKFLOW: \`--cpu N\`, \`--memory SIZE\`, \`--gpu N\`, \`--gpu-name NAME\`,
       \`--gpu-memory SIZE\`, \`--shm-size SIZE\`, \`-i/--interruptible\`, \`-e/--env K=V\`, \`-a/--artifact PATH\`,

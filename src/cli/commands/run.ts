@@ -3,9 +3,9 @@ import { join } from 'node:path';
 import { Command, Option } from 'clipanion';
 import { DstackError, ExitCode } from '../../engine/errors.js';
 import type { RunEvent } from '../../engine/events.js';
-import type { PlanNotices } from '../../engine/plan.js';
-import type { PlacementChoice } from '../../engine/placement.js';
+import { choosePlacement, type PlacementChoice } from '../../engine/placement.js';
 import { DstackCommand, usageError } from '../base.js';
+import { renderNotices, whichWorkflow } from '../diagnostics-view.js';
 import { owner } from '../home.js';
 import { createRenderer } from '../render.js';
 import { RUN_FLAG_NAMES, parseRunFlags } from '../run-flags.js';
@@ -79,15 +79,12 @@ export class RunCommand extends DstackCommand {
     if (flags.rerun && flags.reuse) throw usageError('--rerun and --reuse ask for opposite things; pick one');
     const session = new Session();
     const project = await loadProjectCached(root, { dir: join(session.home, 'project-cache') });
-    if (!flags.workflow) throw (await import('../diagnostics-view.js')).whichWorkflow(project);
+    if (!flags.workflow) throw whichWorkflow(project);
     if (flags.explain && !flags.dryRun) throw usageError('--explain goes with --dry-run', `dstack run ${flags.workflow} --dry-run --explain`);
     try {
-      const { choosePlacement } = await import('../../engine/placement.js');
       const backendId = await backendIdOf(session.home, choosePlacement(project.workflows.get(flags.workflow)?.placement, flags.remote), flags.workflow);
       const store = await session.store();
       const request = { project, target: flags.workflow, tokens: flags.rest, reservedFlags: RUN_FLAG_NAMES, jobOverrides: flags.overrides, hostEnv: process.env };
-      const notices = async (prepared: { plan: { notices: PlanNotices } }): Promise<void> =>
-        (await import('../diagnostics-view.js')).renderNotices(this.context.stderr, prepared.plan.notices);
       const cache = { rerun: flags.rerun, reuse: flags.reuse };
       if (flags.dryRun) {
         const [{ prepareRun }, { takeSnapshot }, { hashTree }, { getJson }, { explainRun }] = await Promise.all([
@@ -102,7 +99,7 @@ export class RunCommand extends DstackCommand {
         const snapshotting = takeSnapshot(root);
         snapshotting.catch(() => undefined);
         const prepared = prepareRun(store, request, '<run-name>');
-        await notices(prepared);
+        renderNotices(this.context.stderr, prepared.plan.notices);
         const [backend, artifacts, snapshot] = await Promise.all([session.backend(backendId), session.artifacts(), snapshotting]);
         // Hashed to decide, not stored: only the stat cache learns from a dry run.
         const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store });
@@ -143,7 +140,7 @@ export class RunCommand extends DstackCommand {
         hostname: hostname(),
       });
       store.setRunSnapshot(run.name, snapshotHash);
-      await notices(prepared);
+      renderNotices(this.context.stderr, prepared.plan.notices);
       const render: (e: RunEvent) => void = createRenderer({
         stdout: this.context.stdout,
         stderr: this.context.stderr,

@@ -11,7 +11,7 @@
 import { hasErrors, indexDiagnostics, toError, type DiagnosticIndex } from './diagnostics.js';
 import { DstackError, DstackErrors, type SourceLocation } from './errors.js';
 import type { DepSpec, Diagnostic, Project, WorkflowSpec } from './types.js';
-import { didYouMean, formatLocation, lineTextAt, suggestion } from './workflow/source.js';
+import { didYouMean, formatLocation, lineTextAt, shown, suggestion } from './workflow/source.js';
 
 export interface PlannedJob {
   readonly workflow: WorkflowSpec;
@@ -148,7 +148,7 @@ function targetError(project: Project, diags: DiagnosticIndex, target: string): 
   const own = diags.byWorkflow.get(target);
   if (own?.length) return errorsOf(own);
   const known = [...project.workflows.keys()].sort();
-  const unknown = new DstackError('DS0006', `unknown workflow \`${target}\`${suggestion(didYouMean(target, known))}`, {
+  const unknown = new DstackError('DS0006', `unknown workflow \`${shown(target)}\`${suggestion(didYouMean(target, known))}`, {
     hint: !diags.unreadable.length
       ? knownHint(known)
       : known.length
@@ -173,9 +173,9 @@ export const knownHint = (known: readonly string[]): string =>
 export function missingDep(root: string, from: string, dep: DepSpec, known: readonly string[]): DstackError {
   const best = suggestion(didYouMean(dep.name, known));
   if (fromCommandLine(dep.location)) {
-    return new DstackError('DS0006', `unknown workflow \`${dep.name}\` in --dep${best}`, { hint: knownHint(known) });
+    return new DstackError('DS0006', `unknown workflow \`${shown(dep.name)}\` in --dep${best}`, { hint: knownHint(known) });
   }
-  return new DstackError('DS0006', `workflow \`${from}\` depends on unknown workflow \`${dep.name}\`${best}`, {
+  return new DstackError('DS0006', `workflow \`${shown(from)}\` depends on unknown workflow \`${shown(dep.name)}\`${best}`, {
     location: dep.location,
     lineText: lineTextAt(root, dep.location),
     hint: knownHint(known),

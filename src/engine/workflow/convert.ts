@@ -16,7 +16,7 @@ import { imageReferenceProblem } from './image-ref.js';
 import { LIMITS } from './limits.js';
 import { splitShellWords } from './shell.js';
 import { nodeError, type SourceFile } from './source-file.js';
-import { didYouMean, suggestion } from './source.js';
+import { didYouMean, shown, suggestion } from './source.js';
 
 /** dstack 0.7's dev environments: a later dstack brings them; until then such a workflow cannot run. */
 const DEV_ENVIRONMENTS = ['code', 'lab', 'notebook'];
@@ -44,9 +44,6 @@ export function scalarText(n: Node | undefined): string {
   if (typeof n.value === 'string') return n.value;
   return n.source ?? String(n.value);
 }
-
-/** A name as messages show it: a 100 KB name must not make a 100 KB message. */
-export const shown = (s: string): string => (s.length > 60 ? `${s.slice(0, 57)}…` : s);
 
 const items = (ctx: Ctx, n: Node | undefined): Node[] =>
   isSeq(n) ? n.items.map((i) => derefNode(ctx.aliases, i)).filter((i): i is Node => i !== undefined) : [];

@@ -14,11 +14,11 @@ import { DstackError, type SourceLocation } from '../errors.js';
 import type { Diagnostic, DiagnosticScope, Project, VariablesFile, WorkflowSpec } from '../types.js';
 import { derefNode, resolveAliases, type AliasTargets } from './aliases.js';
 import { checkProject } from './check.js';
-import { convertWorkflow, scalarText, shown } from './convert.js';
+import { convertWorkflow, scalarText } from './convert.js';
 import { KNOWN_KEYS, variablesFile, workflowItem, workflowsFile } from './schema.js';
 import { VARIABLES_FILE, workflowFiles } from './files.js';
 import { readProjectFile } from './read.js';
-import { formatLocation } from './source.js';
+import { formatLocation, shown } from './source.js';
 import { SourceFile, nodeError } from './source-file.js';
 import { validate } from './validate.js';
 

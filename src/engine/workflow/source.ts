@@ -36,3 +36,6 @@ export function didYouMean(word: string, candidates: Iterable<string>, maxDistan
 export const suggestion = (best: string | undefined): string => (best === undefined ? '' : `; did you mean \`${best}\`?`);
 
 export const formatLocation = (loc: SourceLocation): string => `${loc.file}:${loc.line}:${loc.col}`;
+
+/** A name as messages show it: a 100 KB name must not make a 100 KB message. */
+export const shown = (s: string): string => (s.length > 60 ? `${s.slice(0, 57)}…` : s);

@@ -6,7 +6,7 @@
  * preloaded module that writes `process.resourceUsage().maxRSS` when it exits). Outcomes are
  * counted and printed; failing inputs are printed with their case number to reproduce them.
  *
- * Bounded: DSTACK_FUZZ_CASES cases (default 100) or DSTACK_FUZZ_SECONDS (default 240), whichever
+ * Bounded: DSTACK_FUZZ_CASES cases (default 100) or DSTACK_FUZZ_SECONDS (default 150), whichever
  * ends first; DSTACK_FUZZ_SEED picks the cases (default below, printed).
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,7 +24,7 @@ const BIN = fileURLToPath(new URL('../../bin/dstack', import.meta.url));
 const CORPUS = fileURLToPath(new URL('../fixtures/compat-0.7', import.meta.url));
 const SEED = Number(process.env.DSTACK_FUZZ_SEED ?? 20_240_808);
 const CASES = Number(process.env.DSTACK_FUZZ_CASES ?? 100);
-const SECONDS = Number(process.env.DSTACK_FUZZ_SECONDS ?? 240);
+const SECONDS = Number(process.env.DSTACK_FUZZ_SECONDS ?? 150);
 /** Fewer cases than this in the time allowed means the run proved little: a failure, not a pass. */
 const MIN_CASES = Math.min(CASES, 25);
 const CASE_TIMEOUT_MS = 30_000;

@@ -128,16 +128,21 @@ function loadFile(root: string, file: string, acc: Acc): void {
   }
 }
 
-/** The workflow names that can be made out of a file that failed to load, for messages. */
+/** The workflow names that can be made out of a file that failed to load, for messages; never throws. */
 function namesIn(doc: Document): string[] {
-  const list = isMap(doc.contents) ? doc.contents.get('workflows', true) : undefined;
-  if (!isSeq(list)) return [];
-  const names: string[] = [];
-  for (const item of list.items) {
-    const name = isMap(item) ? scalarText(item.get('name', true) as Node | undefined) : '';
-    if (name) names.push(name);
+  try {
+    const list = isMap(doc.contents) ? doc.contents.get('workflows', true) : undefined;
+    if (!isSeq(list)) return [];
+    const names: string[] = [];
+    for (const item of list.items) {
+      const name = isMap(item) ? scalarText(item.get('name', true) as Node | undefined) : '';
+      if (name && !names.includes(name)) names.push(name);
+    }
+    return names;
+  } catch {
+    // A document too broken to walk: no names, the file's error is reported all the same.
+    return [];
   }
-  return names;
 }
 
 const EMPTY_VARIABLES: VariablesFile = { global: {}, perWorkflow: {}, locations: new Map() };

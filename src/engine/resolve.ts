@@ -103,6 +103,9 @@ export function resolveJob(workflow: WorkflowSpec, ctx: ResolveContext): JobSpec
 const ownVariables = (project: Project, name: string): Readonly<Record<string, string>> | undefined =>
   Object.hasOwn(project.variables.perWorkflow, name) ? project.variables.perWorkflow[name] : undefined;
 
+/** SECRET_MARKER_RE without its global flag, whose `lastIndex` would make `test` stateful. */
+const HAS_SECRET = new RegExp(SECRET_MARKER_RE.source);
+
 /**
  * The image, interpolated, checked against Docker's reference grammar (a name from a template or
  * `python:` is only known now) and never holding a secret: image names are stored and shown.
@@ -117,7 +120,7 @@ function imageOf(workflow: WorkflowSpec, root: string, python: string | undefine
   }
   const field = workflow.image !== undefined ? 'image' : 'python';
   const image = workflow.image !== undefined ? interp(workflow.image) : `python:${python ?? DEFAULT_PYTHON}-slim`;
-  if (new RegExp(SECRET_MARKER_RE.source).test(image))
+  if (HAS_SECRET.test(image))
     throw fieldError(root, 'DS0021', `\`image\` of workflow \`${workflow.name}\` reads a secret; image names are stored and shown, so they cannot hold one`, workflow, field,
       'put the registry credentials under `registry_auth:` (username and password may read secrets)');
   const problem = imageReferenceProblem(image);

@@ -198,6 +198,25 @@ t('resources.remote: true with no remote configured says so; local: true plans l
   assert.is(r.exitCode, 0, r.stderr);
 });
 
+t('with a default remote configured, local: true runs locally and remote: true goes to the remote', async () => {
+  const p = await createProject({
+    workflows: `workflows:\n  - name: here\n    image: ${IMAGE}\n    commands: [echo ran-here]\n    resources: {local: true}\n  - name: there\n    image: ${IMAGE}\n    commands: [echo]\n    resources: {remote: true}\n`,
+  });
+  try {
+    // Nothing listens on port 9 and the hermetic home has no key: reaching the remote fails, which shows it was chosen.
+    assert.is((await p.run(['config', 'ssh', '--name', 'pool', '--host', 'root@127.0.0.1:9', '--default'])).exitCode, 0);
+    const here = await p.run(['run', 'here']);
+    assert.is(here.exitCode, 0, here.stderr);
+    assert.is(here.stdout, 'ran-here\n');
+    const there = await p.run(['run', 'there']);
+    assertNoCrash(there);
+    assert.is(there.exitCode, 3, there.stderr);
+    assert.match(there.stderr, /^error DS020[56]: .*root@127\.0\.0\.1:9/);
+  } finally {
+    await p.cleanup();
+  }
+});
+
 t('an artifact outside /workflow: a dry run plans it with a warning, a run refuses it before any container', async () => {
   const p = await createProject({ workflows: wf('    artifacts: [/opt/venv]\n') });
   try {

@@ -8,7 +8,7 @@
  * machine reached over SSH (provisioning being a no-op for the pool). One contract suite
  * (test/integration/backend-contract.ts) is registered against every implementation.
  */
-import type { ArtifactStore, Manifest } from '../artifacts/types.js';
+import type { ArtifactStore, Manifest } from './objects.js';
 import type { ArtifactSpec, JobSpec, JobStatus, RunName, JobId } from './types.js';
 import type { SecretSource } from './secrets.js';
 

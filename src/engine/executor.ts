@@ -7,8 +7,7 @@
  * a graceful stop and an abort alike.
  */
 import pLimit from 'p-limit';
-import type { Manifest } from '../artifacts/types.js';
-import type { ArtifactStore } from '../artifacts/types.js';
+import type { ArtifactStore, Manifest } from './objects.js';
 import type { Backend, ExitInfo, JobContext, Machine, RunningJob } from './backend.js';
 import type { ControlMode, RunControl } from './control.js';
 import { DstackError, isDstackError } from './errors.js';

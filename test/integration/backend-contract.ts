@@ -11,9 +11,10 @@
  * busybox image (or `image`). `leftovers` lists what the backend's jobs left behind (containers,
  * job folders on a host); the last test asserts it is empty after every teardown.
  */
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { buffer } from 'node:stream/consumers';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { ArtifactStore, Manifest } from '../../src/artifacts/types.js';
@@ -206,7 +207,7 @@ export function registerBackendContract(name: string, factory: ContractFactory):
         ['dir:out', 'file:out/a.txt:7', 'dir:out/sub', 'file:out/sub/b.txt:1'],
       );
       const contents: Record<string, string> = {};
-      for (const e of manifest.entries) if (e.type === 'file') contents[e.path] = await readFile(store.objectPath(e.hash), 'utf8');
+      for (const e of manifest.entries) if (e.type === 'file') contents[e.path] = (await buffer(store.objects.get(e.hash))).toString('utf8');
       assert.equal(contents, { 'out/a.txt': 'result\n', 'out/sub/b.txt': 'b' });
 
       const handle = lastHandle(h);

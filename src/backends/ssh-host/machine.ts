@@ -22,7 +22,7 @@ import type { BackendHandle, JobContext, LogSink, Machine, RunningJob, StageInpu
 import { DstackError } from '../../engine/errors.js';
 import type { ArtifactSpec } from '../../engine/types.js';
 import { LABEL_HOME, LABEL_JOB, LABEL_RUN, cacheMounts, createOptions } from '../docker/container.js';
-import { saveWithDeps, type DepMount } from '../docker/deps.js';
+import { notifyUnsaved, saveWithDeps, type DepMount } from '../docker/deps.js';
 import type { DockerClient } from '../docker/docker.js';
 import { JobContainer, hasGpuSupport } from '../docker/job-container.js';
 import { registryAuthOf, type ImageCache } from '../docker/pull.js';
@@ -197,12 +197,12 @@ export class RemoteMachine implements Machine {
       for (const a of artifacts) ctx.notify({ kind: 'info', message: `artifact '${a.path}' was not found in /workflow` });
       return makeManifest([]);
     }
-    const { manifest, missing } = await saveWithDeps({
+    const { manifest, missing, skipped } = await saveWithDeps({
       artifacts,
       depPaths: this.depMounts.map((m) => m.path),
       save: (from, specs) => receiveArtifacts(this.connection, layout, from === 'workflow' ? workflowDir : depsDir, specs, store, this.received),
     });
-    for (const path of missing) ctx.notify({ kind: 'info', message: `artifact '${path}' was not found in /workflow` });
+    notifyUnsaved(ctx, missing, skipped);
     return manifest;
   }
 

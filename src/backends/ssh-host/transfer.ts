@@ -14,9 +14,10 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import type { SFTPWrapper } from 'ssh2';
 import { escapingSymlinkError, makeManifest, symlinkTargetInside } from '../../artifacts/manifest.js';
-import type { ArtifactStore, Manifest, ManifestEntry } from '../../artifacts/types.js';
+import { isFileObjectStore, type ArtifactStore, type Manifest, type ManifestEntry, type SkippedEntry } from '../../artifacts/types.js';
 import { DstackError } from '../../engine/errors.js';
 import { insideRelative } from '../../engine/paths.js';
 import { asContentHash, type ArtifactSpec, type ContentHash } from '../../engine/types.js';
@@ -24,6 +25,8 @@ import { mergeDeps, topLevel, type DepMount } from '../docker/deps.js';
 import type { SshConnection } from './connect.js';
 import type { HostLayout } from './host-layout.js';
 import { shellQuote } from './shell.js';
+import { acceptUploads, checkOnHost, RECORD_PATHS, recordsOf } from './object-cache.js';
+import { MKDIR_NOFOLLOW, REFUSED_LINK_EXIT, refusedOnHost } from './safe-sh.js';
 import { forEachLimit } from '../../engine/limit.js';
 
 const PARALLEL_FILES = 8;
@@ -38,28 +41,15 @@ async function runScript(connection: SshConnection, what: string, script: string
   return r.stdout;
 }
 
-/**
- * Of `hashes`, those the host's cache lacks. The others get a fresh mtime: the cache is evicted
- * least recently used first (see `evictObjects`). Makes the folders the missing ones will go to.
- */
-export async function missingOnHost(connection: SshConnection, layout: HostLayout, hashes: readonly string[]): Promise<string[]> {
-  const script = [
-    'mkdir -p "$1" "$2" && cd "$1" || exit 3',
-    // Present objects go down the pipe to `touch`, missing hashes to fd 3 (stdout).
-    '{ while read -r h; do d=${h%"${h#??}"}; if [ -f "$d/$h" ]; then printf "%s\\n" "$d/$h"; else [ -d "$d" ] || mkdir -p "$d"; printf "%s\\n" "$h" >&3; fi; done | xargs -r touch -c --; } 3>&1',
-  ].join('\n');
-  const out = await runScript(connection, 'looking up the object cache', script, [layout.objects, layout.objectsTmp], hashes.length ? `${hashes.join('\n')}\n` : '');
-  return out.toString('utf8').split('\n').filter((h) => /^[0-9a-f]{64}$/.test(h));
-}
-
 export interface SentStats {
   readonly bytes: number;
   readonly objects: number;
 }
 
 /**
- * Makes sure the host holds every object of `sizes`: uploads only what it lacks, each to a temp name
- * then renamed (so a half upload is never taken for an object), its size checked on arrival.
+ * Makes sure the host holds every object of `sizes`, sound: what it lacks (or holds damaged) is sent,
+ * read from the local store only after it is proved sound there, uploaded under a temp name and
+ * hashed on the host before it takes its name (checkOnHost, acceptUploads).
  */
 export async function sendObjects(
   connection: SshConnection,
@@ -68,26 +58,41 @@ export async function sendObjects(
   sizes: ReadonlyMap<string, number>,
   signal: AbortSignal,
 ): Promise<SentStats> {
-  const missing = await missingOnHost(connection, layout, [...sizes.keys()]);
+  const { missing } = await checkOnHost(connection, layout, sizes);
   if (missing.length === 0) return { bytes: 0, objects: 0 };
   const sftp = await connection.sftp();
+  const objects = store.objects;
   let bytes = 0;
-  await forEachLimit(missing, PARALLEL_FILES, async (hash) => {
-    signal.throwIfAborted();
-    const expected = sizes.get(hash) ?? -1;
-    const tmp = posix.join(layout.objectsTmp, `${process.pid}-${randomBytes(6).toString('hex')}`);
-    const local = store.objectPath(asContentHash(hash));
-    try {
-      await sftpCall<void>((cb) => sftp.fastPut(local, tmp, { mode: 0o444, concurrency: 16 }, cb));
-      const st = await sftpCall<{ size: number }>((cb) => sftp.stat(tmp, cb));
-      if (st.size !== expected) throw new DstackError('DS0301', `object ${hash} arrived on ${connection.label} with ${st.size} bytes, not ${expected}`);
-      await sftpCall<void>((cb) => sftp.ext_openssh_rename(tmp, layout.objectPath(hash), cb));
-      bytes += expected;
-    } catch (e) {
-      await sftpCall<void>((cb) => sftp.unlink(tmp, cb)).catch(() => undefined);
-      throw sftpError(e, connection, `sending object ${hash}`);
-    }
-  });
+  const uploads: { tmp: string; hash: string }[] = [];
+  try {
+    await forEachLimit(missing, PARALLEL_FILES, async (hash) => {
+      signal.throwIfAborted();
+      const size = sizes.get(hash) ?? -1;
+      const tmp = posix.join(layout.objectsTmp, `${process.pid}-${randomBytes(6).toString('hex')}`);
+      uploads.push({ tmp, hash });
+      try {
+        if (isFileObjectStore(objects)) {
+          // Proved sound first (cheaply when it was hashed before); fastPut reads out of order, so it cannot hash on the way.
+          const local = await objects.verifiedPath(asContentHash(hash));
+          await sftpCall<void>((cb) => sftp.fastPut(local, tmp, { mode: 0o444, concurrency: 16 }, cb));
+        } else {
+          await pipeline(objects.get(asContentHash(hash), { size, signal }), sftp.createWriteStream(tmp, { mode: 0o444 }));
+        }
+      } catch (e) {
+        throw sftpError(e, connection, `sending object ${hash}`);
+      }
+      bytes += size;
+    });
+  } catch (e) {
+    await runScript(connection, 'removing partial uploads', 'cd "$1" && xargs -r rm -f --', [layout.objectsTmp], uploads.map((u) => `${posix.basename(u.tmp)}\n`).join('')).catch(() => undefined);
+    throw e;
+  }
+  const wrong = await acceptUploads(connection, layout, uploads);
+  if (wrong.length > 0) {
+    throw new DstackError('DS0307', `${wrong.length === 1 ? `object ${wrong[0]}` : `${wrong.length} objects`} arrived on ${connection.label} with other bytes than were sent`, {
+      hint: 'the connection or the disk on that host damages data; run the job again, or take the host out of the pool',
+    });
+  }
   return { bytes, objects: missing.length };
 }
 
@@ -96,7 +101,7 @@ export interface StagePlan {
   readonly jobDir: string;
   readonly snapshot: Manifest;
   readonly deps: readonly Manifest[];
-  /** Host folders to make for `cache:` mounts. */
+  /** Host folders to make for `cache:` mounts, under `layout.root`. */
   readonly cacheDirs: readonly string[];
 }
 
@@ -134,7 +139,8 @@ export function stagePlan(layout: HostLayout, plan: StagePlan): StagedOnHost {
   const D = posix.join(plan.jobDir, 'deps');
   const objects = new Map<string, number>();
   const obj = (hash: string): string => `"$O"/${hash.slice(0, 2)}/${hash}`;
-  const lines: string[] = ['set -e', 'umask 022', `O=${q(layout.objects)}`, `rm -rf -- ${q(plan.jobDir)}`, `mkdir -p -- ${q(W)}`, `cd ${q(W)}`];
+  // Made one component at a time from the layout's root, refusing any symlink on the way (safe-sh.ts).
+  const lines: string[] = [MKDIR_NOFOLLOW, 'set -e', 'umask 022', `O=${q(layout.objects)}`, `rm -rf -- ${q(plan.jobDir)}`, `mkdir_nofollow ${q(layout.root)} ${q(underRoot(layout, W))}`, `cd ${q(W)}`];
 
   // The code snapshot.
   const snapDirs = new Set<string>();
@@ -215,13 +221,21 @@ export function stagePlan(layout: HostLayout, plan: StagePlan): StagedOnHost {
       }
     }
   }
-  batched('mkdir -p', plan.cacheDirs, lines);
+  for (const dir of plan.cacheDirs) lines.push(`mkdir_nofollow ${q(layout.root)} ${q(underRoot(layout, dir))}`);
   return { workflowDir: W, depsDir: D, mounts, objects, script: `${lines.join('\n')}\n` };
+}
+
+/** `path` relative to the layout's root, which it must be under. */
+function underRoot(layout: HostLayout, path: string): string {
+  const rel = posix.relative(layout.root, posix.normalize(path));
+  if (rel === '' || rel.startsWith('..') || posix.isAbsolute(rel)) throw new Error(`${path} is not under ${layout.root}`);
+  return rel;
 }
 
 /** Runs the staging script on the host: one exec. */
 export async function materializeOnHost(connection: SshConnection, staged: StagedOnHost): Promise<void> {
   const r = await connection.exec('sh -s', { stdin: staged.script });
+  if (r.code === REFUSED_LINK_EXIT) throw refusedOnHost(connection.label, r.stderr.toString('utf8'));
   if (r.code !== 0) {
     throw new DstackError('DS0209', `making the job's folder failed on ${connection.label} (exit ${r.code}): ${r.stderr.toString('utf8').trim().slice(0, 500)}`);
   }
@@ -232,6 +246,7 @@ interface Listed {
   /** Paths of files, by hash, for fetching. */
   readonly files: Map<string, string>;
   readonly missing: string[];
+  readonly skipped: SkippedEntry[];
 }
 
 /**
@@ -258,6 +273,8 @@ async function listOnHost(connection: SshConnection, root: string, specs: readon
     '    printf "P\\0%s\\0%s\\0" "$p" "$(cd "$(dirname -- "$p")" && pwd -P)"',
     '    find "$p" -printf "%y\\0%m\\0%s\\0%p\\0%l\\0"',
     '    printf "E\\0"',
+    // Where each link ends up after the whole chain (LOOP when it never does): `a -> b`, `b -> /etc` leaves.
+    '    find "$p" -type l -exec sh -c \'for l; do printf "L\\0%s\\0%s\\0" "$l" "$(realpath -m -- "$l" 2>/dev/null || printf LOOP)"; done\' sh {} +',
     '  else printf "M\\0%s\\0" "$p"; fi',
     'done',
     'printf "H\\0"',
@@ -269,6 +286,7 @@ async function listOnHost(connection: SshConnection, root: string, specs: readon
   const entries = new Map<string, ManifestEntry>();
   const pending = new Map<string, { mode: number; size: number }>();
   const missing: string[] = [];
+  const skipped: SkippedEntry[] = [];
   let i = 0;
   let realRoot = '';
   const next = (): string => fields[i++] ?? '';
@@ -296,8 +314,17 @@ async function listOnHost(connection: SshConnection, root: string, specs: readon
           if (path !== '') entries.set(path, { type: 'dir', path, mode: 0o755 });
         } else if (type === 'f') {
           pending.set(path, { mode: mode & 0o111 ? 0o755 : 0o644, size });
+        } else {
+          // Reading a fifo would hang, a device could be anything: not artifacts, and the user is told.
+          skipped.push({ path: path || '.', kind: type === 'p' ? 'fifo' : type === 's' ? 'socket' : 'device' });
         }
-        // Sockets, fifos and devices are not artifacts.
+      }
+    } else if (tag === 'L') {
+      const path = norm(next());
+      const resolved = next();
+      if (resolved !== 'LOOP' && resolved !== realRoot && !resolved.startsWith(`${realRoot}/`)) {
+        const e = entries.get(path);
+        throw escapingSymlinkError(path, e?.type === 'symlink' ? e.target : '?', `resolving to '${resolved}' on ${connection.label}`);
       }
     } else if (tag === 'H') break;
     else throw new DstackError('DS0209', `unexpected answer from ${connection.label} while listing the artifacts`);
@@ -318,7 +345,7 @@ async function listOnHost(connection: SshConnection, root: string, specs: readon
   for (const [path] of pending) {
     if (!entries.has(path)) throw new DstackError('DS0301', `artifact file '${path}' on ${connection.label} could not be read`);
   }
-  return { entries, files, missing };
+  return { entries, files, missing, skipped };
 }
 
 export interface ReceivedStats {
@@ -337,7 +364,7 @@ export async function receiveArtifacts(
   specs: readonly ArtifactSpec[],
   store: ArtifactStore,
   stats?: { bytes: number; objects: number },
-): Promise<{ readonly manifest: Manifest; readonly missing: readonly string[] }> {
+): Promise<{ readonly manifest: Manifest; readonly missing: readonly string[]; readonly skipped: readonly SkippedEntry[] }> {
   const listed = await listOnHost(connection, root, specs);
   // Into the host's cache too (hard links; the job has ended): a dependent job staged on this host
   // then needs none of them sent back up.
@@ -346,8 +373,13 @@ export async function receiveArtifacts(
     await runScript(
       connection,
       'caching the artifacts',
-      'O=$1; R=$2; while IFS=" " read -r h p; do d=$O/${h%"${h#??}"}; [ -f "$d/$h" ] && continue; mkdir -p "$d"; ln -- "$R/$p" "$d/$h" 2>/dev/null || cp -- "$R/$p" "$d/$h"; chmod 444 "$d/$h"; done 2>/dev/null; exit 0',
-      [layout.objects, root],
+      // sha256sum just read these bytes (the job has ended), so each new object is recorded as verified.
+      [
+        'O=$1; R=$2; V=$3; L=$(mktemp) || exit 0',
+        'while IFS=" " read -r h p; do d=$O/${h%"${h#??}"}; [ -f "$d/$h" ] && continue; mkdir -p "$d"; { ln -- "$R/$p" "$d/$h" 2>/dev/null || cp -- "$R/$p" "$d/$h"; } && chmod 444 "$d/$h" && printf "%s\\n" "$d/$h" >> "$L"; done 2>/dev/null',
+        `${RECORD_PATHS} < "$L"; rm -f "$L"; exit 0`,
+      ].join('\n'),
+      [layout.objects, root, recordsOf(layout)],
       keep.map(([hash, path]) => `${hash} ${path}\n`).join(''),
     ).catch(() => undefined);
   }
@@ -378,16 +410,16 @@ export async function receiveArtifacts(
       await rm(dir, { recursive: true, force: true });
     }
   }
-  return { manifest: makeManifest(listed.entries.values()), missing: listed.missing };
+  return { manifest: makeManifest(listed.entries.values()), missing: listed.missing, skipped: listed.skipped };
 }
 
 /**
- * Keeps the host's object cache under `maxBytes`: removes the least recently used objects (mtime,
- * refreshed on every use) that no job uses now — none hard-linked into a job's deps folder, none
+ * Keeps the host's object cache under `maxBytes`: removes the least recently used objects (access
+ * time, set on every use: object-cache.ts) that no job uses now — none hard-linked into a job's deps folder, none
  * used in the last `guardSeconds` (a job being staged). One exec to list, one to remove.
  */
 export async function evictObjects(connection: SshConnection, layout: HostLayout, maxBytes: number, guardSeconds = 600): Promise<{ readonly removed: number; readonly bytes: number }> {
-  const out = await runScript(connection, 'sizing the object cache', '[ -d "$1" ] || exit 0\nfind "$1" -type f -printf "%T@ %s %n %p\\0"', [layout.objects]);
+  const out = await runScript(connection, 'sizing the object cache', '[ -d "$1" ] || exit 0\nfind "$1" -type f -printf "%A@ %s %n %p\\0"', [layout.objects]);
   const now = Date.now() / 1000;
   let total = 0;
   const candidates: { at: number; size: number; path: string }[] = [];

@@ -1,0 +1,134 @@
+/**
+ * A host's object cache (`$HOME/.dstack/objects/sha256/ab/<hash>`) checked the way the local store
+ * is: nothing there is handed to a job on trust. One exec per job asks which objects the host has
+ * and proves the ones it has sound — cheaply when an object was hashed before and its (inode, size,
+ * mtime) are unchanged since (records in `objects/verified`), with sha256sum otherwise — moving a
+ * damaged one to `objects/quarantine/` and reporting it missing, so it is sent again. What arrives
+ * by SFTP is hashed on the host before it takes its name.
+ *
+ * Unlike the local store, the records leave ctime out: staging hard-links objects into every job's
+ * folder (changing ctime each time), and a shell has no cheap way to follow that. Nothing a job runs
+ * can write there (deps are mounted read-only); the login user can, and `dstack store verify` does
+ * not reach hosts. Use is marked on the access time (`touch -a`), which leaves the records valid;
+ * eviction goes least recently used first by it.
+ */
+import type { SshConnection } from './connect.js';
+import type { HostLayout } from './host-layout.js';
+import { shellQuote } from './shell.js';
+import { DstackError } from '../../engine/errors.js';
+
+/** `objects/verified` beside `objects/sha256`. */
+const recordsOf = (layout: HostLayout): string => `${layout.objects.replace(/\/sha256$/, '')}/verified`;
+const quarantineOf = (layout: HostLayout): string => `${layout.objects.replace(/\/sha256$/, '')}/quarantine`;
+
+/** Prints "<name> <ino>:<size>:<mtime>" for the paths on stdin (relative names stripped to the hash). */
+const RECORD = `xargs -r stat -c '%n %i:%s:%.9Y' -- 2>/dev/null | awk '{ n = $1; sub(/.*\\//, "", n); print n, $2 }'`;
+
+/**
+ * stdin: "<hash> <size>" per wanted object. stdout: "M <hash>" for each the host lacks (or had
+ * damaged: then also "Q <hash>", and it is in quarantine now).
+ */
+const CHECK_SCRIPT = `set -u
+O=$1; T=$2; Q=$3; V=$4
+mkdir -p "$O" "$T" "$Q" || exit 3
+[ -f "$V" ] || : > "$V"
+cd "$O" || exit 3
+W=$(mktemp -d "$T/check.XXXXXX") || exit 3
+trap 'rm -rf "$W"' EXIT
+cat > "$W/want"
+awk '{ print substr($1, 1, 2) "/" $1 }' "$W/want" | xargs -r stat -c '%n %i:%s:%.9Y %s %F' -- > "$W/stat" 2>/dev/null
+awk 'FILENAME == ARGV[1] { want[$1] = $2; next }
+     FILENAME == ARGV[2] { h = $1; sub(/^..\\//, "", h); id[h] = $2; sz[h] = $3; ty[h] = $4; next }
+     { rec[$1] = $2 }
+     END { for (h in want) {
+       if (!(h in id)) print "M", h
+       else if (ty[h] != "regular" || sz[h] != want[h]) print "B", h
+       else if (rec[h] == id[h]) print "K", h
+       else print "C", h } }' "$W/want" "$W/stat" "$V" > "$W/plan"
+awk '$1 == "C" { print substr($2, 1, 2) "/" $2 }' "$W/plan" | xargs -r sha256sum -- > "$W/sums" 2>/dev/null
+awk 'FILENAME == ARGV[1] { if ($1 != "C") print; else c[$2] = 1; next }
+     { n = $2; sub(/^..\\//, "", n); if (n in c) { print ($1 == n ? "G" : "B"), n; delete c[n] } }
+     END { for (h in c) print "M", h }' "$W/plan" "$W/sums" > "$W/done"
+while read -r s h; do
+  case $s in
+    M) echo "M $h" ;;
+    B) mv -f -- "\${h%"\${h#??}"}/$h" "$Q/$h-$$" 2>/dev/null; echo "Q $h"; echo "M $h" ;;
+  esac
+done < "$W/done"
+awk '$1 == "K" || $1 == "G" { print substr($2, 1, 2) "/" $2 }' "$W/done" | xargs -r touch -a -c --
+awk '$1 == "G" { print substr($2, 1, 2) "/" $2 }' "$W/done" | ${RECORD} >> "$V"
+if [ "$(wc -l < "$V")" -gt 50000 ]; then awk '{ r[$1] = $2 } END { for (h in r) print h, r[h] }' "$V" > "$W/v" && mv -f -- "$W/v" "$V"; fi
+exit 0
+`;
+
+export interface HostCheck {
+  /** Objects to send: not there, or there damaged. */
+  readonly missing: readonly string[];
+  /** Damaged objects moved to the host's quarantine. */
+  readonly quarantined: readonly string[];
+}
+
+/** Of `sizes` (hash → size), what the host lacks; the rest proved sound and marked used. One exec. */
+export async function checkOnHost(connection: SshConnection, layout: HostLayout, sizes: ReadonlyMap<string, number>): Promise<HostCheck> {
+  const stdin = [...sizes].map(([h, s]) => `${h} ${s}\n`).join('');
+  const r = await connection.exec(`sh -c ${shellQuote(CHECK_SCRIPT)} dstack ${[layout.objects, layout.objectsTmp, quarantineOf(layout), recordsOf(layout)].map(shellQuote).join(' ')}`, { stdin });
+  if (r.code !== 0) {
+    throw new DstackError('DS0209', `checking the object cache failed on ${connection.label} (exit ${r.code}): ${r.stderr.toString('utf8').trim().slice(0, 500)}`);
+  }
+  const missing: string[] = [];
+  const quarantined: string[] = [];
+  for (const line of r.stdout.toString('utf8').split('\n')) {
+    const [tag, hash] = line.split(' ');
+    if (!hash || !/^[0-9a-f]{64}$/.test(hash)) continue;
+    if (tag === 'M') missing.push(hash);
+    else if (tag === 'Q') quarantined.push(hash);
+  }
+  return { missing, quarantined };
+}
+
+/**
+ * stdin: "<temp path> <hash>" per upload. Each is hashed on the host; a sound one takes its name (and
+ * a record), a wrong one is removed and printed "B <hash>".
+ */
+const ACCEPT_SCRIPT = `set -u
+O=$1; T=$2; V=$3
+cd "$O" || exit 3
+W=$(mktemp -d "$T/accept.XXXXXX") || exit 3
+trap 'rm -rf "$W"' EXIT
+cat > "$W/up"
+awk '{ print $1 }' "$W/up" | xargs -r sha256sum -- > "$W/sums" 2>/dev/null
+awk 'FILENAME == ARGV[1] { want[$1] = $2; next } { got[$2] = $1 }
+     END { for (t in want) print (got[t] == want[t] ? "G" : "B"), t, want[t] }' "$W/up" "$W/sums" > "$W/res"
+: > "$W/placed"
+while read -r s t h; do
+  d=\${h%"\${h#??}"}
+  if [ "$s" = G ]; then mkdir -p "$d" && mv -f -- "$t" "$d/$h" && echo "$d/$h" >> "$W/placed"
+  else rm -f -- "$t"; echo "B $h"; fi
+done < "$W/res"
+${RECORD} < "$W/placed" >> "$V"
+exit 0
+`;
+
+/** Moves uploaded temp files into the cache once their bytes are proved to be their hash's. Returns the hashes that arrived wrong. */
+export async function acceptUploads(connection: SshConnection, layout: HostLayout, uploads: readonly { readonly tmp: string; readonly hash: string }[]): Promise<string[]> {
+  if (uploads.length === 0) return [];
+  const stdin = uploads.map((u) => `${u.tmp} ${u.hash}\n`).join('');
+  const r = await connection.exec(`sh -c ${shellQuote(ACCEPT_SCRIPT)} dstack ${[layout.objects, layout.objectsTmp, recordsOf(layout)].map(shellQuote).join(' ')}`, { stdin });
+  if (r.code !== 0) {
+    throw new DstackError('DS0209', `storing the sent objects failed on ${connection.label} (exit ${r.code}): ${r.stderr.toString('utf8').trim().slice(0, 500)}`);
+  }
+  return r.stdout
+    .toString('utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('B '))
+    .map((l) => l.slice(2));
+}
+
+/**
+ * Shell that appends records for the object paths on its stdin (relative to the objects folder, the
+ * current folder), to the file named by `$V`: for objects just made from bytes whose hash the
+ * caller has computed.
+ */
+export const RECORD_PATHS = `${RECORD} >> "$V"`;
+
+export { recordsOf };

@@ -45,6 +45,8 @@ export class LocalObjectStore implements FileObjectStore {
   private readonly records: VerifiedRecords;
   private readonly onFault: LocalObjectStoreOptions['onFault'];
   private tmpReady: Promise<unknown> | undefined;
+  /** Where this process moved each damaged object it found. */
+  readonly quarantined = new Map<ContentHash, string>();
 
   constructor(options: LocalObjectStoreOptions) {
     this.home = options.home;
@@ -307,6 +309,7 @@ export class LocalObjectStore implements FileObjectStore {
     const to = join(this.quarantineDir, `${hash}-${Date.now()}-${randomBytes(3).toString('hex')}`);
     try {
       await rename(path, to);
+      this.quarantined.set(hash, to);
       return to;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;

@@ -28,6 +28,7 @@ import { JobContainer, hasGpuSupport } from '../docker/job-container.js';
 import { registryAuthOf, type ImageCache } from '../docker/pull.js';
 import type { SshConnection } from './connect.js';
 import { layoutOf, type HostLayout } from './host-layout.js';
+import { removeJobDirOnHost } from './object-cache.js';
 import type { Lease } from './lease.js';
 import { evictObjects, materializeOnHost, receiveArtifacts, sendObjects, stagePlan } from './transfer.js';
 import { openTunnel, type Tunnel } from './tunnel.js';
@@ -68,6 +69,8 @@ export class RemoteMachine implements Machine {
   private workflowDir: string | undefined;
   private depsDir: string | undefined;
   private depMounts: readonly DepMount[] = [];
+  /** Objects of the host's cache hard-linked into the job's folder (see removeJobDirOnHost). */
+  private linked: readonly string[] = [];
   private repoKey = 'none';
   private imageHome: string | undefined;
   private tunnels: Tunnel[] = [];
@@ -134,6 +137,7 @@ export class RemoteMachine implements Machine {
     this.workflowDir = plan.workflowDir;
     this.depsDir = plan.depsDir;
     this.depMounts = plan.mounts;
+    this.linked = plan.linked;
   }
 
   private cacheDir(layout: HostLayout, ctx: JobContext): string {
@@ -217,12 +221,8 @@ export class RemoteMachine implements Machine {
     if (!this.connection.closed) {
       // The container first: while it runs it may still be writing into the folder.
       await this.container.remove().catch((e: unknown) => errors.push(e));
-      if (this.jobDir) {
-        const r = await this.connection.exec(`rm -rf -- '${this.jobDir.replace(/'/g, `'\\''`)}'`).catch((e: unknown) => {
-          errors.push(e);
-          return undefined;
-        });
-        if (r && r.code !== 0) errors.push(new Error(`rm of ${this.jobDir} on ${this.connection.label}: ${r.stderr.toString('utf8').trim()}`));
+      if (this.jobDir && this.layout) {
+        await removeJobDirOnHost(this.connection, this.layout, this.jobDir, this.linked).catch((e: unknown) => errors.push(e));
       }
       if (this.layout && errors.length === 0) await evictObjects(this.connection, this.layout, this.o.cacheBytes).catch(() => undefined);
     } else {

@@ -22,8 +22,11 @@ const quarantineOf = (layout: HostLayout): string => `${layout.objects.replace(/
 
 /** The identity of an inode's content as `stat -c` prints it: inode, size, mtime, ctime. */
 const ID = '%i:%s:%.9Y:%.9Z';
-/** Prints "<name> <id>" for the paths on stdin (relative names stripped to the hash). */
-const RECORD = `xargs -r stat -c '%n ${ID}' -- 2>/dev/null | awk '{ n = $1; sub(/.*\\//, "", n); print n, $2 }'`;
+/**
+ * Prints "<name> <id>" for the paths on its stdin (relative names stripped to the hash). A group, so
+ * `RECORD < file` and `… | RECORD >> file` feed and catch the whole pipeline.
+ */
+const RECORD = `{ xargs -r stat -c '%n ${ID}' -- 2>/dev/null | awk '{ n = $1; sub(/.*\\//, "", n); print n, $2 }'; }`;
 
 /**
  * stdin: "<hash> <size>" per wanted object. stdout: "M <hash>" for each the host lacks (or had
@@ -95,7 +98,7 @@ export async function checkOnHost(connection: SshConnection, layout: HostLayout,
  */
 const ACCEPT_SCRIPT = `set -u
 O=$1; T=$2; V=$3
-cd "$O" || exit 3
+mkdir -p "$O" "$T" && cd "$O" || exit 3
 W=$(mktemp -d "$T/accept.XXXXXX") || exit 3
 trap 'rm -rf "$W"' EXIT
 cat > "$W/up"

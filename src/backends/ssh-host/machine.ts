@@ -28,9 +28,9 @@ import { JobContainer, hasGpuSupport } from '../docker/job-container.js';
 import { registryAuthOf, type ImageCache } from '../docker/pull.js';
 import type { SshConnection } from './connect.js';
 import { layoutOf, type HostLayout } from './host-layout.js';
-import { removeJobDirOnHost } from './object-cache.js';
+import { evictObjects, removeJobDirOnHost } from './object-cache.js';
 import type { Lease } from './lease.js';
-import { evictObjects, materializeOnHost, receiveArtifacts, sendObjects, stagePlan } from './transfer.js';
+import { materializeOnHost, receiveArtifacts, sendObjects, stagePlan } from './transfer.js';
 import { openTunnel, type Tunnel } from './tunnel.js';
 
 /** Labels that tie a container to the pool and the host that runs it (reaping finds it by them). */

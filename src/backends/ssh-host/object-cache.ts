@@ -139,6 +139,14 @@ export const RECORD_PATHS = `${RECORD} >> "$V"`;
 
 export { recordsOf };
 
+/** Staging-script lines that re-record objects it just hard-linked (proved sound a moment before; the links moved their ctime). */
+export function recordLines(layout: HostLayout, linked: readonly string[]): string[] {
+  if (linked.length === 0) return [];
+  const lines = [`V=${shellQuote(recordsOf(layout))}`, 'cd "$O"'];
+  for (let i = 0; i < linked.length; i += 200) lines.push(`printf '%s\\n' ${linked.slice(i, i + 200).map((h) => `${h.slice(0, 2)}/${h}`).join(' ')} | ${RECORD_PATHS}`);
+  return lines;
+}
+
 /**
  * stdin: "ab/<hash>" per object hard-linked into the job's folder. Removes the folder (`$3`); the
  * objects whose records held just before keep them (removing a link moved their ctime).
@@ -161,4 +169,42 @@ export async function removeJobDirOnHost(connection: SshConnection, layout: Host
   const stdin = linked.map((h) => `${h.slice(0, 2)}/${h}\n`).join('');
   const r = await connection.exec(`sh -c ${shellQuote(REMOVE_SCRIPT)} dstack ${[layout.objects, recordsOf(layout), jobDir].map(shellQuote).join(' ')}`, { stdin });
   if (r.code !== 0) throw new Error(`rm of ${jobDir} on ${connection.label}: ${r.stderr.toString('utf8').trim()}`);
+}
+
+/**
+ * Keeps the host's object cache under `maxBytes`: removes the least recently used objects (access
+ * time, set on every use: object-cache.ts) that no job uses now — none hard-linked into a job's deps folder, none
+ * used in the last `guardSeconds` (a job being staged). One exec to list, one to remove.
+ */
+export async function evictObjects(connection: SshConnection, layout: HostLayout, maxBytes: number, guardSeconds = 600): Promise<{ readonly removed: number; readonly bytes: number }> {
+  const out = await hostScript(connection, 'sizing the object cache', '[ -d "$1" ] || exit 0\nfind "$1" -type f -printf "%A@ %s %n %p\\0"', [layout.objects]);
+  const now = Date.now() / 1000;
+  let total = 0;
+  const candidates: { at: number; size: number; path: string }[] = [];
+  for (const rec of out.toString('utf8').split('\0')) {
+    const m = /^(\S+) (\d+) (\d+) (.*)$/s.exec(rec);
+    if (!m) continue;
+    const size = Number(m[2]);
+    total += size;
+    const at = Number(m[1]);
+    if (Number(m[3]) === 1 && now - at > guardSeconds) candidates.push({ at, size, path: m[4]! });
+  }
+  if (total <= maxBytes) return { removed: 0, bytes: 0 };
+  candidates.sort((a, b) => a.at - b.at);
+  const doomed: string[] = [];
+  let freed = 0;
+  for (const c of candidates) {
+    if (total - freed <= maxBytes) break;
+    doomed.push(c.path);
+    freed += c.size;
+  }
+  if (doomed.length) await hostScript(connection, 'trimming the object cache', 'xargs -0 -r rm -f --', [], `${doomed.join('\0')}\0`);
+  return { removed: doomed.length, bytes: freed };
+}
+
+/** Runs a script with positional arguments; a non-zero exit is DS0209 naming the host. */
+async function hostScript(connection: SshConnection, what: string, script: string, args: readonly string[], stdin?: string): Promise<Buffer> {
+  const r = await connection.exec(`sh -c ${shellQuote(script)} dstack ${args.map(shellQuote).join(' ')}`, stdin === undefined ? {} : { stdin });
+  if (r.code !== 0) throw new DstackError('DS0209', `${what} failed on ${connection.label} (exit ${r.code}): ${r.stderr.toString('utf8').trim().slice(0, 500)}`);
+  return r.stdout;
 }

@@ -237,6 +237,17 @@ test(
       r0 = rchar();
       await again.verifiedPath(h);
       assert.ok(rchar() - r0 >= big.length);
+      // Two processes sharing a dep: one links and unlinks it (moving ctime, re-recording); the other,
+      // which read the records before, learns that instead of hashing the object again.
+      const one = new LocalObjectStore({ home });
+      const two = new LocalObjectStore({ home });
+      await two.verifiedPath(h);
+      const link = join(home, 'l1');
+      await one.link(h, link);
+      await one.unlinking([h], async () => unlinkSync(link));
+      r0 = rchar();
+      await two.verifiedPath(h);
+      assert.ok(rchar() - r0 < MB, `the other process hashed it again: read ${rchar() - r0} bytes`);
       // A torn record line is ignored, not trusted.
       writeFileSync(join(home, 'objects', 'verified'), `${h} 1:2:3\n${h.slice(0, 40)}`, { flag: 'a' });
       const torn = new LocalObjectStore({ home });

@@ -37,8 +37,8 @@ export class Session {
   async backend(id: string): Promise<Backend | undefined> {
     const existing = this.#backends.get(id);
     if (existing) return existing;
-    const { openBackend } = await import('../backends/index.js');
-    const backend = openBackend(id, { home: this.home });
+    const { registry } = await import('../backends/index.js');
+    const backend = registry.open(id, { home: this.home });
     if (backend) this.#backends.set(id, backend);
     return backend;
   }

@@ -88,6 +88,12 @@ export const Codes = {
   DS0302: { title: 'unsafe artifact entry', exit: ExitCode.usage },
   // interruption
   DS0400: { title: 'interrupted', exit: ExitCode.interrupted },
+  // backend plugins, the lifecycle of machines that cost money, instances (issue 9): DS0213–DS0229
+  DS0213: { title: 'job not supported by the backend', exit: ExitCode.usage },
+  DS0214: { title: 'image differs from the fingerprinted one', exit: ExitCode.backendUnavailable },
+  DS0215: { title: 'instance not reachable over SSH', exit: ExitCode.backendUnavailable },
+  DS0216: { title: 'instance ended before the job could start', exit: ExitCode.backendUnavailable },
+  DS0217: { title: 'dstack SSH key unusable', exit: ExitCode.backendUnavailable },
 } as const;
 export type ErrorCode = keyof typeof Codes;
 

@@ -15,7 +15,7 @@ const LABEL = 'dstack.test=backend-contract-local';
 registerBackendContract('local', async () => {
   await ensureBusybox();
   const home = await mkdtemp(join(tmpdir(), 'dstack-contract-local-'));
-  const backend = localPlugin.open({ home, config: { labels: { 'dstack.test': 'backend-contract-local' } } });
+  const backend = localPlugin.open({ home, settings: { labels: { 'dstack.test': 'backend-contract-local' } } });
   return {
     backend,
     store: new LocalArtifactStore({ home }),

@@ -24,7 +24,8 @@ registerBackendContract('ssh', async () => {
   const remote: SshRemote = { name: 'contract', kind: 'ssh', hosts: hosts.map((h) => ({ user: h.user, host: h.host, port: h.port })), identity: key.path, jobsPerHost: 2 };
   const backend = sshPlugin.open({
     home,
-    config: { name: 'contract', remote, knownHostsPath: join(home, 'known_hosts'), labels: { 'dstack.test': 'backend-contract-ssh' } },
+    remote: { name: 'contract', load: async () => remote },
+    settings: { knownHostsPath: join(home, 'known_hosts'), labels: { 'dstack.test': 'backend-contract-ssh' } },
   });
   await backend.check(new AbortController().signal);
   return {

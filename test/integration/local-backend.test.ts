@@ -32,7 +32,7 @@ test.before(async () => {
   project = await mkdtemp(join(tmpdir(), 'dstack-local-project-'));
   await writeFile(join(project, 'hello.txt'), 'hello from the snapshot\n');
   snap = (await new LocalArtifactStore({ home }).save(project, [{ path: 'hello.txt', mount: false }])).manifest;
-  backend = localPlugin.open({ home, config: { labels: { 'dstack.test': TEST_LABEL } } });
+  backend = localPlugin.open({ home, settings: { labels: { 'dstack.test': TEST_LABEL } } });
 });
 
 test.after(async () => {
@@ -440,7 +440,7 @@ async function depManifest(store: LocalArtifactStore, files: Record<string, stri
 test(
   'imageDigest is the engine image id, and bootstrap after it does not inspect again',
   withTimeout(20_000, async () => {
-    const b = localPlugin.open({ home, config: { labels: { 'dstack.test': TEST_LABEL } } }) as LocalBackend;
+    const b = localPlugin.open({ home, settings: { labels: { 'dstack.test': TEST_LABEL } } }) as LocalBackend;
     const client = b.client;
     const inspect = client.imageInspect.bind(client);
     let inspects = 0;

@@ -177,7 +177,7 @@ class ContainerRunningJob implements RunningJob {
       const why = e instanceof Error ? e.message : String(e);
       // The stream breaks a moment before the SSH layer reports why: give it that moment.
       await new Promise((r) => setTimeout(r, 50));
-      return { exitCode: 137, lost: true, reason: this.o.lostReason() ?? `lost contact with the Docker engine (${why})` };
+      return { exitCode: 137, lost: 'lost', reason: this.o.lostReason() ?? `lost contact with the Docker engine (${why})` };
     }
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.o.logsDone, new Promise<void>((r) => (timer = setTimeout(r, LOG_DRAIN_MS)))]);
@@ -192,8 +192,8 @@ class ContainerRunningJob implements RunningJob {
       return { exitCode, reason: 'killed (SIGKILL) outside dstack' };
     } catch (e) {
       const lost = this.o.lostReason();
-      if (lost) return { exitCode, lost: true, reason: lost };
-      if (isStatus(e, 404)) return { exitCode, lost: true, reason: 'the container was removed outside dstack' };
+      if (lost) return { exitCode, lost: 'lost', reason: lost };
+      if (isStatus(e, 404)) return { exitCode, lost: 'lost', reason: 'the container was removed outside dstack' };
       return { exitCode, reason: 'killed (SIGKILL)' };
     }
   }

@@ -174,13 +174,12 @@ export class RunCommand extends DstackCommand {
   }
 }
 
-/** `local`, or `ssh:NAME` for a remote (the default remote when none is named). */
+/** `local`, or `KIND:NAME` for a remote (the default remote when none is named). */
 async function backendIdOf(home: string, placement: PlacementChoice, workflow: string): Promise<string> {
   if (placement.kind === 'local') return 'local';
-  const { findRemote } = await import('../../backends/ssh/config.js');
+  const { registry } = await import('../../backends/index.js');
   try {
-    const found = await findRemote(home, placement.name);
-    return `${found.kind}:${found.name}`;
+    return await registry.backendIdFor(home, placement.name ?? '');
   } catch (e) {
     // `resources.remote: true` asked for the default remote: say that this is where the request came from.
     if (placement.why !== 'workflow' || !(e instanceof DstackError)) throw e;

@@ -100,7 +100,8 @@ export class RunCommand extends DstackCommand {
         snapshotting.catch(() => undefined);
         const prepared = prepareRun(store, request, '<run-name>');
         renderNotices(this.context.stderr, prepared.plan.notices);
-        const [backend, artifacts, snapshot] = await Promise.all([session.backend(backendId), session.artifacts(), snapshotting]);
+        const [backend, artifacts, snapshot, { assertSupported }] = await Promise.all([session.backend(backendId), session.artifacts(), snapshotting, import('../../engine/preflight.js')]);
+        assertSupported(backend!, prepared.jobs);
         // Hashed to decide, not stored: only the stat cache learns from a dry run.
         const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store });
         const decisions = await explainRun({
@@ -118,20 +119,27 @@ export class RunCommand extends DstackCommand {
         return 0;
       }
       const backend = (await session.backend(backendId))!;
-      const [{ takeSnapshot }, { createRun }, { hashTree }, { putJson }, artifacts] = await Promise.all([
+      const [{ takeSnapshot }, { prepareRecordable, recordRun }, { hashTree }, { putJson }, { preflight }, artifacts] = await Promise.all([
         import('../../engine/snapshot.js'),
         import('../../engine/submit.js'),
         import('../../artifacts/tree.js'),
         import('../../artifacts/objects.js'),
+        import('../../engine/preflight.js'),
         session.artifacts(),
-        backend.check(new AbortController().signal),
       ]);
-      const snapshot = await takeSnapshot(root);
+      const name = store.reserveName();
+      const prepared = prepareRecordable(store, request, name);
+      // What the backend cannot run, then its credentials, before anything is recorded or costs
+      // money; the snapshot's git calls meanwhile.
+      const snapshotting = takeSnapshot(root);
+      snapshotting.catch(() => undefined);
+      await preflight(backend, prepared.jobs, new AbortController().signal);
+      const snapshot = await snapshotting;
       // The code is stored by content now, so the run sees it as it is at this moment whatever is
       // edited later, and a detached run needs no copy of it.
       const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store, store: artifacts });
       const snapshotHash = await putJson(artifacts, tree.manifest);
-      const { run, jobs, prepared } = createRun(store, {
+      const { run, jobs } = recordRun(store, name, prepared, {
         ...request,
         owner: owner(),
         backend: backend.id,

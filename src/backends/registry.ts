@@ -43,20 +43,19 @@ export class BackendRegistry {
   }
 
   /**
-   * Opens the backend for a recorded id: `kind`, or `kind:NAME` — the remote NAME is loaded from
-   * config.json (checked by the plugin's schema) when the backend first needs it. Undefined when no
-   * plugin of that kind is built in.
+   * Opens the backend for a recorded id: `kind`, or `kind:NAME` with the remote NAME read from
+   * config.json (checked by the plugin's schema; DS0210/DS0211 when it is not there any more).
+   * Undefined when no plugin of that kind is built in.
    */
-  open(id: string, options: OpenOptions): Backend | undefined {
+  async open(id: string, options: OpenOptions): Promise<Backend | undefined> {
     const colon = id.indexOf(':');
     const kind = colon < 0 ? id : id.slice(0, colon);
     const plugin = this.find(kind);
     if (!plugin) return undefined;
     const settings = options.settings ? { settings: options.settings } : {};
     if (colon < 0) return plugin.open({ home: options.home, ...settings });
-    const name = id.slice(colon + 1);
-    const remotes = this.remotes(options.home);
-    return plugin.open({ home: options.home, remote: { name, load: () => remotes.findOf(kind, name) }, ...settings });
+    const remote = await this.remotes(options.home).findOf(kind, id.slice(colon + 1));
+    return plugin.open({ home: options.home, remote, ...settings });
   }
 
   /** Every plugin's own commands (`dstack config <kind>`). */

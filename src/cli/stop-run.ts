@@ -25,7 +25,7 @@ export async function stopRun(session: Session, run: RunRecord, mode: 'graceful'
     }
   }
   // Nobody supervises the run (any more): end what it left behind ourselves.
-  const backend = await session.backend(run.backend);
+  const backend = await session.reachable(run.backend);
   const final: JobStatus = mode === 'abort' ? 'aborted' : 'stopped';
   for (const job of store.jobs(run.name)) {
     if (isFinal(job.status)) continue;

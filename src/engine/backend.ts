@@ -207,26 +207,23 @@ export interface BackendPlugin<C extends RemoteConfig = RemoteConfig> {
    * naming the field. Absent: the plugin has no remotes (`local`).
    */
   readonly configSchema?: t.StrictValidator<unknown, C>;
-  /** Cheap: no network, no SDK import, no file read — the remote is loaded on first use. */
+  /** Cheap: no network, no SDK import (a cloud's SDK loads on first use). */
   open(options: BackendOpenOptions<C>): Backend;
 }
 
 export interface BackendOpenOptions<C extends RemoteConfig = RemoteConfig> {
   /** The dstack home (for job folders, caches, keys). */
   readonly home: string;
-  /** The remote this backend runs on (`NAME` of `kind:NAME`); absent for a plugin without remotes. */
-  readonly remote?: RemoteRef<C>;
+  /**
+   * The remote this backend runs on, as saved in config.json and checked by the plugin's schema
+   * (loaded before `open`, so even `supports` can read it); absent for a plugin without remotes.
+   */
+  readonly remote?: C;
   /**
    * Knobs no user configuration carries, for tests (container labels to sweep by, a known_hosts
    * file of their own, shorter timeouts). Each plugin documents the ones it reads.
    */
   readonly settings?: Readonly<Record<string, unknown>>;
-}
-
-/** A remote by name, loaded (from config.json, checked by the plugin's schema) when first needed. */
-export interface RemoteRef<C extends RemoteConfig = RemoteConfig> {
-  readonly name: string;
-  load(): Promise<C>;
 }
 
 export type { JobStatus };

@@ -24,7 +24,7 @@ registerBackendContract('ssh', async () => {
   const remote: SshRemote = { name: 'contract', kind: 'ssh', hosts: hosts.map((h) => ({ user: h.user, host: h.host, port: h.port })), identity: key.path, jobsPerHost: 2 };
   const backend = sshPlugin.open({
     home,
-    remote: { name: 'contract', load: async () => remote },
+    remote,
     settings: { knownHostsPath: join(home, 'known_hosts'), labels: { 'dstack.test': 'backend-contract-ssh' } },
   });
   await backend.check(new AbortController().signal);

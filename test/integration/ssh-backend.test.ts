@@ -61,7 +61,7 @@ test.after(async () => {
 async function openPool(hosts: readonly TestHost[], extra: Record<string, unknown> = {}): Promise<SshBackend> {
   const key = await clientKey();
   const remote: SshRemote = { name: 'test', kind: 'ssh', hosts: hosts.map((h) => ({ user: h.user, host: h.host, port: h.port })), identity: key.path, jobsPerHost: 2 };
-  return sshPlugin.open({ home, remote: { name: 'test', load: async () => remote }, settings: { knownHostsPath: knownHosts, labels: { 'dstack.test': TEST_LABEL }, leaseTtlSeconds: 3, ...extra } }) as SshBackend;
+  return sshPlugin.open({ home, remote, settings: { knownHostsPath: knownHosts, labels: { 'dstack.test': TEST_LABEL }, leaseTtlSeconds: 3, ...extra } }) as SshBackend;
 }
 
 function harness(s: JobSpec): Harness {

@@ -74,8 +74,7 @@ export class SshBackend implements Backend {
   readonly home: string;
   private readonly name: string;
   private readonly settings: SshBackendSettings;
-  private readonly loadRemote: () => Promise<SshRemote>;
-  private remoteValue: Promise<SshRemote> | undefined;
+  private readonly remoteConfig: SshRemote;
   private readonly connections = new Map<string, Promise<SshConnection>>();
   private checked: Promise<HostStatus[]> | undefined;
   /** Said once, to the first job: hosts left out, hosts trusted on first use. */
@@ -90,19 +89,11 @@ export class SshBackend implements Backend {
     if (!options.remote) throw new Error('the ssh backend needs a remote (ssh:NAME)');
     this.home = options.home;
     this.name = options.remote.name;
-    this.loadRemote = () => options.remote!.load();
+    this.remoteConfig = options.remote;
     this.settings = readSettings(options.settings);
     this.id = `ssh:${this.name}`;
   }
 
-  private remote(): Promise<SshRemote> {
-    if (!this.remoteValue) {
-      const p = this.loadRemote();
-      p.catch(() => (this.remoteValue = undefined));
-      this.remoteValue = p;
-    }
-    return this.remoteValue;
-  }
 
   /** The pooled connection to `host`; a new one when the last one died. */
   connection(host: SshHostSpec, options: { readonly signal?: AbortSignal; readonly timeoutMs?: number } = {}): Promise<SshConnection> {
@@ -110,15 +101,14 @@ export class SshBackend implements Backend {
     const key = targetLabel(host);
     const existing = this.connections.get(key);
     if (existing) return existing;
-    const made = this.remote().then((remote) =>
-      connectHost(host, {
-        ...(remote.identity ? { identity: remote.identity } : {}),
-        ...(this.settings.knownHostsPath ? { knownHostsPath: this.settings.knownHostsPath } : {}),
-        ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),
-        ...(options.signal ? { signal: options.signal } : {}),
-        notify: (m) => this.pending.push(m),
-      }),
-    );
+    const { identity } = this.remoteConfig;
+    const made = connectHost(host, {
+      ...(identity ? { identity } : {}),
+      ...(this.settings.knownHostsPath ? { knownHostsPath: this.settings.knownHostsPath } : {}),
+      ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+      notify: (m) => this.pending.push(m),
+    });
     this.connections.set(key, made);
     const forget = (): void => {
       if (this.connections.get(key) === made) this.connections.delete(key);
@@ -156,7 +146,7 @@ export class SshBackend implements Backend {
 
   private statuses(signal: AbortSignal): Promise<HostStatus[]> {
     if (!this.checked) {
-      const p = this.remote().then((remote) => Promise.all(remote.hosts.map((host) => this.status(host, signal))));
+      const p = Promise.all(this.remoteConfig.hosts.map((host) => this.status(host, signal)));
       p.then(
         (all) => {
           const bad = all.filter((s) => s.error);
@@ -201,12 +191,11 @@ export class SshBackend implements Backend {
   async provision(ctx: JobContext): Promise<Machine> {
     const hosts = await this.usable(ctx.signal);
     this.tell(ctx);
-    const remote = await this.remote();
     const { acquireHost } = await import('../ssh-host/lease.js');
     const got = await acquireHost({
       hosts,
       connect: (h) => this.connection(h),
-      jobsPerHost: jobsPerHostOf(remote),
+      jobsPerHost: jobsPerHostOf(this.remoteConfig),
       holder: { run: ctx.run, job: ctx.job, pid: process.pid, hostname: hostname() },
       ...(this.settings.leaseTtlSeconds ? { ttlSeconds: this.settings.leaseTtlSeconds } : {}),
       signal: ctx.signal,

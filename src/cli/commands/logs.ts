@@ -74,7 +74,7 @@ export class LogsCommand extends DstackCommand {
       print();
       if (this.follow) {
         const { reconcileRuns } = await import('../../engine/reconcile.js');
-        const backend = await session.backend(run.backend);
+        const backend = await session.reachable(run.backend);
         for (;;) {
           const now = store.getRun(run.name);
           if (!now || isFinal(now.status)) break;

@@ -49,7 +49,7 @@ export class PsCommand extends DstackCommand {
     if (runs.some((r) => !isFinal(r.status))) {
       const { reconcileRuns } = await import('../../engine/reconcile.js');
       const backends = new Map<string, Awaited<ReturnType<Session['backend']>>>();
-      for (const id of new Set(runs.filter((r) => !isFinal(r.status)).map((r) => r.backend))) backends.set(id, await session.backend(id));
+      for (const id of new Set(runs.filter((r) => !isFinal(r.status)).map((r) => r.backend))) backends.set(id, await session.reachable(id));
       const changed = await reconcileRuns(store, runs, (id) => backends.get(id));
       if (changed.length) runs = runs.map((r) => (changed.includes(r.name) ? (store.getRun(r.name) ?? r) : r));
     }

@@ -153,6 +153,32 @@ export class Remotes {
     return found;
   }
 
+  /**
+   * Adds `remote`, or replaces the one of that name when `force` (DS0212 otherwise). It becomes the
+   * default when asked, when it already was, or when there is no (valid) default yet.
+   */
+  async save(remote: RemoteConfig, o: { readonly force: boolean; readonly makeDefault: boolean }): Promise<{ readonly replaced: boolean; readonly isDefault: boolean }> {
+    const cfg = await this.read();
+    const replaced = cfg.remotes.some((r) => r.name === remote.name);
+    if (replaced && !o.force) {
+      throw new DstackError('DS0212', `a remote named '${remote.name}' already exists`, {
+        hint: `pass --force to replace it, or delete it first: dstack config delete ${remote.name}`,
+      });
+    }
+    const remotes = replaced ? cfg.remotes.map((r) => (r.name === remote.name ? remote : r)) : [...cfg.remotes, remote];
+    const isDefault = o.makeDefault || cfg.default === remote.name || !cfg.remotes.some((r) => r.name === cfg.default);
+    await this.write({ ...cfg, remotes, ...(isDefault ? { default: remote.name } : {}) });
+    return { replaced, isDefault };
+  }
+
+  /** Makes an existing remote the default; false when there is none of that name. */
+  async makeDefault(name: string): Promise<boolean> {
+    const cfg = await this.read();
+    if (!cfg.remotes.some((r) => r.name === name)) return false;
+    await this.write({ ...cfg, default: name });
+    return true;
+  }
+
   /** The remote named `name` if it is of `kind`; DS0211 otherwise (a backend opened for a remote that changed kind). */
   async findOf<C extends RemoteConfig>(kind: string, name: string): Promise<C> {
     const found = await this.find(name);

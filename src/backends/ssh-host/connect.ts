@@ -41,7 +41,7 @@ export interface ConnectOptions {
 }
 
 /** ssh2 is CommonJS: Node's ESM loader puts its exports on `default` (the bundle does too). */
-async function loadSsh2(): Promise<typeof import('ssh2')> {
+export async function loadSsh2(): Promise<typeof import('ssh2')> {
   const mod = await import('ssh2');
   return (mod as unknown as { default?: typeof mod }).default ?? mod;
 }

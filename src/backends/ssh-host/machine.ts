@@ -35,6 +35,14 @@ import { openTunnel, type Tunnel } from './tunnel.js';
 export const LABEL_REMOTE = 'dstack.remote';
 export const LABEL_HOST = 'dstack.host';
 
+/** Extra container labels a backend's settings ask for (tests sweep by them), without the ones dstack sets. */
+export function extraLabels(raw: unknown): Record<string, string> {
+  const reserved = [LABEL_HOME, LABEL_RUN, LABEL_JOB, LABEL_HOST, LABEL_REMOTE];
+  const labels: Record<string, string> = {};
+  if (raw && typeof raw === 'object') for (const [k, v] of Object.entries(raw)) if (typeof v === 'string' && !reserved.includes(k)) labels[k] = v;
+  return labels;
+}
+
 /** What keeps a machine ours while its job runs: the pool's lease on a host, an instance's heartbeat. */
 export interface Hold {
   /** Stops renewing and gives the machine up. Idempotent; never throws. */
@@ -54,6 +62,8 @@ export interface RemoteMachineOptions {
   readonly cacheBytes: number;
   /** How to pull a pinned image by digest on this host (`name@sha256:…`), as the backend learnt it. */
   readonly pullAs?: (digest: string) => readonly string[];
+  /** Fields every handle this machine records carries besides its own (an instance's id). */
+  readonly handle?: BackendHandle;
   /** Told what a job sent; tests read it. */
   readonly onSent?: (stats: { readonly bytes: number; readonly objects: number }) => void;
 }
@@ -94,7 +104,7 @@ export class RemoteMachine implements Machine {
   }
 
   private handle(): BackendHandle {
-    return { remote: this.o.remote, host: this.connection.label, container: this.container.id ?? null, jobDir: this.jobDir ?? null };
+    return { ...this.o.handle, remote: this.o.remote, host: this.connection.label, container: this.container.id ?? null, jobDir: this.jobDir ?? null };
   }
 
   /** Records where the job will live on the host before anything is made there (provision calls it). */

@@ -73,12 +73,8 @@ export class ConfigSshCommand extends DstackCommand {
   async run(): Promise<number> {
     const remotes = await this.context.remotes();
     const name = checkRemoteName(this.name);
-    const cfg = await remotes.read();
-    const existing = cfg.remotes.find((r) => r.name === name);
-
     if (this.hosts.length === 0) {
-      if (this.makeDefault && existing && this.identity === undefined && this.jobsPerHost === undefined) {
-        await remotes.write({ ...cfg, default: name });
+      if (this.makeDefault && this.identity === undefined && this.jobsPerHost === undefined && (await remotes.makeDefault(name))) {
         this.context.stderr.write(`Remote '${name}' is now the default\n`);
         return 0;
       }
@@ -99,20 +95,12 @@ export class ConfigSshCommand extends DstackCommand {
       jobsPerHost = Number(this.jobsPerHost);
     }
     const identity = this.identity === undefined ? undefined : await checkIdentity(this.identity);
-    if (existing && !this.force) {
-      throw new DstackError('DS0212', `a remote named '${name}' already exists`, {
-        hint: `pass --force to replace it, or delete it first: dstack config delete ${name}`,
-      });
-    }
-
     const remote: SshRemote = { name, kind: 'ssh', hosts, ...(identity ? { identity } : {}), jobsPerHost };
-    const next = existing ? cfg.remotes.map((r) => (r.name === name ? remote : r)) : [...cfg.remotes, remote];
-    const isDefault = this.makeDefault || cfg.default === name || !cfg.remotes.some((r) => r.name === cfg.default);
-    await remotes.write({ ...cfg, remotes: next, ...(isDefault ? { default: name } : {}) });
-    const flag = isDefault ? '--remote' : `--remote ${name}`;
+    const saved = await remotes.save(remote, { force: this.force, makeDefault: this.makeDefault });
+    const flag = saved.isDefault ? '--remote' : `--remote ${name}`;
     this.context.stderr.write(
-      `${existing ? 'Replaced' : 'Saved'} remote '${name}': ${plural(hosts.length, 'host')}, ${plural(jobsPerHost, 'job')} per host` +
-        `${isDefault ? ' (the default)' : ''}; run with \`dstack run WORKFLOW ${flag}\`\n`,
+      `${saved.replaced ? 'Replaced' : 'Saved'} remote '${name}': ${plural(hosts.length, 'host')}, ${plural(jobsPerHost, 'job')} per host` +
+        `${saved.isDefault ? ' (the default)' : ''}; run with \`dstack run WORKFLOW ${flag}\`\n`,
     );
     return 0;
   }

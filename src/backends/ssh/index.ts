@@ -13,7 +13,7 @@ import { hostname } from 'node:os';
 import type { Backend, BackendHandle, BackendOpenOptions, Capability, ImageDigestOptions, JobContext, Machine, ObservedState } from '../../engine/backend.js';
 import { DstackError } from '../../engine/errors.js';
 import type { JobSpec } from '../../engine/types.js';
-import { LABEL_HOME, LABEL_JOB, LABEL_RUN } from '../docker/container.js';
+import { LABEL_JOB, LABEL_RUN } from '../docker/container.js';
 import { registryAuthOf } from '../docker/pull.js';
 import type { Plugin } from '../plugin.js';
 import { connectHost, targetLabel, type SshConnection } from '../ssh-host/connect.js';
@@ -21,7 +21,7 @@ import { hostEngine, observeOnHost, reapOnHost, removeJobDir } from '../ssh-host
 import { layoutOf } from '../ssh-host/host-layout.js';
 import { parseTargetLabel, type SshHostSpec } from '../ssh-host/host-spec.js';
 import type { LeaseHolder } from '../ssh-host/lease.js';
-import { LABEL_HOST, LABEL_REMOTE, RemoteMachine } from '../ssh-host/machine.js';
+import { extraLabels, RemoteMachine } from '../ssh-host/machine.js';
 import { jobsPerHostOf, sshColumns, sshRemoteSchema, type SshRemote } from './config.js';
 
 /** The host object cache's default bound. */
@@ -45,14 +45,9 @@ export interface SshBackendSettings {
   readonly leaseTtlSeconds?: number;
 }
 
-const RESERVED_LABELS = [LABEL_HOME, LABEL_RUN, LABEL_JOB, LABEL_HOST, LABEL_REMOTE];
-
 function readSettings(raw: BackendOpenOptions['settings']): SshBackendSettings {
   const c = raw ?? {};
-  const labels: Record<string, string> = {};
-  if (c.labels && typeof c.labels === 'object') {
-    for (const [k, v] of Object.entries(c.labels)) if (typeof v === 'string' && !RESERVED_LABELS.includes(k)) labels[k] = v;
-  }
+  const labels = extraLabels(c.labels);
   const ttlFromEnv = Number(process.env.DSTACK_SSH_LEASE_TTL);
   const leaseTtlSeconds = typeof c.leaseTtlSeconds === 'number' ? c.leaseTtlSeconds : Number.isFinite(ttlFromEnv) && ttlFromEnv > 0 ? ttlFromEnv : undefined;
   const knownHostsPath = typeof c.knownHostsPath === 'string' ? c.knownHostsPath : process.env.DSTACK_KNOWN_HOSTS || undefined;

@@ -89,7 +89,7 @@ export function registerBackendContract(name: string, factory: ContractFactory):
   };
   const limit = (fn: () => Promise<void>) => async () => withTimeout(s().timeoutMs ?? 60_000, fn)();
 
-  test.before(async () => {
+  test.before(withTimeout(60_000, async () => {
     subject = await factory();
     project = await mkdtemp(join(tmpdir(), 'dstack-contract-project-'));
     await writeFile(join(project, 'hello.txt'), 'hello from the snapshot\n');
@@ -104,14 +104,14 @@ export function registerBackendContract(name: string, factory: ContractFactory):
     } finally {
       await rm(depDir, { recursive: true, force: true });
     }
-  });
+  }));
 
-  test.after(async () => {
+  test.after(withTimeout(60_000, async () => {
     // Machines a failing test could not tear down.
     for (const m of made) await m.teardown().catch(() => undefined);
     await rm(project, { recursive: true, force: true });
     await subject?.cleanup();
-  });
+  }));
 
   function spec(script: string | undefined, overrides: Partial<JobSpec> = {}): JobSpec {
     return jobSpec({ workflow: 'contract', image: s().image ?? BUSYBOX, command: shellCommand(script), ...overrides });

@@ -117,12 +117,12 @@ function worker(options: Record<string, unknown>): { child: ChildProcess; lines:
   return { child, lines: createInterface({ input: child.stdout! })[Symbol.asyncIterator](), exited };
 }
 
-test.after(async () => {
+test.after(withTimeout(60_000, async () => {
   for (const c of children) c.kill('SIGKILL');
   for (const c of connections) await c.close().catch(() => undefined);
   for (const h of hostsMade) await removeHost(h);
   await rm(scratch, { recursive: true, force: true });
-});
+}));
 
 test(
   'acquire and release: a slot folder with the holder on the host; release is idempotent and removes it',

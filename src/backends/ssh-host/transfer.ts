@@ -132,28 +132,41 @@ const checkedPath = (p: string): string => {
 export function stagePlan(layout: HostLayout, plan: StagePlan): StagedOnHost {
   const W = posix.join(plan.jobDir, 'workflow');
   const D = posix.join(plan.jobDir, 'deps');
-  const objects = new Map<string, number>();
-  const obj = (hash: string): string => `"$O"/${hash.slice(0, 2)}/${hash}`;
-  const lines: string[] = ['set -e', 'umask 022', `O=${q(layout.objects)}`, `rm -rf -- ${q(plan.jobDir)}`, `mkdir -p -- ${q(W)}`, `cd ${q(W)}`];
+  const script: Script = { lines: ['set -e', 'umask 022', `O=${q(layout.objects)}`, `rm -rf -- ${q(plan.jobDir)}`, `mkdir -p -- ${q(W)}`, `cd ${q(W)}`], objects: new Map() };
+  const code = snapshotLines(script, plan.snapshot);
+  const mounts = plan.deps.length > 0 ? depsLines(script, plan.deps, code, { W, D }) : [];
+  batched('mkdir -p', plan.cacheDirs, script.lines);
+  return { workflowDir: W, depsDir: D, mounts, objects: script.objects, script: `${script.lines.join('\n')}\n` };
+}
 
-  // The code snapshot.
-  const snapDirs = new Set<string>();
-  const addParents = (set: Set<string>, p: string): void => {
-    for (let d = posix.dirname(p); d !== '.' && !set.has(d); d = posix.dirname(d)) set.add(d);
-  };
-  const snapLinks = new Set<string>();
-  const snapFiles = new Set<string>();
-  for (const e of plan.snapshot.entries) {
+/** A staging script being written, and the objects it reads from the host's cache. */
+interface Script {
+  readonly lines: string[];
+  readonly objects: Map<string, number>;
+}
+
+const obj = (hash: string): string => `"$O"/${hash.slice(0, 2)}/${hash}`;
+const addParents = (set: Set<string>, p: string): void => {
+  for (let d = posix.dirname(p); d !== '.' && !set.has(d); d = posix.dirname(d)) set.add(d);
+};
+
+/** The code snapshot into the current folder; its symlinks and files, which the deps' mount points must respect. */
+function snapshotLines(script: Script, snapshot: Manifest): { readonly links: ReadonlySet<string>; readonly files: ReadonlySet<string> } {
+  const { lines, objects } = script;
+  const dirs = new Set<string>();
+  const links = new Set<string>();
+  const files = new Set<string>();
+  for (const e of snapshot.entries) {
     checkedPath(e.path);
-    addParents(snapDirs, e.path);
-    if (e.type === 'dir') snapDirs.add(e.path);
-    if (e.type === 'symlink') snapLinks.add(e.path);
-    if (e.type === 'file') snapFiles.add(e.path);
+    addParents(dirs, e.path);
+    if (e.type === 'dir') dirs.add(e.path);
+    if (e.type === 'symlink') links.add(e.path);
+    if (e.type === 'file') files.add(e.path);
   }
-  batched('mkdir -p', [...snapDirs].sort(), lines);
+  batched('mkdir -p', [...dirs].sort(), lines);
   const plain: string[] = [];
   const exec: string[] = [];
-  for (const e of plan.snapshot.entries) {
+  for (const e of snapshot.entries) {
     if (e.type !== 'file') continue;
     objects.set(e.hash, e.size);
     lines.push(`cp ${obj(e.hash)} ${q(e.path)}`);
@@ -162,61 +175,61 @@ export function stagePlan(layout: HostLayout, plan: StagePlan): StagedOnHost {
   batched('chmod 644', plain, lines);
   batched('chmod 755', exec, lines);
   // Symlinks last, so nothing above is written through one (the code's own outward links are kept).
-  for (const e of plan.snapshot.entries) if (e.type === 'symlink') lines.push(`ln -s -- ${q(e.target)} ${q(e.path)}`);
+  for (const e of snapshot.entries) if (e.type === 'symlink') lines.push(`ln -s -- ${q(e.target)} ${q(e.path)}`);
+  return { links, files };
+}
 
-  // The deps' artifacts.
-  const mounts: DepMount[] = [];
-  if (plan.deps.length > 0) {
-    const tree = mergeDeps(plan.deps);
-    lines.push(`mkdir -p -- ${q(D)}`, `cd ${q(D)}`);
-    const dirs = [...tree.values()].filter((e): e is Extract<ManifestEntry, { type: 'dir' }> => e.type === 'dir');
-    const depDirs = new Set<string>(dirs.map((d) => d.path));
-    for (const e of tree.values()) addParents(depDirs, e.path);
-    batched('mkdir -p', [...depDirs].sort(), lines);
-    const execs: string[] = [];
-    for (const e of tree.values()) {
-      if (e.type !== 'file') continue;
-      objects.set(e.hash, e.size);
-      if ((e.mode & 0o111) === 0) {
-        lines.push(`ln ${obj(e.hash)} ${q(e.path)}`);
-      } else {
-        lines.push(`cp ${obj(e.hash)} ${q(e.path)}`);
-        execs.push(e.path);
-      }
-    }
-    batched('chmod 755', execs, lines);
-    for (const e of tree.values()) if (e.type === 'symlink') lines.push(`ln -s -- ${q(e.target)} ${q(e.path)}`);
-    // Modes last, deepest first, so a read-only folder does not stop its own entries being written.
-    for (const d of dirs.sort((a, b) => (a.path < b.path ? 1 : -1))) if (d.mode !== 0o755) lines.push(`chmod ${d.mode.toString(8)} -- ${q(d.path)}`);
-
-    // Mount points in /workflow: folders on the way must be real folders there.
-    lines.push(`cd ${q(W)}`);
-    for (const e of topLevel(tree)) {
-      const parts = e.path.split('/');
-      for (let i = 1; i < parts.length; i++) {
-        const above = parts.slice(0, i).join('/');
-        if (snapLinks.has(above)) {
-          throw new DstackError('DS0302', `dep artifact '${e.path}' would be mounted through the symlink '${above}' of the code`, {
-            hint: 'remove the symlink from the code or change the artifact path',
-          });
-        }
-        if (snapFiles.has(above)) lines.push(`rm -f -- ${q(above)}`);
-      }
-      if (parts.length > 1) lines.push(`mkdir -p -- ${q(posix.dirname(e.path))}`);
-      lines.push(`rm -rf -- ${q(e.path)}`);
-      if (e.type === 'symlink') {
-        lines.push(`ln -s -- ${q(e.target)} ${q(e.path)}`);
-      } else if (e.type === 'dir') {
-        lines.push(`mkdir -- ${q(e.path)}`);
-        mounts.push({ path: e.path, type: 'dir' });
-      } else {
-        lines.push(`: > ${q(e.path)}`);
-        mounts.push({ path: e.path, type: 'file' });
-      }
+/** The deps' merged artifacts under D, and their mount points in W. */
+function depsLines(script: Script, deps: readonly Manifest[], code: ReturnType<typeof snapshotLines>, at: { readonly W: string; readonly D: string }): DepMount[] {
+  const { lines, objects } = script;
+  const tree = mergeDeps(deps);
+  lines.push(`mkdir -p -- ${q(at.D)}`, `cd ${q(at.D)}`);
+  const dirs = [...tree.values()].filter((e): e is Extract<ManifestEntry, { type: 'dir' }> => e.type === 'dir');
+  const depDirs = new Set<string>(dirs.map((d) => d.path));
+  for (const e of tree.values()) addParents(depDirs, e.path);
+  batched('mkdir -p', [...depDirs].sort(), lines);
+  const execs: string[] = [];
+  for (const e of tree.values()) {
+    if (e.type !== 'file') continue;
+    objects.set(e.hash, e.size);
+    if ((e.mode & 0o111) === 0) {
+      lines.push(`ln ${obj(e.hash)} ${q(e.path)}`);
+    } else {
+      lines.push(`cp ${obj(e.hash)} ${q(e.path)}`);
+      execs.push(e.path);
     }
   }
-  batched('mkdir -p', plan.cacheDirs, lines);
-  return { workflowDir: W, depsDir: D, mounts, objects, script: `${lines.join('\n')}\n` };
+  batched('chmod 755', execs, lines);
+  for (const e of tree.values()) if (e.type === 'symlink') lines.push(`ln -s -- ${q(e.target)} ${q(e.path)}`);
+  // Modes last, deepest first, so a read-only folder does not stop its own entries being written.
+  for (const d of dirs.sort((a, b) => (a.path < b.path ? 1 : -1))) if (d.mode !== 0o755) lines.push(`chmod ${d.mode.toString(8)} -- ${q(d.path)}`);
+  lines.push(`cd ${q(at.W)}`);
+  return topLevel(tree).flatMap((e) => mountPoint(lines, e, code) ?? []);
+}
+
+/**
+ * Makes `/workflow/<path>` free for a dep's mount point (folders on the way must be real folders
+ * there) and returns the mount; a symlink is written in place, with nothing to mount.
+ */
+function mountPoint(lines: string[], e: ManifestEntry, code: ReturnType<typeof snapshotLines>): DepMount | undefined {
+  const parts = e.path.split('/');
+  for (let i = 1; i < parts.length; i++) {
+    const above = parts.slice(0, i).join('/');
+    if (code.links.has(above)) {
+      throw new DstackError('DS0302', `dep artifact '${e.path}' would be mounted through the symlink '${above}' of the code`, {
+        hint: 'remove the symlink from the code or change the artifact path',
+      });
+    }
+    if (code.files.has(above)) lines.push(`rm -f -- ${q(above)}`);
+  }
+  if (parts.length > 1) lines.push(`mkdir -p -- ${q(posix.dirname(e.path))}`);
+  lines.push(`rm -rf -- ${q(e.path)}`);
+  if (e.type === 'symlink') {
+    lines.push(`ln -s -- ${q(e.target)} ${q(e.path)}`);
+    return undefined;
+  }
+  lines.push(e.type === 'dir' ? `mkdir -- ${q(e.path)}` : `: > ${q(e.path)}`);
+  return { path: e.path, type: e.type };
 }
 
 /** Runs the staging script on the host: one exec. */
@@ -234,6 +247,22 @@ interface Listed {
   readonly missing: string[];
 }
 
+/** Lists artifact paths under $1 (the rest of the arguments): the tree, then the files' sha256 (see `listOnHost`). */
+const LIST_SCRIPT = [
+  'cd "$1" || exit 3',
+  'shift',
+  'printf "R\\0%s\\0" "$(pwd -P)"',
+  'for p in "$@"; do',
+  '  if [ -e "$p" ] || [ -L "$p" ]; then',
+  '    printf "P\\0%s\\0%s\\0" "$p" "$(cd "$(dirname -- "$p")" && pwd -P)"',
+  '    find "$p" -printf "%y\\0%m\\0%s\\0%p\\0%l\\0"',
+  '    printf "E\\0"',
+  '  else printf "M\\0%s\\0" "$p"; fi',
+  'done',
+  'printf "H\\0"',
+  'for p in "$@"; do if [ -e "$p" ] || [ -L "$p" ]; then find "$p" -type f -print0; fi; done | xargs -0 -r sha256sum -z',
+].join('\n');
+
 /**
  * The artifact paths under `root` on the host, as the local store would save them: files (exec bit
  * kept), folders (0755), symlinks that resolve inside (escaping ones refused, DS0302), nothing else.
@@ -249,21 +278,8 @@ async function listOnHost(connection: SshConnection, root: string, specs: readon
     }
     return rel;
   });
-  const script = [
-    'cd "$1" || exit 3',
-    'shift',
-    'printf "R\\0%s\\0" "$(pwd -P)"',
-    'for p in "$@"; do',
-    '  if [ -e "$p" ] || [ -L "$p" ]; then',
-    '    printf "P\\0%s\\0%s\\0" "$p" "$(cd "$(dirname -- "$p")" && pwd -P)"',
-    '    find "$p" -printf "%y\\0%m\\0%s\\0%p\\0%l\\0"',
-    '    printf "E\\0"',
-    '  else printf "M\\0%s\\0" "$p"; fi',
-    'done',
-    'printf "H\\0"',
-    'for p in "$@"; do if [ -e "$p" ] || [ -L "$p" ]; then find "$p" -type f -print0; fi; done | xargs -0 -r sha256sum -z',
-  ].join('\n');
-  const out = await runScript(connection, 'listing the artifacts', script, [root, ...rels.map((r) => (r === '' ? '.' : r))]);
+
+  const out = await runScript(connection, 'listing the artifacts', LIST_SCRIPT, [root, ...rels.map((r) => (r === '' ? '.' : r))]);
   const fields = out.toString('utf8').split('\0');
   const norm = (p: string): string => (p === '.' ? '' : p.startsWith('./') ? p.slice(2) : p);
   const entries = new Map<string, ManifestEntry>();

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, Option } from 'clipanion';
 import ms from 'ms';
 import { DstackError } from '../../engine/errors.js';
@@ -79,7 +80,7 @@ export class LogsCommand extends DstackCommand {
           const now = store.getRun(run.name);
           if (!now || isFinal(now.status)) break;
           await reconcileRuns(store, [now], () => backend);
-          await new Promise((r) => setTimeout(r, 250));
+          await sleep(250);
           jobs = store.jobs(run.name);
           print();
         }

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, Option } from 'clipanion';
 import type { JobRecord, RunRecord } from '../../engine/store/types.js';
 import { isFinal } from '../../engine/types.js';
@@ -36,7 +37,7 @@ export class PsCommand extends DstackCommand {
           return 0;
         }
         this.context.stdout.write(`\x1b[H\x1b[2J${text}`);
-        await new Promise((r) => setTimeout(r, 1000));
+        await sleep(1000);
       }
     } finally {
       await session.close();

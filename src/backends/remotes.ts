@@ -70,7 +70,7 @@ export class Remotes {
     });
   }
 
-  private check(raw: unknown, index: number): RemoteConfig {
+  private async check(raw: unknown, index: number): Promise<RemoteConfig> {
     const where = `remotes[${index}]`;
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw this.invalid(`${where} is not an object`);
     const r = raw as Record<string, unknown>;
@@ -80,8 +80,9 @@ export class Remotes {
       const known = this.configurable().map((p) => p.kind);
       throw this.invalid(`${where} (${r.name}) has an unknown kind ${JSON.stringify(r.kind)} (this dstack knows ${known.join(', ')})`);
     }
+    const schema = await plugin.configSchema();
     const errors: string[] = [];
-    if (!plugin.configSchema(raw, { errors })) throw this.invalid(`${where} (${r.name}) ${schemaError(errors[0])}`);
+    if (!schema(raw, { errors })) throw this.invalid(`${where} (${r.name}) ${schemaError(errors[0])}`);
     return raw as RemoteConfig;
   }
 
@@ -104,7 +105,8 @@ export class Remotes {
     const obj = raw as Record<string, unknown>;
     const remotes = obj.remotes === undefined ? [] : obj.remotes;
     if (!Array.isArray(remotes)) throw this.invalid('"remotes" is not a list');
-    const checked = remotes.map((r, i) => this.check(r, i));
+    const checked: RemoteConfig[] = [];
+    for (const [i, r] of remotes.entries()) checked.push(await this.check(r, i));
     if (obj.default !== undefined && typeof obj.default !== 'string') throw this.invalid('"default" is not a name');
     const { default: def, remotes: _ignored, ...rest } = obj;
     return { ...rest, ...(typeof def === 'string' ? { default: def } : {}), remotes: checked };

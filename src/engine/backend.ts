@@ -203,10 +203,11 @@ export interface BackendPlugin<C extends RemoteConfig = RemoteConfig> {
   /** What it runs jobs on, in a few words (`your own machines over SSH`). */
   readonly describe: string;
   /**
-   * Checks a saved remote of this kind (typanion), so a hand-edited config.json fails with DS0210
-   * naming the field. Absent: the plugin has no remotes (`local`).
+   * Loads the check of a saved remote of this kind (a typanion validator), so a hand-edited
+   * config.json fails with DS0210 naming the field. Loaded only when config.json is read: a local
+   * run never pays for it. Absent: the plugin has no remotes (`local`).
    */
-  readonly configSchema?: t.StrictValidator<unknown, C>;
+  readonly configSchema?: () => Promise<t.StrictValidator<unknown, C>>;
   /** Cheap: no network, no SDK import (a cloud's SDK loads on first use). */
   open(options: BackendOpenOptions<C>): Backend;
 }

@@ -149,7 +149,7 @@ export const fakeClouds = new Map<string, FakeCloud>();
 export const fakeCloudPlugin: Plugin<FakeCloudRemote> = instancePlugin<FakeCloudRemote>({
   kind: 'fakecloud',
   describe: 'a fake cloud whose instances are SSH host containers (tests)',
-  configSchema: fakeCloudSchema,
+  configSchema: async () => fakeCloudSchema,
   addExample: 'dstack config fakecloud --name NAME --region REGION',
   columns: (r) => ({ REGION: r.region }),
   commands: async () => [(await import('./fake-cloud-command.js')).ConfigFakeCloudCommand],

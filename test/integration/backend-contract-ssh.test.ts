@@ -9,7 +9,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalArtifactStore } from '../../src/artifacts/local-store.js';
-import type { SshRemote } from '../../src/backends/ssh/config.js';
+import type { SshRemote } from '../../src/backends/ssh/remote.js';
 import { sshPlugin } from '../../src/backends/ssh/index.js';
 import { closeTestDocker, containersLabelled, ensureBusybox, sweepContainers } from '../helpers/docker.js';
 import * as assert from 'uvu/assert';

@@ -15,7 +15,7 @@ import { LocalArtifactStore } from '../../src/artifacts/local-store.js';
 import type { Manifest } from '../../src/artifacts/types.js';
 import { sshPlugin, type SshBackend } from '../../src/backends/ssh/index.js';
 import type { RemoteMachine } from '../../src/backends/ssh-host/machine.js';
-import type { SshRemote } from '../../src/backends/ssh/config.js';
+import type { SshRemote } from '../../src/backends/ssh/remote.js';
 import type { BackendHandle, Machine, RunningJob } from '../../src/engine/backend.js';
 import { DstackError } from '../../src/engine/errors.js';
 import type { JobSpec } from '../../src/engine/types.js';

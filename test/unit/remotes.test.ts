@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { registry } from '../../src/backends/index.js';
-import { formatHostSpec, jobsPerHostOf, parseHostSpec, type SshRemote } from '../../src/backends/ssh/config.js';
+import { formatHostSpec, jobsPerHostOf, parseHostSpec, type SshRemote } from '../../src/backends/ssh/remote.js';
 import { boundToChannel, shellJoin, shellQuote } from '../../src/backends/ssh-host/shell.js';
 import { DstackError, formatError } from '../../src/engine/errors.js';
 import { withTimeout } from '../helpers/timeout.js';

@@ -10,7 +10,7 @@ import { Command, Option } from 'clipanion';
 import { DstackError } from '../../engine/errors.js';
 import { DstackCommand } from '../command.js';
 import { checkRemoteName } from '../remotes.js';
-import { formatHostSpec, parseHostSpec, type SshRemote } from './config.js';
+import { formatHostSpec, parseHostSpec, type SshRemote } from './remote.js';
 
 const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`;
 

@@ -22,7 +22,7 @@ import { layoutOf } from '../ssh-host/host-layout.js';
 import { parseTargetLabel, type SshHostSpec } from '../ssh-host/host-spec.js';
 import type { LeaseHolder } from '../ssh-host/lease.js';
 import { extraLabels, RemoteMachine } from '../ssh-host/machine.js';
-import { jobsPerHostOf, sshColumns, sshRemoteSchema, type SshRemote } from './config.js';
+import { jobsPerHostOf, sshColumns, type SshRemote } from './remote.js';
 
 /** The host object cache's default bound. */
 const DEFAULT_CACHE_BYTES = 10 * 1000 ** 3;
@@ -274,7 +274,7 @@ export class SshBackend implements Backend {
 export const sshPlugin: Plugin<SshRemote> = {
   kind: 'ssh',
   describe: 'your own machines, reached over SSH',
-  configSchema: sshRemoteSchema,
+  configSchema: async () => (await import('./remote-schema.js')).sshRemoteSchema,
   addExample: 'dstack config ssh --name NAME --host user@host[:port]',
   columns: sshColumns,
   commands: async () => [(await import('./config-command.js')).ConfigSshCommand],

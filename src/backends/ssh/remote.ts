@@ -1,9 +1,8 @@
 /**
  * An SSH pool as saved in config.json (src/backends/remotes.ts keeps the file):
- * `{name, kind: "ssh", hosts: [{user, host, port}], identity?, jobsPerHost?}`, and its schema.
- * No SSH here: `dstack config` and `--remote` resolution stay cheap.
+ * `{name, kind: "ssh", hosts: [{user, host, port}], identity?, jobsPerHost?}`; its schema is
+ * remote-schema.ts, loaded only when config.json is read. No SSH here.
  */
-import * as t from 'typanion';
 import type { RemoteConfig } from '../../engine/backend.js';
 import { formatHostSpec, type SshHostSpec } from '../ssh-host/host-spec.js';
 
@@ -19,21 +18,6 @@ export interface SshRemote extends RemoteConfig {
 }
 
 export const jobsPerHostOf = (remote: SshRemote): number => remote.jobsPerHost ?? 1;
-
-const isHost = t.isObject({
-  user: t.cascade(t.isString(), t.hasMinLength(1)),
-  host: t.cascade(t.isString(), t.hasMinLength(1)),
-  port: t.cascade(t.isNumber(), t.isInteger(), t.isInInclusiveRange(1, 65535)),
-});
-
-/** Unknown keys are refused: a misspelt `identiy` must not be silently ignored. */
-export const sshRemoteSchema: t.StrictValidator<unknown, SshRemote> = t.isObject({
-  name: t.isString(),
-  kind: t.isLiteral('ssh'),
-  hosts: t.cascade(t.isArray(isHost), t.hasMinLength(1)),
-  identity: t.isOptional(t.isString()),
-  jobsPerHost: t.isOptional(t.cascade(t.isNumber(), t.isInteger(), t.isAtLeast(1))),
-});
 
 /** The remote's columns in `dstack config list`. */
 export const sshColumns = (r: SshRemote): Record<string, string> => ({

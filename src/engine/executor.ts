@@ -113,10 +113,12 @@ function endWithout(o: ExecuteOptions, job: JobRecord, status: JobStatus, reason
   return { job: job.id, workflow: job.workflow, status };
 }
 
-/** What a job left to clean: the machine the executor got, and the last handle the backend recorded. */
+/** What a job left to clean: the machine the executor got, the last handle the backend recorded, how far it got. */
 interface Leftovers {
   machine?: Machine;
   handle?: BackendHandle;
+  /** Provision and bootstrap both succeeded. */
+  ready?: boolean;
 }
 
 async function runJob(o: ExecuteOptions, job: JobRecord, deps: readonly JobOutcome[]): Promise<JobOutcome> {
@@ -148,6 +150,7 @@ async function runOnMachine(
   const machine = (left.machine = await o.backend.provision(ctx));
   setStatus(o, job, 'downloading');
   await machine.bootstrap(ctx);
+  left.ready = true;
   await machine.stage(ctx, { snapshot: o.snapshot.manifest, repoRoot: o.run.repo.root, deps: decided.depManifests.map((d) => d.manifest), store: o.artifacts });
   if (modeOf(control) !== 'running') {
     const status = modeOf(control) === 'stopping' ? 'stopped' : 'aborted';
@@ -217,12 +220,13 @@ function endOnError(o: ExecuteOptions, job: JobRecord, e: unknown): JobOutcome {
 
 /**
  * A machine the executor got is torn down, whatever happened; what a failed `provision` or
- * `bootstrap` recorded (an instance launched, then lost) is reaped by its handle, as is a machine
- * whose teardown failed. Each in a time of its own, independent of whatever cancelled the job.
+ * `bootstrap` recorded (an instance launched, then lost) is reaped by its handle too, as is a
+ * machine whose teardown failed. Each in a time of its own, independent of whatever cancelled the
+ * job.
  */
 async function cleanUp(o: ExecuteOptions, left: Leftovers): Promise<void> {
   const tornDown = left.machine ? await within(CLEANUP_TIMEOUT_MS, left.machine.teardown()) : false;
-  if (!tornDown && left.handle) await within(CLEANUP_TIMEOUT_MS, o.backend.reap(left.handle));
+  if (left.handle && (!tornDown || !left.ready)) await within(CLEANUP_TIMEOUT_MS, o.backend.reap(left.handle));
 }
 
 /** Settles `work` within `ms`: true when it succeeded in time; false when it failed or took longer. */

@@ -114,7 +114,7 @@ export class FakeCloud implements InstanceProvider {
   async terminate(handle: BackendHandle): Promise<void> {
     const name = String(handle.instance);
     await killJobs(Number(handle.port), 'rm');
-    await removeHost({ name, container: name, host: '127.0.0.1', port: Number(handle.port), user: 'root', keyPath: '', home: '', docker: true, hostKey: { path: '', publicKey: '', fingerprint: '' } });
+    await removeHost({ name, container: name });
   }
 
   async list(): Promise<readonly OwnedInstance[]> {

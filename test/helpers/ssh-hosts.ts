@@ -314,7 +314,7 @@ export async function restartWithNewHostKey(h: TestHost): Promise<TestHost> {
 }
 
 /** Removes the container and the host's folder. Idempotent. */
-export async function removeHost(h: TestHost): Promise<void> {
+export async function removeHost(h: Pick<TestHost, 'name' | 'container'>): Promise<void> {
   await docker('rm', '-f', '-v', h.container).catch(() => undefined);
   await docker('rm', '-f', '-v', h.name).catch(() => undefined);
   await rm(join(HOSTS_ROOT, h.name), { recursive: true, force: true });

@@ -3,11 +3,15 @@
  * for a remote — the rest is the generic instance backend. AWS:
  *
  *   export const awsPlugin = instancePlugin<AwsRemote>({
- *     kind: 'aws', describe: 'EC2 instances, launched per job', configSchema: awsRemoteSchema,
+ *     kind: 'aws', describe: 'EC2 instances, launched per job',
+ *     configSchema: async () => (await import('./remote-schema.js')).awsRemoteSchema,
  *     addExample: 'dstack config aws --name NAME --region REGION',
+ *     columns: (r) => ({ REGION: r.region }),
  *     commands: async () => [(await import('./config-command.js')).ConfigAwsCommand],
  *     provider: (remote, options) => new Ec2Provider(remote, options), // the SDK loads in its methods
  *   });
+ *
+ * and one line in src/backends/index.ts.
  */
 import type { BackendOpenOptions, RemoteConfig } from '../../engine/backend.js';
 import type { Plugin } from '../plugin.js';

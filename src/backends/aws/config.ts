@@ -1,0 +1,72 @@
+/**
+ * An AWS remote as saved in the dstack home's config.json (`dstack config aws`): where to run
+ * (region, subnet), who runs it (a profile of the standard AWS configuration — never credentials:
+ * dstack stores none), the team's bucket, and the safety knobs. Checked with typanion, both when
+ * written and when read back.
+ */
+import * as t from 'typanion';
+import { DstackError } from '../../engine/errors.js';
+
+export interface AwsRemote {
+  readonly name: string;
+  readonly kind: 'aws';
+  /** Absent: the SDK's (AWS_REGION, then the profile's). */
+  readonly region?: string;
+  /** A profile of ~/.aws/config; absent: AWS_PROFILE, then `default`. */
+  readonly profile?: string;
+  /** The team's S3 bucket (runs, artifacts). */
+  readonly bucket: string;
+  /** Launch into this subnet (its VPC, its zone); absent: the default VPC, any zone. */
+  readonly subnet?: string;
+  /** Who may reach the instances' SSH port; absent: this machine's public address (/32), looked up at launch. */
+  readonly sshCidr?: string;
+  /** Interruptible jobs may fall back to on-demand instances when no spot offer can be had. */
+  readonly onDemandFallback: boolean;
+  /** The dead-man switch: an instance powers off when no dstack renewed its heartbeat for this long. */
+  readonly deadManMinutes: number;
+  /** Every instance powers off after this long, renewed or not (seconds); absent: no limit. */
+  readonly maxDurationSeconds?: number;
+}
+
+export const DEFAULT_DEAD_MAN_MINUTES = 15;
+
+const REGION = /^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$/;
+const PROFILE = /^[A-Za-z0-9_.@+=,-]{1,128}$/;
+/** S3's rules for new buckets: 3-63 of lower-case letters, digits, dots and hyphens, alphanumeric at both ends. */
+const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+const SUBNET = /^subnet-[0-9a-f]{8,17}$/;
+
+/** `a.b.c.d/n` with each part in range. */
+export function isIpv4Cidr(s: string): boolean {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(s);
+  return !!m && m.slice(1, 5).every((p) => Number(p) <= 255) && Number(m[5]) <= 32;
+}
+
+const matching = (re: RegExp, what: string): t.StrictValidator<unknown, string> =>
+  t.cascade(t.isString(), t.makeValidator<string, string>({ test: (v, state): v is string => re.test(v) || !!state?.errors?.push(`${state.p ?? '.'}: expected ${what}, got ${JSON.stringify(v)}`) && false }));
+
+export const awsRemoteSchema = t.isObject({
+  name: t.isString(),
+  kind: t.isLiteral('aws'),
+  region: t.isOptional(matching(REGION, 'a region such as us-east-1')),
+  profile: t.isOptional(matching(PROFILE, 'a profile name')),
+  bucket: matching(BUCKET, 'an S3 bucket name (3-63 lower-case letters, digits, dots and hyphens)'),
+  subnet: t.isOptional(matching(SUBNET, 'a subnet id such as subnet-0123456789abcdef0')),
+  sshCidr: t.isOptional(t.cascade(t.isString(), t.makeValidator<string, string>({ test: (v, state): v is string => isIpv4Cidr(v) || !!state?.errors?.push(`${state.p ?? '.'}: expected an IPv4 CIDR such as 203.0.113.7/32, got ${JSON.stringify(v)}`) && false }))),
+  onDemandFallback: t.isBoolean(),
+  deadManMinutes: t.cascade(t.isNumber(), [t.isInteger(), t.isInInclusiveRange(1, 24 * 60)]),
+  maxDurationSeconds: t.isOptional(t.cascade(t.isNumber(), [t.isInteger(), t.isAtLeast(60)])),
+});
+
+/** The remote, checked; DS0210 naming the first problem. */
+export function checkAwsRemote(raw: unknown, where: string): AwsRemote {
+  const errors: string[] = [];
+  const withDefaults =
+    typeof raw === 'object' && raw !== null
+      ? { onDemandFallback: true, deadManMinutes: DEFAULT_DEAD_MAN_MINUTES, ...(raw as Record<string, unknown>) }
+      : raw;
+  if (!awsRemoteSchema(withDefaults, { errors })) {
+    throw new DstackError('DS0210', `${where}: ${errors[0] ?? 'not an AWS remote'}`, { hint: 'fix it with `dstack config aws --name NAME … --force`' });
+  }
+  return withDefaults as AwsRemote;
+}

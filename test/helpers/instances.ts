@@ -1,8 +1,8 @@
 /**
  * EC2 instances you can SSH into, for tests against moto: a watcher polls moto, and for each
  * instance that reaches `running` starts a container of `dstack-test/sshhost` that plays it — boots
- * like the AMI would, runs the instance's user-data (from `DescribeInstanceAttribute`) as root the
- * way cloud-init does, then sshd — and writes `instance id → 127.0.0.1:PORT` into the address map
+ * like the AMI would, authorizes the launch's key pair, starts sshd and runs the instance's user-data
+ * (from `DescribeInstanceAttribute`) as root the way cloud-init does — and writes `instance id → 127.0.0.1:PORT` into the address map
  * file that dstack reads instead of the instance's public address (`DSTACK_INSTANCE_ADDRESS_MAP`).
  * moto's public addresses are real ones: no test ever connects to them.
  *
@@ -33,6 +33,7 @@ import { promisify } from 'node:util';
 import {
   DescribeInstanceAttributeCommand,
   DescribeInstancesCommand,
+  DescribeKeyPairsCommand,
   EC2Client,
   StopInstancesCommand,
   TerminateInstancesCommand,
@@ -64,10 +65,12 @@ export function motoClient(endpoint: string, region = 'us-east-1'): EC2Client {
 }
 
 /**
- * The "AMI" boot, as root in the container: the login user, sshd's settings and its own host key,
- * `shutdown` as EC2 sees it, then cloud-init's part — the user-data once, output in
- * /var/log/cloud-init-output.log, a failure logged and the boot going on as cloud-init's does —
- * and sshd last.
+ * The "AMI" boot, as root in the container, in EC2's order: the login user, sshd's settings and the
+ * image's own host key; cloud-init's early part — the launch's key pair (`KeyName`) authorized for
+ * the login user — and sshd started, as on EC2 where it runs while cloud-init goes on; then
+ * cloud-init's final part, the user-data once (output in /var/log/cloud-init-output.log, a failure
+ * logged and the boot going on as cloud-init's does). `systemctl try-restart|restart ssh[d]` makes
+ * sshd reload its keys (SIGHUP: it re-executes itself); `shutdown`, `poweroff` and `halt` end PID 1.
  */
 const BOOT = String.raw`set -u
 groupadd -g "$DOCKER_GID" docker 2>/dev/null || groupmod -g "$DOCKER_GID" docker
@@ -75,7 +78,7 @@ useradd -M -d "$LOGIN_HOME" -s /bin/bash -G docker ${LOGIN}
 # No password, but not locked: without PAM, sshd refuses a locked account ('!') even with a key.
 usermod -p '*' ${LOGIN}
 mkdir -p "$LOGIN_HOME" && chown ${LOGIN}:${LOGIN} "$LOGIN_HOME"
-cat > /etc/ssh/sshd_config <<EOF
+cat > /etc/ssh/sshd_config <<SSHD_CONFIG
 Port $SSH_PORT
 ListenAddress 127.0.0.1
 HostKey /etc/ssh/ssh_host_ed25519_key
@@ -90,17 +93,31 @@ AllowStreamLocalForwarding yes
 AllowTcpForwarding yes
 PrintMotd no
 Subsystem sftp internal-sftp
-EOF
+SSHD_CONFIG
 rm -f /etc/ssh/ssh_host_*
 ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
 for c in shutdown poweroff halt; do printf '#!/bin/sh\nkill -TERM 1\n' > /usr/local/sbin/$c; chmod 755 /usr/local/sbin/$c; done
+cat > /usr/local/sbin/systemctl <<'SYSTEMCTL'
+#!/bin/sh
+case "$1 $2" in
+  "try-restart ssh"*|"restart ssh"*|"reload ssh"*) kill -HUP "$(cat /run/dstack-test-sshd.pid)" ;;
+  *) echo "systemctl: not in this test instance: $*" >&2; exit 1 ;;
+esac
+SYSTEMCTL
+chmod 755 /usr/local/sbin/systemctl
+if [ -n "$KEY_PAIR" ]; then
+  mkdir -p "$LOGIN_HOME/.ssh" && printf '%s\n' "$KEY_PAIR" >> "$LOGIN_HOME/.ssh/authorized_keys"
+  chown -R ${LOGIN}:${LOGIN} "$LOGIN_HOME/.ssh" && chmod 700 "$LOGIN_HOME/.ssh" && chmod 600 "$LOGIN_HOME/.ssh/authorized_keys"
+fi
 mkdir -p /var/lib/cloud/instance/scripts /run/sshd
+/usr/sbin/sshd -D -e &
+echo $! > /run/dstack-test-sshd.pid
 if head -c 2 /var/lib/cloud/instance/user-data.txt | grep -q '#!'; then
   install -m 700 /var/lib/cloud/instance/user-data.txt /var/lib/cloud/instance/scripts/part-001
   /var/lib/cloud/instance/scripts/part-001 >> /var/log/cloud-init-output.log 2>&1 \
     || echo "cloud-init: user-data script failed with status $?" >> /var/log/cloud-init-output.log
 fi
-exec /usr/sbin/sshd -D -e`;
+wait`;
 
 export interface WatchedInstance {
   readonly id: string;
@@ -139,8 +156,12 @@ const dockerGid = (): number => {
   return statSync(socket).gid;
 };
 
-async function startContainer(ec2: EC2Client, id: string, mapDir: string): Promise<WatchedInstance> {
-  const [ud, port] = await Promise.all([ec2.send(new DescribeInstanceAttributeCommand({ InstanceId: id, Attribute: 'userData' })), freePort()]);
+async function startContainer(ec2: EC2Client, id: string, keyName: string | undefined, mapDir: string): Promise<WatchedInstance> {
+  const [ud, port, keyPair] = await Promise.all([
+    ec2.send(new DescribeInstanceAttributeCommand({ InstanceId: id, Attribute: 'userData' })),
+    freePort(),
+    keyName ? ec2.send(new DescribeKeyPairsCommand({ KeyNames: [keyName], IncludePublicKey: true })).then((r) => r.KeyPairs?.[0]?.PublicKey ?? '') : '',
+  ]);
   const userData = ud.UserData?.Value ? Buffer.from(ud.UserData.Value, 'base64').toString('utf8') : '';
   const name = `dstack-ec2-${process.pid}-${id}`;
   const dir = join(INSTANCES_ROOT, name);
@@ -154,7 +175,7 @@ async function startContainer(ec2: EC2Client, id: string, mapDir: string): Promi
     'run', '-d', '--init', '--name', name,
     '--label', LABEL, '--label', PID_LABEL, '--label', `dstack.test.instance=${id}`, '--label', `dstack.test.map=${mapDir}`,
     '--network', 'host',
-    '-e', `SSH_PORT=${port}`, '-e', `LOGIN_HOME=${home}`, '-e', `DOCKER_GID=${dockerGid()}`,
+    '-e', `SSH_PORT=${port}`, '-e', `LOGIN_HOME=${home}`, '-e', `DOCKER_GID=${dockerGid()}`, '-e', `KEY_PAIR=${keyPair.trim()}`,
     '-v', `${udPath}:/var/lib/cloud/instance/user-data.txt:ro`,
     '-v', `${home}:${home}`,
     '-v', `${socket}:/var/run/docker.sock`,
@@ -206,12 +227,13 @@ export async function startInstanceWatcher(options: { readonly endpoint: string;
     const r = await ec2.send(new DescribeInstancesCommand({}));
     const instances: Instance[] = (r.Reservations ?? []).flatMap((x) => x.Instances ?? []);
     const states = new Map(instances.map((i) => [i.InstanceId!, i.State?.Name ?? 'unknown'] as const));
+    const keyNames = new Map(instances.map((i) => [i.InstanceId!, i.KeyName] as const));
     const running = new Set((await docker('ps', '-q', '--no-trunc', '--filter', `label=dstack.test.map=${mapDir}`)).split('\n').filter(Boolean));
     for (const [id, state] of states) {
       if (state !== 'running' || tracked.has(id) || starting.has(id)) continue;
       starting.add(id);
       try {
-        const w = await startContainer(ec2, id, mapDir);
+        const w = await startContainer(ec2, id, keyNames.get(id), mapDir);
         addresses.set(id, `127.0.0.1:${w.port}`);
         await writeMap(mapPath, addresses);
         tracked.set(id, { instance: w, gone: false });

@@ -37,17 +37,20 @@ test.after(async () => {
   await moto.stop();
 });
 
-/** User-data that does what dstack's must at least do: our host key, our authorized key. */
+/** User-data that does what dstack's must at least do: our host key (sshd reloads it), our authorized key. */
 async function userData(extra = ''): Promise<{ script: string; knownHosts: string; key: string }> {
   const host = await generateKeyPair(`harness-host-${Date.now()}`);
   const priv = await readFile(host.path, 'utf8');
   const client = await clientKey();
   const script = `#!/bin/bash
 set -e
-cat > /etc/ssh/ssh_host_ed25519_key <<'KEY'
+(umask 077 && cat > /etc/ssh/new_host_key <<'KEY'
 ${priv.trim()}
 KEY
-chmod 600 /etc/ssh/ssh_host_ed25519_key
+)
+echo '${host.publicKey}' > /etc/ssh/ssh_host_ed25519_key.pub
+mv /etc/ssh/new_host_key /etc/ssh/ssh_host_ed25519_key
+systemctl try-restart ssh.service
 mkdir -p ~ubuntu/.ssh && echo '${client.publicKey}' > ~ubuntu/.ssh/authorized_keys
 chown -R ubuntu ~ubuntu/.ssh
 echo booted-by-user-data > /var/lib/booted

@@ -104,11 +104,9 @@ test('nothing left: DS0233 lists every attempt and why', withTimeout(5000, async
     e.message,
     [
       'no instance could be launched in us-east-1; tried 6 times:',
-      '  g4dn.xlarge (spot) in us-east-1a: InsufficientInstanceCapacity: InsufficientInstanceCapacity message',
-      '  g4dn.xlarge (spot) in us-east-1b: InsufficientInstanceCapacity: InsufficientInstanceCapacity message',
+      '  g4dn.xlarge (spot) in us-east-1a, us-east-1b: InsufficientInstanceCapacity: InsufficientInstanceCapacity message',
       '  g5.xlarge (spot) in us-east-1a: InsufficientInstanceCapacity: InsufficientInstanceCapacity message',
-      '  g4dn.xlarge (on-demand) in us-east-1a: InsufficientInstanceCapacity: InsufficientInstanceCapacity message',
-      '  g4dn.xlarge (on-demand) in us-east-1b: InsufficientInstanceCapacity: InsufficientInstanceCapacity message',
+      '  g4dn.xlarge (on-demand) in us-east-1a, us-east-1b: InsufficientInstanceCapacity: InsufficientInstanceCapacity message',
       '  p3.2xlarge (on-demand) in us-east-1a: InsufficientInstanceCapacity: InsufficientInstanceCapacity message',
     ].join('\n'),
   );
@@ -125,6 +123,14 @@ test('an abort stops the fallback between attempts', withTimeout(5000, async () 
   const e = await launchWithFallback({ offers: OFFERS, launch, signal: ac.signal, region: 'us-east-1' }).catch((x: unknown) => x);
   assert.is((e as Error).message, 'stop');
   assert.is(calls, 1);
+}));
+
+test('at most so many offers of each market are tried; the rest are counted', withTimeout(5000, async () => {
+  const many = [...'abcdefg'].map((c) => offer(`m${c}.large`, 'spot', ['us-east-1a'])).concat([offer('t3.large', 'on-demand', ['us-east-1a'])]);
+  const s = scripted(Object.fromEntries(many.map((o) => [`${o.type}/${o.market}@us-east-1a`, ['InsufficientInstanceCapacity', 500] as [string, number]])));
+  const e = (await launchWithFallback({ offers: many, launch: s.launch, signal: new AbortController().signal, region: 'us-east-1', maxOffersPerMarket: 3 }).catch((x: unknown) => x)) as DstackError;
+  assert.equal(s.tried, ['ma.large/spot@us-east-1a', 'mb.large/spot@us-east-1a', 'mc.large/spot@us-east-1a', 't3.large/on-demand@us-east-1a']);
+  assert.match(e.message, /\n {2}\(4 more offers not tried\)$/);
 }));
 
 test('quota buckets as EC2 counts them', () => {

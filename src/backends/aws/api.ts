@@ -107,8 +107,8 @@ export interface Ec2Api {
   images(owners: readonly string[], namePattern: string): Promise<ImageInfo[]>;
   /** Imports the public key under `name` unless a key pair of that name exists. */
   ensureKeyPair(name: string, publicKey: string, tags: Readonly<Record<string, string>>): Promise<void>;
-  /** The VPC of `subnetId`, or the region's default VPC; undefined when there is none. */
-  vpcOf(subnetId?: string): Promise<string | undefined>;
+  /** The VPC (and zone) of `subnetId`, or the region's default VPC; DS0234 when the subnet does not exist. */
+  network(subnetId?: string): Promise<{ readonly vpcId?: string; readonly zone?: string }>;
   /**
    * The security group `name` in `vpcId` (created when missing) with SSH open to `cidr` only: a rule
    * for another address on port 22 is revoked. Returns its id.

@@ -20,10 +20,10 @@ export interface AwsRemote {
   readonly subnet?: string;
   /** Who may reach the instances' SSH port; absent: this machine's public address (/32), looked up at launch. */
   readonly sshCidr?: string;
-  /** Interruptible jobs may fall back to on-demand instances when no spot offer can be had. */
-  readonly onDemandFallback: boolean;
-  /** The dead-man switch: an instance powers off when no dstack renewed its heartbeat for this long. */
-  readonly deadManMinutes: number;
+  /** Interruptible jobs may fall back to on-demand instances when no spot offer can be had (default true). */
+  readonly onDemandFallback?: boolean;
+  /** The dead-man switch: an instance powers off when no dstack renewed its heartbeat for this long (default 15). */
+  readonly deadManMinutes?: number;
   /** Every instance powers off after this long, renewed or not (seconds); absent: no limit. */
   readonly maxDurationSeconds?: number;
 }
@@ -53,20 +53,16 @@ export const awsRemoteSchema = t.isObject({
   bucket: matching(BUCKET, 'an S3 bucket name (3-63 lower-case letters, digits, dots and hyphens)'),
   subnet: t.isOptional(matching(SUBNET, 'a subnet id such as subnet-0123456789abcdef0')),
   sshCidr: t.isOptional(t.cascade(t.isString(), t.makeValidator<string, string>({ test: (v, state): v is string => isIpv4Cidr(v) || !!state?.errors?.push(`${state.p ?? '.'}: expected an IPv4 CIDR such as 203.0.113.7/32, got ${JSON.stringify(v)}`) && false }))),
-  onDemandFallback: t.isBoolean(),
-  deadManMinutes: t.cascade(t.isNumber(), [t.isInteger(), t.isInInclusiveRange(1, 24 * 60)]),
+  onDemandFallback: t.isOptional(t.isBoolean()),
+  deadManMinutes: t.isOptional(t.cascade(t.isNumber(), [t.isInteger(), t.isInInclusiveRange(1, 24 * 60)])),
   maxDurationSeconds: t.isOptional(t.cascade(t.isNumber(), [t.isInteger(), t.isAtLeast(60)])),
 });
 
 /** The remote, checked; DS0210 naming the first problem. */
 export function checkAwsRemote(raw: unknown, where: string): AwsRemote {
   const errors: string[] = [];
-  const withDefaults =
-    typeof raw === 'object' && raw !== null
-      ? { onDemandFallback: true, deadManMinutes: DEFAULT_DEAD_MAN_MINUTES, ...(raw as Record<string, unknown>) }
-      : raw;
-  if (!awsRemoteSchema(withDefaults, { errors })) {
+  if (!awsRemoteSchema(raw, { errors })) {
     throw new DstackError('DS0210', `${where}: ${errors[0] ?? 'not an AWS remote'}`, { hint: 'fix it with `dstack config aws --name NAME … --force`' });
   }
-  return withDefaults as AwsRemote;
+  return raw;
 }

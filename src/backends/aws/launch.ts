@@ -72,8 +72,8 @@ export interface FallbackOptions {
   readonly signal: AbortSignal;
   /** Told each failed attempt and what comes next. */
   readonly notify?: (message: string) => void;
-  /** How many offers (instance type and market) to try at most (default 8). */
-  readonly maxOffers?: number;
+  /** How many offers (instance types) of each market to try at most (default 5). */
+  readonly maxOffersPerMarket?: number;
   /** Pause before retrying a throttled attempt, by retry number (default 1 s, 3 s). */
   readonly backoffMs?: (retry: number) => number;
   /** Region, for the final message. */
@@ -106,11 +106,33 @@ async function attemptOnce(o: FallbackOptions, offer: Offer, zone: string): Prom
   }
 }
 
+/** The offers to try: the first `max` of each market, in the given order. */
+function capped(offers: readonly Offer[], max: number): Offer[] {
+  const seen = new Map<Market, number>();
+  return offers.filter((o) => {
+    const n = (seen.get(o.market) ?? 0) + 1;
+    seen.set(o.market, n);
+    return n <= max;
+  });
+}
+
+/** One line per offer and answer: `  g4dn.xlarge (spot) in us-east-1a, us-east-1b: CODE: message`. */
+function summary(failed: readonly Attempt[]): string[] {
+  const lines: { key: string; zones: string[]; a: Attempt }[] = [];
+  for (const a of failed) {
+    const key = `${a.type}/${a.market}/${a.code}`;
+    const last = lines.at(-1);
+    if (last?.key === key) last.zones.push(a.zone);
+    else lines.push({ key, zones: [a.zone], a });
+  }
+  return lines.map(({ zones, a }) => `  ${a.type} (${a.market}) in ${zones.join(', ')}: ${a.code}: ${a.message}`);
+}
+
 export async function launchWithFallback(o: FallbackOptions): Promise<LaunchOutcome> {
   const failed: Attempt[] = [];
   const skippedBuckets = new Set<string>();
   let noSpot = false;
-  const offers = o.offers.slice(0, o.maxOffers ?? 8);
+  const offers = capped(o.offers, o.maxOffersPerMarket ?? 5);
   for (const offer of offers) {
     const bucket = `${offer.market}:${quotaBucket(offer.type)}`;
     if (skippedBuckets.has(bucket) || (noSpot && offer.market === 'spot')) continue;
@@ -125,9 +147,8 @@ export async function launchWithFallback(o: FallbackOptions): Promise<LaunchOutc
       if (kind === 'quota' || kind === 'spot-quota') break;
     }
   }
-  const lines = failed.map((a) => `  ${a.type} (${a.market}) in ${a.zone}: ${a.code}: ${a.message}`);
   const more = o.offers.length > offers.length ? `\n  (${o.offers.length - offers.length} more offers not tried)` : '';
-  throw new DstackError('DS0233', `no instance could be launched in ${o.region}; tried ${failed.length} ${failed.length === 1 ? 'time' : 'times'}:\n${lines.join('\n')}${more}`, {
+  throw new DstackError('DS0233', `no instance could be launched in ${o.region}; tried ${failed.length} ${failed.length === 1 ? 'time' : 'times'}:\n${summary(failed).join('\n')}${more}`, {
     hint: 'try again later, in another region (`dstack config aws --name NAME --region R --force`), with other resources, or allow on-demand when the job is interruptible',
   });
 }

@@ -206,13 +206,23 @@ class SdkEc2 implements Ec2Api {
     }
   }
 
-  async vpcOf(subnetId?: string): Promise<string | undefined> {
+  async network(subnetId?: string): Promise<{ readonly vpcId?: string; readonly zone?: string }> {
     if (subnetId) {
-      const r = await this.send<Ec2Sdk.DescribeSubnetsResult>(new this.sdk.DescribeSubnetsCommand({ SubnetIds: [subnetId] }));
-      return r.Subnets?.[0]?.VpcId;
+      let r: Ec2Sdk.DescribeSubnetsResult;
+      try {
+        r = await this.send<Ec2Sdk.DescribeSubnetsResult>(new this.sdk.DescribeSubnetsCommand({ SubnetIds: [subnetId] }));
+      } catch (e) {
+        if (e instanceof AwsApiError && e.code === 'InvalidSubnetID.NotFound') {
+          throw new DstackError('DS0234', `subnet ${subnetId} does not exist in ${this.region}`, { hint: 'fix the remote: dstack config aws --name NAME --subnet subnet-… --force' });
+        }
+        throw e;
+      }
+      const s = r.Subnets?.[0];
+      return { ...(s?.VpcId ? { vpcId: s.VpcId } : {}), ...(s?.AvailabilityZone ? { zone: s.AvailabilityZone } : {}) };
     }
     const r = await this.send<Ec2Sdk.DescribeVpcsResult>(new this.sdk.DescribeVpcsCommand({ Filters: [{ Name: 'is-default', Values: ['true'] }] }));
-    return r.Vpcs?.[0]?.VpcId;
+    const vpcId = r.Vpcs?.[0]?.VpcId;
+    return vpcId ? { vpcId } : {};
   }
 
   async ensureSecurityGroup(o: { readonly name: string; readonly vpcId?: string; readonly cidr: string; readonly tags: Tags }): Promise<string> {

@@ -75,13 +75,16 @@ failed() { printf "step '%s' failed with status %s\\n" "$(cat ${BOOTSTRAP_DIR}/s
 trap 'failed $?' ERR
 
 step 'host key'
-rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub
-cat > /etc/ssh/ssh_host_ed25519_key <<'DSTACK_HOST_KEY'
+# sshd runs beside cloud-init and may read its keys at any moment: each file is replaced by a
+# rename, never seen half-written; then only the ed25519 key is left, and sshd shows it from now on.
+(umask 077 && cat > /etc/ssh/.dstack_host_key <<'DSTACK_HOST_KEY'
 ${o.hostKey.privatePem.trim()}
 DSTACK_HOST_KEY
-chmod 600 /etc/ssh/ssh_host_ed25519_key
-printf '%s\\n' ${shellQuote(o.hostKey.publicKey)} > /etc/ssh/ssh_host_ed25519_key.pub
-# sshd may be up already (it starts beside cloud-init): it must show the new key from now on.
+)
+printf '%s\\n' ${shellQuote(o.hostKey.publicKey)} > /etc/ssh/.dstack_host_key.pub
+mv -f /etc/ssh/.dstack_host_key.pub /etc/ssh/ssh_host_ed25519_key.pub
+mv -f /etc/ssh/.dstack_host_key /etc/ssh/ssh_host_ed25519_key
+find /etc/ssh -maxdepth 1 -name 'ssh_host_*_key*' ! -name 'ssh_host_ed25519_key*' -delete
 { systemctl try-restart ssh.service || systemctl try-restart sshd.service || service ssh restart; } >/dev/null 2>&1 || true
 
 step 'authorized key'

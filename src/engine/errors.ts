@@ -82,18 +82,6 @@ export const Codes = {
   DS0210: { title: 'invalid remote configuration', exit: ExitCode.usage },
   DS0211: { title: 'unknown remote', exit: ExitCode.usage },
   DS0212: { title: 'remote already exists', exit: ExitCode.usage },
-  // AWS (src/backends/aws): the cloud unavailable or refusing is 3; a job no instance type fits is 2
-  DS0230: { title: 'AWS credentials missing or refused', exit: ExitCode.backendUnavailable },
-  DS0231: { title: 'AWS region not set', exit: ExitCode.usage },
-  DS0232: { title: 'no instance type fits the job', exit: ExitCode.usage },
-  DS0233: { title: 'no capacity for any offer', exit: ExitCode.backendUnavailable },
-  DS0234: { title: 'AWS request failed', exit: ExitCode.backendUnavailable },
-  DS0235: { title: 'no machine image found', exit: ExitCode.backendUnavailable },
-  DS0236: { title: 'instance bootstrap failed', exit: ExitCode.backendUnavailable },
-  DS0237: { title: 'instance not reachable', exit: ExitCode.backendUnavailable },
-  DS0238: { title: 'instance address unknown', exit: ExitCode.backendUnavailable },
-  DS0239: { title: 'caller address unknown', exit: ExitCode.backendUnavailable },
-  DS0240: { title: 'instance ended before the job started', exit: ExitCode.backendUnavailable },
   // store and artifacts
   DS0300: { title: 'run store error', exit: ExitCode.backendUnavailable },
   DS0301: { title: 'artifact error', exit: ExitCode.usage },
@@ -106,6 +94,17 @@ export const Codes = {
   DS0215: { title: 'instance not reachable over SSH', exit: ExitCode.backendUnavailable },
   DS0216: { title: 'instance ended before the job could start', exit: ExitCode.backendUnavailable },
   DS0217: { title: 'dstack SSH key unusable', exit: ExitCode.backendUnavailable },
+  // AWS (src/backends/aws, issue 10): DS0230–DS0259; the cloud unavailable or refusing is 3, a job no instance type fits 2
+  DS0230: { title: 'AWS credentials missing or refused', exit: ExitCode.backendUnavailable },
+  DS0231: { title: 'AWS region not set', exit: ExitCode.usage },
+  DS0232: { title: 'no instance type fits the job', exit: ExitCode.usage },
+  DS0233: { title: 'no capacity for any offer', exit: ExitCode.backendUnavailable },
+  DS0234: { title: 'AWS request failed', exit: ExitCode.backendUnavailable },
+  DS0235: { title: 'no machine image found', exit: ExitCode.backendUnavailable },
+  DS0236: { title: 'instance bootstrap failed', exit: ExitCode.backendUnavailable },
+  DS0237: { title: 'instance did not start running', exit: ExitCode.backendUnavailable },
+  DS0238: { title: 'instance address unknown', exit: ExitCode.backendUnavailable },
+  DS0239: { title: 'caller address unknown', exit: ExitCode.backendUnavailable },
 } as const;
 export type ErrorCode = keyof typeof Codes;
 

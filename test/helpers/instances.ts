@@ -69,8 +69,9 @@ export function motoClient(endpoint: string, region = 'us-east-1'): EC2Client {
  * image's own host key; cloud-init's early part — the launch's key pair (`KeyName`) authorized for
  * the login user — and sshd started, as on EC2 where it runs while cloud-init goes on; then
  * cloud-init's final part, the user-data once (output in /var/log/cloud-init-output.log, a failure
- * logged and the boot going on as cloud-init's does). `systemctl try-restart|restart ssh[d]` makes
- * sshd reload its keys (SIGHUP: it re-executes itself); `shutdown`, `poweroff` and `halt` end PID 1.
+ * logged and the boot going on as cloud-init's does). sshd is restarted when it exits, as systemd's
+ * ssh.service is; `systemctl is-active|try-restart|restart ssh[d]` answer for it (a restart is
+ * SIGHUP: sshd re-executes itself and reloads its keys); `shutdown`, `poweroff` and `halt` end PID 1.
  */
 const BOOT = String.raw`set -u
 groupadd -g "$DOCKER_GID" docker 2>/dev/null || groupmod -g "$DOCKER_GID" docker
@@ -99,7 +100,9 @@ ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
 for c in shutdown poweroff halt; do printf '#!/bin/sh\nkill -TERM 1\n' > /usr/local/sbin/$c; chmod 755 /usr/local/sbin/$c; done
 cat > /usr/local/sbin/systemctl <<'SYSTEMCTL'
 #!/bin/sh
+[ "$2" = -q ] && set -- "$1" "$3"
 case "$1 $2" in
+  "is-active ssh"|"is-active ssh.service"|"is-active sshd"|"is-active sshd.service") kill -0 "$(cat /run/dstack-test-sshd.pid)" 2>/dev/null ;;
   "try-restart ssh"*|"restart ssh"*|"reload ssh"*) kill -HUP "$(cat /run/dstack-test-sshd.pid)" ;;
   *) echo "systemctl: not in this test instance: $*" >&2; exit 1 ;;
 esac
@@ -110,8 +113,8 @@ if [ -n "$KEY_PAIR" ]; then
   chown -R ${LOGIN}:${LOGIN} "$LOGIN_HOME/.ssh" && chmod 700 "$LOGIN_HOME/.ssh" && chmod 600 "$LOGIN_HOME/.ssh/authorized_keys"
 fi
 mkdir -p /var/lib/cloud/instance/scripts /run/sshd
-/usr/sbin/sshd -D -e &
-echo $! > /run/dstack-test-sshd.pid
+# As ssh.service (Restart=on-failure): an sshd that exits, e.g. on a host key caught half-written, comes back.
+(while :; do /usr/sbin/sshd -D -e & echo $! > /run/dstack-test-sshd.pid; wait $!; sleep 1; done) &
 if head -c 2 /var/lib/cloud/instance/user-data.txt | grep -q '#!'; then
   install -m 700 /var/lib/cloud/instance/user-data.txt /var/lib/cloud/instance/scripts/part-001
   /var/lib/cloud/instance/scripts/part-001 >> /var/log/cloud-init-output.log 2>&1 \

@@ -40,8 +40,20 @@ let watcher: InstanceWatcher;
 const cleanups: (() => Promise<void>)[] = [];
 
 const REMOTE: AwsRemote = { name: 'cloud', kind: 'aws', region: 'us-east-1', bucket: 'dstack-test', sshCidr: '127.0.0.1/32' };
-/** Stands in for the shared dead-man switch: these tests are about EC2, not the switch. */
-const SWITCH = 'touch /var/lib/dstack/heartbeat';
+/**
+ * Stands in for the shared boot script (host key, dead-man switch): these tests are about EC2; the
+ * real one runs in the end-to-end tests.
+ */
+const bootScriptFor = (privatePem: string, publicKey: string): string => `#!/bin/sh
+(umask 077 && cat > /etc/ssh/new_host_key <<'KEY'
+${privatePem.trim()}
+KEY
+)
+echo '${publicKey}' > /etc/ssh/ssh_host_ed25519_key.pub
+mv /etc/ssh/new_host_key /etc/ssh/ssh_host_ed25519_key
+systemctl try-restart ssh.service
+touch /var/lib/dstack/heartbeat
+`;
 
 test.before(async () => {
   moto = await startMoto();
@@ -84,8 +96,7 @@ async function launchInput(spec: JobSpec, recorded: AwsHandle[], notes: string[]
       job: 'wet-mangust-1/train',
       homeId: homeIdOf(client.publicKey),
       clientPublicKey: client.publicKey,
-      hostKey: { privatePem: await readFile(host.path, 'utf8'), publicKey: host.publicKey },
-      deadManSwitch: SWITCH,
+      bootScript: bootScriptFor(await readFile(host.path, 'utf8'), host.publicKey),
       signal: new AbortController().signal,
       notify: (m: string) => notes.push(m),
       recordInstance: (h: AwsHandle) => {
@@ -167,8 +178,8 @@ test('launch: the newest Ubuntu for a CPU job, recorded before any wait; key pai
   const address = await c.waitForAddress(id, new AbortController().signal);
   const w = watcher.seen.get(id)!;
   assert.equal(address, { host: '127.0.0.1', port: w.port });
-  const out = await sshRun(address.port, host.publicKey, `test -e ${BOOTSTRAP_DONE} && echo done; test -e ${BOOTSTRAP_FAILED} || echo not-failed; cat /var/lib/dstack/step; test -e /var/lib/dstack/heartbeat && echo switch-started`);
-  assert.equal(out.split('\n'), ['done', 'not-failed', 'done', 'switch-started']);
+  const out = await sshRun(address.port, host.publicKey, `test -e ${BOOTSTRAP_DONE} && echo done; test -e ${BOOTSTRAP_FAILED} || echo not-failed; cat /var/lib/dstack/step; test -e /var/lib/dstack/heartbeat && echo boot-script-ran`);
+  assert.equal(out.split('\n'), ['done', 'not-failed', 'done', 'boot-script-ran']);
   assert.equal(await c.state(id), { state: 'running' });
   await c.terminate([id]);
   await c.terminate([id]); // idempotent
@@ -261,14 +272,14 @@ test('a custom EC2 endpoint without an address map: DS0238, never the address mo
   assert.match(e.message, new RegExp(`^EC2 at ${proxy.endpoint.replace(/[.]/g, '\\.')} is not AWS: the address it gives ${launched.instance.id} \\(\\d+\\.\\d+\\.\\d+\\.\\d+\\) is not that instance's$`));
 }));
 
-test('an instance that ends before it is reachable: DS0240 with EC2\'s reason', withTimeout(120_000, async () => {
+test('an instance that ends before it is reachable: DS0216 with EC2\'s reason', withTimeout(120_000, async () => {
   const c = cloud();
   const recorded: AwsHandle[] = [];
   const { input } = await launchInput(jobSpec(), recorded);
   const launched = await c.launch(input);
   await ec2Terminate(launched.instance.id);
   const e = (await c.waitForAddress(launched.instance.id, new AbortController().signal).catch((x: unknown) => x)) as DstackError;
-  assert.is(e.code, 'DS0240');
+  assert.is(e.code, 'DS0216');
   assert.match(e.message, /ended before the job started: (shutting-down|terminated) \(Client\.UserInitiatedShutdown: User initiated shutdown\)$/);
 }));
 

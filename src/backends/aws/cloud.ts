@@ -38,9 +38,10 @@ export interface LaunchInput {
   /** The dstack home's identity in AWS (resources.ts `homeIdOf`) and its public key. */
   readonly homeId: string;
   readonly clientPublicKey: string;
-  readonly hostKey: { readonly privatePem: string; readonly publicKey: string };
-  /** The shared dead-man switch, as a user-data fragment. */
-  readonly deadManSwitch: string;
+  /** The shared instance boot script (host key, dead-man switch), run first by the user-data. */
+  readonly bootScript: string;
+  /** Power the instance off this long after boot, whatever happens. */
+  readonly maxDurationSeconds?: number;
   readonly signal: AbortSignal;
   readonly notify: (message: string) => void;
   /** Called with the instance id as soon as EC2 returns it, before anything waits. */
@@ -134,8 +135,8 @@ export class AwsCloud {
     const script = userData({
       login: image.family.login,
       authorizedKey: input.clientPublicKey,
-      hostKey: input.hostKey,
-      deadManSwitch: input.deadManSwitch,
+      bootScript: input.bootScript,
+      ...(input.maxDurationSeconds ? { maxDurationSeconds: input.maxDurationSeconds } : {}),
       installDocker: !image.family.dockerPreinstalled,
       gpu,
       label: `${input.job} (run ${input.run})`,
@@ -168,7 +169,7 @@ export class AwsCloud {
   }
 
   /**
-   * Waits until the instance runs and has an SSH address. DS0240 when it ends first (with EC2's
+   * Waits until the instance runs and has an SSH address. DS0216 when it ends first (with EC2's
    * reason), DS0237 after 10 minutes.
    */
   async waitForAddress(id: string, signal: AbortSignal): Promise<SshAddress> {
@@ -177,9 +178,9 @@ export class AwsCloud {
     for (;;) {
       signal.throwIfAborted();
       const [i] = await ec2.describe([id]);
-      if (!i) throw new DstackError('DS0240', `instance ${id} is gone before the job started`, { hint: 'run again; if it keeps happening, see the EC2 console' });
+      if (!i) throw new DstackError('DS0216', `instance ${id} is gone before the job started`, { hint: 'run again; if it keeps happening, see the EC2 console' });
       if (ENDED.has(i.state)) {
-        throw new DstackError('DS0240', `instance ${id} ended before the job started: ${i.state}${i.stateReason ? ` (${i.stateReason})` : ''}`, {
+        throw new DstackError('DS0216', `instance ${id} ended before the job started: ${i.state}${i.stateReason ? ` (${i.stateReason})` : ''}`, {
           hint: 'a spot instance may be taken back at once when capacity is short: run again, or without --interruptible',
         });
       }

@@ -58,11 +58,25 @@ export const awsRemoteSchema = t.isObject({
   maxDurationSeconds: t.isOptional(t.cascade(t.isNumber(), [t.isInteger(), t.isAtLeast(60)])),
 });
 
-/** The remote, checked; DS0210 naming the first problem. */
-export function checkAwsRemote(raw: unknown, where: string): AwsRemote {
+const FLAGS: Readonly<Record<string, string>> = {
+  region: '--region',
+  profile: '--profile',
+  bucket: '--bucket',
+  subnet: '--subnet',
+  sshCidr: '--ssh-cidr',
+  deadManMinutes: '--dead-man-minutes',
+  maxDurationSeconds: '--max-duration',
+};
+
+/**
+ * The remote as `dstack config aws` built it from flags, checked; DS0210 naming the flag
+ * (`invalid --region: expected a region such as us-east-1, got "mars"`).
+ */
+export function checkAwsRemote(raw: AwsRemote): AwsRemote {
   const errors: string[] = [];
-  if (!awsRemoteSchema(raw, { errors })) {
-    throw new DstackError('DS0210', `${where}: ${errors[0] ?? 'not an AWS remote'}`, { hint: 'fix it with `dstack config aws --name NAME … --force`' });
-  }
-  return raw;
+  if (awsRemoteSchema(raw, { errors })) return raw;
+  const m = /^\.([A-Za-z]+): (.*)$/s.exec(errors[0] ?? '');
+  const flag = m ? FLAGS[m[1]!] : undefined;
+  const what = m ? `${m[2]!.charAt(0).toLowerCase()}${m[2]!.slice(1)}` : (errors[0] ?? 'not an AWS remote');
+  throw new DstackError('DS0210', flag ? `invalid ${flag}: ${what}` : what, { hint: 'see `dstack config aws --help`' });
 }

@@ -2,13 +2,15 @@
  * The instance's user-data: one self-contained bash script, run once as root by cloud-init at first
  * boot. Its steps, in order, each named in `/var/lib/dstack/step` and in the boot log:
  *
- *  1. host key — the ed25519 host key dstack generated for this instance replaces the image's own
- *     (the others are removed) and sshd restarts, so dstack's first connection is verified against a
- *     key it knows instead of trusting whatever answers;
- *  2. authorized key — the dstack home's public key for the login user;
- *  3. dead-man switch — started before anything that can fail or hang, so an instance whose
- *     bootstrap breaks, or whose dstack dies, still powers off (and, with
- *     InstanceInitiatedShutdownBehavior=terminate, is terminated);
+ *  1. boot script — the shared instance machinery's (src/backends/ssh-host/deadman.ts): the host key
+ *     dstack generated for this instance replaces the image's own, so dstack's first connection is
+ *     verified against a key it knows instead of trusting whatever answers; and the dead-man switch,
+ *     started before anything that can fail or hang, so an instance whose bootstrap breaks, or whose
+ *     dstack dies, still powers off (and, with InstanceInitiatedShutdownBehavior=terminate, is
+ *     terminated);
+ *  2. authorized key — the dstack home's public key for the login user (cloud-init installs the
+ *     launch's key pair too; this does not depend on it);
+ *  3. max duration — when the remote sets one, a timer that powers the instance off, renewed or not;
  *  4. docker — present and running (installed from Ubuntu's archive on a plain image), the login user
  *     in its group;
  *  5. nvidia (GPU jobs) — the driver sees the GPUs and Docker has the NVIDIA runtime;
@@ -31,10 +33,10 @@ export interface UserDataOptions {
   readonly login: string;
   /** `ssh-ed25519 AAAA… comment`: the dstack home's key, for `login`. */
   readonly authorizedKey: string;
-  /** The instance's host key that dstack generated: OpenSSH private key PEM, and its public line. */
-  readonly hostKey: { readonly privatePem: string; readonly publicKey: string };
-  /** A shell fragment that starts the dead-man switch in the background (from the shared SSH-host seam). */
-  readonly deadManSwitch: string;
+  /** The shared instance boot script (`#!/bin/sh`: host key, dead-man switch), run first. */
+  readonly bootScript: string;
+  /** Power off this long after boot, whatever else happens. */
+  readonly maxDurationSeconds?: number;
   /** The image has no Docker: install it. */
   readonly installDocker: boolean;
   /** The job asks for GPUs: check the driver and Docker's NVIDIA runtime. */
@@ -74,18 +76,11 @@ step() { printf '%s\\n' "$1" > ${BOOTSTRAP_DIR}/step; echo "dstack bootstrap: $1
 failed() { printf "step '%s' failed with status %s\\n" "$(cat ${BOOTSTRAP_DIR}/step)" "$1" > ${BOOTSTRAP_FAILED}; }
 trap 'failed $?' ERR
 
-step 'host key'
-# sshd runs beside cloud-init and may read its keys at any moment: each file is replaced by a
-# rename, never seen half-written; then only the ed25519 key is left, and sshd shows it from now on.
-(umask 077 && cat > /etc/ssh/.dstack_host_key <<'DSTACK_HOST_KEY'
-${o.hostKey.privatePem.trim()}
-DSTACK_HOST_KEY
-)
-printf '%s\\n' ${shellQuote(o.hostKey.publicKey)} > /etc/ssh/.dstack_host_key.pub
-mv -f /etc/ssh/.dstack_host_key.pub /etc/ssh/ssh_host_ed25519_key.pub
-mv -f /etc/ssh/.dstack_host_key /etc/ssh/ssh_host_ed25519_key
-find /etc/ssh -maxdepth 1 -name 'ssh_host_*_key*' ! -name 'ssh_host_ed25519_key*' -delete
-{ systemctl try-restart ssh.service || systemctl try-restart sshd.service || service ssh restart; } >/dev/null 2>&1 || true
+step 'boot script'
+cat > ${BOOTSTRAP_DIR}/boot.sh <<'DSTACK_BOOT_SCRIPT'
+${o.bootScript.trim()}
+DSTACK_BOOT_SCRIPT
+sh ${BOOTSTRAP_DIR}/boot.sh
 
 step 'authorized key'
 home=$(getent passwd ${login} | cut -d: -f6)
@@ -94,10 +89,7 @@ printf '%s\\n' ${shellQuote(o.authorizedKey)} >> "$home/.ssh/authorized_keys"
 chown ${login}: "$home/.ssh/authorized_keys"
 chmod 600 "$home/.ssh/authorized_keys"
 
-step 'dead-man switch'
-${o.deadManSwitch.trim()}
-
-step 'docker'
+${o.maxDurationSeconds ? `step 'max duration'\nnohup sh -c 'sleep ${Math.round(o.maxDurationSeconds)}; shutdown -h now' >/dev/null 2>&1 &\n\n` : ''}step 'docker'
 ${o.installDocker ? DOCKER_INSTALL : ''}
 ${DOCKER_CHECK}
 getent group docker >/dev/null && usermod -aG docker ${login}

@@ -1,6 +1,7 @@
 /**
  * A fault-injecting HTTP proxy in front of moto, for what moto never answers: no capacity, a spot
- * price too low, an unsupported configuration, a vCPU or spot quota, throttling, an internal error.
+ * price too low, an unsupported configuration, a vCPU or spot quota, throttling, an internal error —
+ * and a spot interruption's state reason, which it writes into moto's DescribeInstances answers.
  * Every request goes to moto unless a rule matches it; a matching rule answers instead with the
  * error EC2 really sends (status and XML body as on the wire), so the real SDK parses a real reply.
  * Tests that use it say "fault proxy" in their names.
@@ -77,7 +78,13 @@ export interface FaultProxy {
   readonly calls: Ec2Call[];
   /** Adds a rule (rules are tried in the order added). */
   add(rule: FaultRule): void;
-  /** Removes the rules and forgets the calls. */
+  /**
+   * Plays EC2 taking a spot instance back, which moto cannot: from now on DescribeInstances shows the
+   * instance's state reason as EC2 does after a spot interruption (`Server.SpotInstanceTermination`)
+   * instead of moto's user-initiated one. Terminate the instance in moto as well.
+   */
+  spotInterrupted(instanceId: string): void;
+  /** Removes the rules and interruptions, and forgets the calls. */
   clear(): void;
   close(): Promise<void>;
 }
@@ -88,6 +95,21 @@ function matches(rule: FaultRule & { used: number }, action: string, params: Par
   if (!rule.params) return true;
   if (typeof rule.params === 'function') return rule.params(params);
   return Object.entries(rule.params).every(([k, v]) => params[k] === v);
+}
+
+/** The top-level `<item>…</item>` elements of an instancesSet (items nest: tags, groups). */
+function instanceItems(inner: string): string[] {
+  const items: string[] = [];
+  let depth = 0;
+  let start = 0;
+  for (const m of inner.matchAll(/<item>|<\/item>/g)) {
+    if (m[0] === '<item>') {
+      if (depth++ === 0) start = m.index;
+    } else if (--depth === 0) {
+      items.push(inner.slice(start, m.index + m[0].length));
+    }
+  }
+  return items;
 }
 
 async function readBody(req: IncomingMessage): Promise<Buffer> {
@@ -102,12 +124,30 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
   const rules: (FaultRule & { used: number })[] = [];
   const calls: Ec2Call[] = [];
 
-  const forward = (req: IncomingMessage, res: ServerResponse, body: Buffer): void => {
+  const interrupted = new Set<string>();
+
+  /** moto's DescribeInstances answer with the interrupted instances' state reasons as EC2 writes them. */
+  const rewrite = (xml: string): string => xml.replace(/<instancesSet>([\s\S]*?)<\/instancesSet>/g, (_all, inner: string) => `<instancesSet>${instanceItems(inner).map(spotReason).join('')}</instancesSet>`);
+  const spotReason = (item: string): string => {
+    const id = /<instanceId>([^<]+)<\/instanceId>/.exec(item)?.[1];
+    if (!id || !interrupted.has(id)) return item;
+    return item.replace(/<stateReason>[\s\S]*?<\/stateReason>/, '<stateReason><code>Server.SpotInstanceTermination</code><message>Server.SpotInstanceTermination: Spot instance termination</message></stateReason>');
+  };
+
+  const forward = (req: IncomingMessage, res: ServerResponse, body: Buffer, action?: string): void => {
     const out = request(
       { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
       (up) => {
-        res.writeHead(up.statusCode ?? 502, up.headers);
-        up.pipe(res);
+        if (action !== 'DescribeInstances' || interrupted.size === 0) {
+          res.writeHead(up.statusCode ?? 502, up.headers);
+          up.pipe(res);
+          return;
+        }
+        void readBody(up).then((b) => {
+          const text = Buffer.from(rewrite(b.toString('utf8')));
+          res.writeHead(up.statusCode ?? 502, { ...up.headers, 'content-length': String(text.length) });
+          res.end(text);
+        });
       },
     );
     out.on('error', (e) => {
@@ -126,7 +166,7 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
       const rule = rules.find((r) => matches(r, action, params));
       if (!rule) {
         calls.push({ action, params });
-        return forward(req, res, body);
+        return forward(req, res, body, action);
       }
       rule.used++;
       calls.push({ action, params, fault: rule.fault });
@@ -147,9 +187,11 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
     endpoint: `http://127.0.0.1:${port}`,
     calls,
     add: (rule) => void rules.push({ ...rule, used: 0 }),
+    spotInterrupted: (id) => void interrupted.add(id),
     clear: () => {
       rules.length = 0;
       calls.length = 0;
+      interrupted.clear();
     },
     close: () =>
       new Promise<void>((resolve) => {

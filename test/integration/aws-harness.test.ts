@@ -187,6 +187,23 @@ test('fault proxy: throttling is 503 RequestLimitExceeded, which the SDK retries
   }
 }));
 
+test('fault proxy: a spot interruption is shown with EC2\'s state reason for that instance only', withTimeout(30_000, async () => {
+  const proxy = await startFaultProxy(moto.endpoint);
+  const client = new EC2Client({ endpoint: proxy.endpoint, region: 'us-east-1', credentials: { accessKeyId: 'a', secretAccessKey: 'b' }, maxAttempts: 1 });
+  try {
+    const launch = async (): Promise<string> => (await ec2.send(new RunInstancesCommand({ ImageId: NEWEST_UBUNTU, InstanceType: 't3.micro', MinCount: 1, MaxCount: 1 }))).Instances![0]!.InstanceId!;
+    const [a, b] = [await launch(), await launch()];
+    await ec2.send(new TerminateInstancesCommand({ InstanceIds: [a, b] }));
+    proxy.spotInterrupted(a);
+    const r = await client.send(new DescribeInstancesCommand({ InstanceIds: [a, b] }));
+    const reasons = Object.fromEntries((r.Reservations ?? []).flatMap((x) => x.Instances ?? []).map((i) => [i.InstanceId, i.StateReason?.Code]));
+    assert.equal(reasons, { [a]: 'Server.SpotInstanceTermination', [b]: 'Client.UserInitiatedShutdown' });
+  } finally {
+    client.destroy();
+    await proxy.close();
+  }
+}));
+
 /** sshd comes up after the user-data: retry the first connection until it answers (bounded). */
 async function waitForSsh<T>(attempt: () => Promise<T>, ms = 30_000): Promise<T> {
   const deadline = Date.now() + ms;

@@ -4,8 +4,9 @@
  * InstanceProvider over src/backends/ssh-host/instance-backend.ts); no CLI file changes. Each plugin
  * loads its SDK lazily inside its own folder.
  */
+import { awsPlugin } from './aws/index.js';
 import { localPlugin } from './local/index.js';
 import { BackendRegistry } from './registry.js';
 import { sshPlugin } from './ssh/index.js';
 
-export const registry = new BackendRegistry([localPlugin, sshPlugin]);
+export const registry = new BackendRegistry([localPlugin, sshPlugin, awsPlugin]);

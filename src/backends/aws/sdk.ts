@@ -348,7 +348,9 @@ class SdkEc2 implements Ec2Api {
 export async function openEc2(options: OpenEc2Options = {}): Promise<Ec2Api> {
   // The SDK warns on Node 20 about its releases of 2027; that is not the user's business mid-run.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  const sdk = await import('@aws-sdk/client-ec2');
+  const mod = await import('@aws-sdk/client-ec2');
+  // Bundled as ESM, the CommonJS SDK comes as its `default` export; under Node's own loader, named.
+  const sdk = ((mod as unknown as { default?: Sdk }).default ?? mod) as Sdk;
   const config = { ...(options.region ? { region: options.region } : {}), ...(options.profile ? { profile: options.profile } : {}) };
   const client = new sdk.EC2Client({ ...config, maxAttempts: 3 });
   const launcher = new sdk.EC2Client({ ...config, maxAttempts: 1 });

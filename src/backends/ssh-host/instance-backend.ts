@@ -4,8 +4,9 @@
  *
  *   keys (this home's client key, a fresh host key per instance) → launch (handle recorded at once)
  *   → address → SSH, verified against the pinned host key, retried while the instance boots →
- *   Docker answers → the remote machine (ssh-host/machine.ts: image pinned, stage, start, logs,
- *   tunnels, collect) with a heartbeat renewing the instance's dead-man switch → terminate.
+ *   the cloud's own boot finished (`ready`, when the provider has one; then SSH again) → Docker
+ *   answers → the remote machine (ssh-host/machine.ts: image pinned, stage, start, logs, tunnels,
+ *   collect) with a heartbeat renewing the instance's dead-man switch → terminate.
  *
  * A lost SSH connection asks the cloud what happened: a `preempted` instance ends the job
  * `interrupted`, anything else `failed`. `observe` and `reap` work from recorded handles alone, in
@@ -111,7 +112,15 @@ export class InstanceBackend implements Backend {
       if (!recorded) launchCtx.recordHandle(launched);
       const instance = recorded!;
       const target = await this.provider.address(instance, ctx.signal);
-      const connection = await this.connectWhenUp(target, client, instance, ctx.signal);
+      let connection = await this.connectWhenUp(target, client, instance, ctx.signal);
+      if (this.provider.ready) {
+        try {
+          await this.provider.ready(connection, ctx.signal);
+        } finally {
+          await connection.close();
+        }
+        connection = await this.connectWhenUp(target, client, instance, ctx.signal);
+      }
       return await this.machineOn(connection, instance, ctx);
     } catch (e) {
       if (recorded) await this.provider.terminate(recorded).catch(() => undefined);

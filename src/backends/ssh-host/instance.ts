@@ -6,7 +6,8 @@
  * The generic backend calls a provider in this order for a job:
  *
  *   supports (every job, before anything) → check (once) → imageDigest (per job, for its
- *   fingerprint) → launch → address → [SSH, Docker, the job, over SSH] → terminate
+ *   fingerprint) → launch → address → [SSH] → ready (if it has one) → [SSH again, Docker, the
+ *   job, over SSH] → terminate
  *
  * and `state` whenever the SSH connection to an instance is lost (was it preempted?) or a recorded
  * handle is looked up by a later process; `list` to find what this dstack home left behind.
@@ -17,6 +18,7 @@
 import type { BackendHandle, Capability, ImageDigestOptions, JobContext } from '../../engine/backend.js';
 import type { JobSpec } from '../../engine/types.js';
 import type { SshHostSpec } from './host-spec.js';
+import type { SshConnection } from './session.js';
 
 /**
  * What the cloud says of an instance: `pending` (asked for, not running yet), `running`,
@@ -96,6 +98,13 @@ export interface InstanceProvider {
   terminate(handle: BackendHandle): Promise<void>;
   /** This dstack home's instances that are not terminated, for sweeping. */
   list(): Promise<readonly OwnedInstance[]>;
+  /**
+   * Optional: waits, over the first SSH connection to the instance, until the instance's own boot
+   * (a cloud's user-data: Docker installed, GPU drivers checked) has finished; rejects with a coded
+   * error saying what failed. sshd answers long before such a boot is done. The generic backend then
+   * logs in again, so a login made before the boot added the user to a group (`docker`) gets it.
+   */
+  ready?(connection: SshConnection, signal: AbortSignal): Promise<void>;
   /** Releases SDK clients. */
   close?(): Promise<void>;
 }

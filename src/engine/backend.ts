@@ -168,8 +168,48 @@ export interface Backend {
    * half-provisioned instance, a job folder without a container yet). Idempotent.
    */
   reap(handle: BackendHandle): Promise<void>;
+  /**
+   * Optional — backends whose machines cost money (a cloud's instances): what this dstack home has
+   * there now, as the cloud sees it, so also machines no record names (a dstack killed between the
+   * cloud's answer and the record). `sweepMachines` (sweep.ts) ends those no live run holds.
+   */
+  owned?(): Promise<readonly OwnedMachine[]>;
+  /**
+   * Optional — backends that choose a machine per job: the machines it would try for this job, in
+   * the order it would try them (cheapest first), for `--dry-run`. Rejects (coded) when none fits.
+   */
+  offers?(spec: JobSpec, signal: AbortSignal): Promise<readonly MachineOffer[]>;
   /** Releases connections; the CLI calls it before exit. */
   close(): Promise<void>;
+}
+
+/** One kind of machine a backend can run a job on, and what it costs. */
+export interface MachineOffer {
+  /** `g4dn.xlarge`. */
+  readonly type: string;
+  readonly market: 'spot' | 'on-demand';
+  readonly vcpus: number;
+  readonly memoryMiB: number;
+  /** `1x T4 (16 GiB)`, or undefined for none. */
+  readonly gpus?: string;
+  /** USD per hour. */
+  readonly pricePerHour: number;
+  /** The price is an estimate (another region's figure). */
+  readonly estimate: boolean;
+}
+
+/** A machine this dstack home has in a backend that charges for it. */
+export interface OwnedMachine {
+  /** What `reap` takes. */
+  readonly handle: BackendHandle;
+  /** The cloud's name for it (`i-0abc…`). */
+  readonly id: string;
+  /** As the cloud says: `pending`, `running`. */
+  readonly state: string;
+  /** The job it was launched for, from the cloud's tags. */
+  readonly job?: string;
+  /** A few words for listings (`t3a.large, us-east-1a, up 12 min`). */
+  readonly detail?: string;
 }
 
 export interface ImageDigestOptions {
@@ -202,6 +242,8 @@ export interface BackendPlugin<C extends RemoteConfig = RemoteConfig> {
   readonly kind: string;
   /** What it runs jobs on, in a few words (`your own machines over SSH`). */
   readonly describe: string;
+  /** Its machines cost money while they exist (a cloud's instances): its backends have `owned()`. */
+  readonly ownsMachines?: boolean;
   /**
    * Loads the check of a saved remote of this kind (a typanion validator), so a hand-edited
    * config.json fails with DS0210 naming the field. Loaded only when config.json is read: a local

@@ -106,8 +106,11 @@ async function attemptOnce(o: FallbackOptions, offer: Offer, zone: string): Prom
   }
 }
 
+/** How many offers (instance types) of each market are tried, by default. */
+export const OFFERS_PER_MARKET = 5;
+
 /** The offers to try: the first `max` of each market, in the given order. */
-function capped(offers: readonly Offer[], max: number): Offer[] {
+export function capped(offers: readonly Offer[], max = OFFERS_PER_MARKET): Offer[] {
   const seen = new Map<Market, number>();
   return offers.filter((o) => {
     const n = (seen.get(o.market) ?? 0) + 1;
@@ -132,7 +135,7 @@ export async function launchWithFallback(o: FallbackOptions): Promise<LaunchOutc
   const failed: Attempt[] = [];
   const skippedBuckets = new Set<string>();
   let noSpot = false;
-  const offers = capped(o.offers, o.maxOffersPerMarket ?? 5);
+  const offers = capped(o.offers, o.maxOffersPerMarket ?? OFFERS_PER_MARKET);
   for (const offer of offers) {
     const bucket = `${offer.market}:${quotaBucket(offer.type)}`;
     if (skippedBuckets.has(bucket) || (noSpot && offer.market === 'spot')) continue;

@@ -8,7 +8,7 @@
  * this machine has (built here, never pushed) can be fingerprinted but not run remotely: the
  * instance fails clearly (DS0214) rather than run something else.
  */
-import type { BackendHandle, Capability, ImageDigestOptions, JobContext } from '../../engine/backend.js';
+import type { BackendHandle, Capability, ImageDigestOptions, JobContext, MachineOffer } from '../../engine/backend.js';
 import { DstackError } from '../../engine/errors.js';
 import type { JobSpec } from '../../engine/types.js';
 import { DockerApiError, DockerClient, endpointFromEnv } from '../docker/docker.js';
@@ -18,7 +18,8 @@ import type { ImageIdentity, InstanceLaunch, InstanceProvider, InstanceState, Ow
 import { clientKey } from '../ssh-host/instance-keys.js';
 import { AwsCloud, type AwsHandle } from './cloud.js';
 import type { AwsRemote } from './config.js';
-import { knownGpu } from './offers.js';
+import { capped } from './launch.js';
+import { formatGpu, knownGpu } from './offers.js';
 import { homeIdOf, TAG_JOB } from './resources.js';
 import { customEndpoint, openEc2 } from './sdk.js';
 import { BOOT_LOG, BOOTSTRAP_DIR, BOOTSTRAP_DONE, BOOTSTRAP_FAILED } from './user-data.js';
@@ -35,6 +36,12 @@ while [ "$i" -lt ${seconds} ]; do
 done
 cat ${BOOTSTRAP_DIR}/step 2>/dev/null || echo 'not started'; echo ---; tail -n 12 ${BOOT_LOG} 2>/dev/null
 exit 4`;
+
+/** `4 min`, `2 h 5 min`. */
+const upFor = (ms: number): string => {
+  const min = Math.max(0, Math.floor(ms / 60_000));
+  return min < 60 ? `${min} min` : `${Math.floor(min / 60)} h ${min % 60} min`;
+};
 
 const handleOf = (h: BackendHandle): AwsHandle => {
   if (typeof h.instance !== 'string' || typeof h.region !== 'string') throw new Error(`not an AWS handle: ${JSON.stringify(h)}`);
@@ -66,7 +73,7 @@ export class Ec2Provider implements InstanceProvider {
     const gpu = spec.resources.gpu;
     if (!gpu || gpu.count === 0) return { ok: true };
     const known = knownGpu(gpu.name, gpu.count);
-    return known.ok ? known : { ok: false, reason: `${this.id}: ${known.reason}` };
+    return known;
   }
 
   async check(signal: AbortSignal): Promise<void> {
@@ -112,6 +119,18 @@ export class Ec2Provider implements InstanceProvider {
     return { instance: launched.instance.id, region: (await this.cloud.ec2()).region };
   }
 
+  async offers(spec: JobSpec, _signal: AbortSignal): Promise<readonly MachineOffer[]> {
+    return capped(await this.cloud.offersOrFail(spec.resources)).map((o) => ({
+      type: o.type,
+      market: o.market,
+      vcpus: o.vcpus,
+      memoryMiB: o.memoryMiB,
+      ...(o.gpu ? { gpus: formatGpu(o.gpu) } : {}),
+      pricePerHour: o.price,
+      estimate: o.estimate,
+    }));
+  }
+
   async address(handle: BackendHandle, signal: AbortSignal): Promise<SshHostSpec> {
     const a = await this.cloud.waitForAddress(handleOf(handle).instance, signal);
     return { user: this.login, host: a.host, port: a.port };
@@ -131,8 +150,10 @@ export class Ec2Provider implements InstanceProvider {
     const [region, homeId] = await Promise.all([this.cloud.ec2().then((e) => e.region), this.homeId()]);
     return (await this.cloud.owned(homeId)).map((i) => ({
       handle: { instance: i.id, region },
+      id: i.id,
       state: i.state === 'running' ? 'running' : i.state === 'pending' ? 'pending' : 'terminated',
       ...(i.tags[TAG_JOB] ? { job: i.tags[TAG_JOB] } : {}),
+      detail: [`${i.type}${i.spot ? ' (spot)' : ''}`, i.zone, i.launchedAt ? `up ${upFor(Date.now() - i.launchedAt.getTime())}` : undefined].filter(Boolean).join(', '),
     }));
   }
 

@@ -13,7 +13,7 @@
  * a process that never saw the instance: the handle carries the host and its public host key.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Backend, BackendHandle, Capability, ImageDigestOptions, JobContext, Machine, ObservedState } from '../../engine/backend.js';
+import type { Backend, BackendHandle, Capability, ImageDigestOptions, JobContext, Machine, MachineOffer, ObservedState, OwnedMachine } from '../../engine/backend.js';
 import { DstackError } from '../../engine/errors.js';
 import type { JobSpec } from '../../engine/types.js';
 import { connectHost, targetLabel, type SshConnection } from './connect.js';
@@ -222,6 +222,21 @@ export class InstanceBackend implements Backend {
     } finally {
       await connection?.close();
     }
+  }
+
+  offers(spec: JobSpec, signal: AbortSignal): Promise<readonly MachineOffer[]> {
+    return this.provider.offers ? this.provider.offers(spec, signal) : Promise.resolve([]);
+  }
+
+  /** This home's instances that are not terminated yet, for sweeping and listing. */
+  async owned(): Promise<readonly OwnedMachine[]> {
+    return (await this.provider.list()).map((i) => ({
+      handle: i.handle,
+      id: i.id ?? JSON.stringify(i.handle),
+      state: i.state,
+      ...(i.job ? { job: i.job } : {}),
+      ...(i.detail ? { detail: i.detail } : {}),
+    }));
   }
 
   /** Terminates the instance a handle names: everything of the job goes with it. Idempotent. */

@@ -28,6 +28,7 @@ export function instancePlugin<C extends RemoteConfig>(o: InstancePluginOptions<
   const { provider, ...plugin } = o;
   return {
     ...plugin,
+    ownsMachines: true,
     open: (options) => {
       if (!options.remote) throw new Error(`the ${o.kind} backend needs a remote (${o.kind}:NAME)`);
       return new InstanceBackend({ home: options.home, remote: options.remote.name, provider: provider(options.remote, options), settings: readSettings(options.settings) });

@@ -15,7 +15,7 @@
  * Only one file per cloud imports its SDK, lazily: constructing a provider, and `supports`, must
  * cost nothing.
  */
-import type { BackendHandle, Capability, ImageDigestOptions, JobContext } from '../../engine/backend.js';
+import type { BackendHandle, Capability, ImageDigestOptions, JobContext, MachineOffer } from '../../engine/backend.js';
 import type { JobSpec } from '../../engine/types.js';
 import type { SshHostSpec } from './host-spec.js';
 import type { SshConnection } from './session.js';
@@ -51,6 +51,10 @@ export interface OwnedInstance {
   readonly state: InstanceState;
   /** The job it was launched for, from its tags. */
   readonly job?: string;
+  /** The cloud's name for it (`i-0abc…`); default: the handle as JSON. */
+  readonly id?: string;
+  /** A few words for listings (`t3a.large, us-east-1a, up 12 min`). */
+  readonly detail?: string;
 }
 
 /** The identity a job's fingerprint uses for its image, and how an instance pulls exactly that image. */
@@ -105,6 +109,8 @@ export interface InstanceProvider {
    * logs in again, so a login made before the boot added the user to a group (`docker`) gets it.
    */
   ready?(connection: SshConnection, signal: AbortSignal): Promise<void>;
+  /** Optional: the instance types it would try for the job, in order (Backend.offers). */
+  offers?(spec: JobSpec, signal: AbortSignal): Promise<readonly MachineOffer[]>;
   /** Releases SDK clients. */
   close?(): Promise<void>;
 }

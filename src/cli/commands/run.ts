@@ -1,9 +1,12 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'clipanion';
+import type { Backend, MachineOffer } from '../../engine/backend.js';
 import { DstackError, ExitCode } from '../../engine/errors.js';
 import type { RunEvent } from '../../engine/events.js';
 import { choosePlacement, type PlacementChoice } from '../../engine/placement.js';
+import type { JobDecision } from '../../engine/explain.js';
+import type { PreparedRun } from '../../engine/submit.js';
 import { DstackCommand, usageError } from '../base.js';
 import { renderNotices, whichWorkflow } from '../diagnostics-view.js';
 import { owner } from '../home.js';
@@ -115,7 +118,8 @@ export class RunCommand extends DstackCommand {
           ...cache,
           signal: new AbortController().signal,
         });
-        printPlan(this.context.stdout, prepared, decisions, { json: flags.json, explain: flags.explain });
+        const offers = backend!.offers ? await offersOf(backend!, prepared, decisions) : undefined;
+        printPlan(this.context.stdout, prepared, decisions, { json: flags.json, explain: flags.explain, ...(offers ? { offers } : {}) });
         return 0;
       }
       const backend = (await session.backend(backendId))!;
@@ -134,6 +138,11 @@ export class RunCommand extends DstackCommand {
       const snapshotting = takeSnapshot(root);
       snapshotting.catch(() => undefined);
       await preflight(backend, prepared.jobs, new AbortController().signal);
+      if (backend.owned) {
+        // What earlier runs left running in this cloud ends before anything new costs money.
+        const { sweepBackends, sweptLines } = await import('../machines.js');
+        for (const line of sweptLines(await sweepBackends(store, [backend]))) this.context.stderr.write(`${line}\n`);
+      }
       const snapshot = await snapshotting;
       // The code is stored by content now, so the run sees it as it is at this moment whatever is
       // edited later, and a detached run needs no copy of it.
@@ -180,6 +189,20 @@ export class RunCommand extends DstackCommand {
       await session.close();
     }
   }
+}
+
+/** For each job that would run, the machines the backend would try, in order (one question per shape of resources). */
+async function offersOf(backend: Backend, prepared: PreparedRun, decisions: readonly JobDecision[]): Promise<(readonly MachineOffer[] | undefined)[]> {
+  const asked = new Map<string, Promise<readonly MachineOffer[]>>();
+  const signal = new AbortController().signal;
+  return Promise.all(
+    prepared.jobs.map((j, i) => {
+      if (decisions[i]?.decision === 'cached') return undefined;
+      const key = JSON.stringify(j.spec.resources);
+      if (!asked.has(key)) asked.set(key, backend.offers!(j.spec, signal));
+      return asked.get(key);
+    }),
+  );
 }
 
 /** `local`, or `KIND:NAME` for a remote (the default remote when none is named). */

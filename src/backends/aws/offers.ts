@@ -59,16 +59,6 @@ export function onDemandPrice(region: string, type: string): { readonly price: n
 
 const normalise = (name: string): string => name.toLowerCase().replace(/[\s_-]/g, '');
 
-/** The NVIDIA GPUs of the shipped table's families, and the most of each one instance type has. */
-const GPUS: Readonly<Record<string, number>> = { T4: 8, A10G: 8, L4: 8, L40S: 8, V100: 8, A100: 8 };
-
-/** Pure: can any type of the shipped table have `count` GPUs of `name`? */
-export function knownGpu(name: string | undefined, count: number): { readonly ok: true } | { readonly ok: false; readonly reason: string } {
-  const most = name === undefined ? Math.max(...Object.values(GPUS)) : Object.entries(GPUS).find(([n]) => normalise(n) === normalise(name))?.[1];
-  if (most === undefined) return { ok: false, reason: `no instance type dstack offers has ${name} GPUs (it offers ${Object.keys(GPUS).join(', ')})` };
-  if (count > most) return { ok: false, reason: `no instance type has more than ${most} ${name ?? 'GPUs'}${name ? ' GPUs' : ''} (asked for ${count})` };
-  return { ok: true };
-}
 
 /** Why `t` does not fit, or undefined when it does. */
 export function misfit(t: InstanceTypeInfo, r: Resources): string | undefined {

@@ -141,7 +141,7 @@ test(
       const broken = await p.run(['config', 'list']);
       assert.is(broken.exitCode, 2);
       assert.match(broken.stderr, new RegExp(`^error DS0210: ${join(p.home, 'config.json').replace(/[.]/g, '\\.')} is not a valid dstack configuration: `));
-      assert.ok(broken.stderr.endsWith("  = fix or remove the file; `dstack config ssh` writes a new one\n"), broken.stderr);
+      assert.ok(broken.stderr.endsWith("  = fix or remove the file; `dstack config <ssh|aws>` writes a new one\n"), broken.stderr);
     } finally {
       await p.cleanup();
     }

@@ -120,8 +120,8 @@ test(
       assert.is(unknown.code, 2);
       assert.is(
         unknown.err,
-        `error DS0210: ${file} is not a valid dstack configuration: remotes[0] (fc) has an unknown kind "fakecloud" (this dstack knows ssh)\n` +
-          '  = fix or remove the file; `dstack config ssh` writes a new one\n',
+        `error DS0210: ${file} is not a valid dstack configuration: remotes[0] (fc) has an unknown kind "fakecloud" (this dstack knows ssh, aws)\n` +
+          '  = fix or remove the file; `dstack config <ssh|aws>` writes a new one\n',
       );
     } finally {
       rmSync(home, { recursive: true, force: true });

@@ -88,7 +88,7 @@ test(
         [{ ...bare, hosts: [{ user: 'u', host: 'h', port: 0 }] }, 'hosts[0].port: expected to be in the [1; 65535] range (got 0)'],
         [{ ...bare, identiy: '/k' }, 'identiy: extraneous property (got "/k")'],
         [{ ...bare, jobsPerHost: 0 }, 'jobsPerHost: expected to be at least 1 (got 0)'],
-        [{ name: 'x', kind: 'k8s', hosts: [] }, 'has an unknown kind "k8s" (this dstack knows ssh)'],
+        [{ name: 'x', kind: 'k8s', hosts: [] }, 'has an unknown kind "k8s" (this dstack knows ssh, aws)'],
       ];
       for (const [remote, why] of cases) {
         writeFileSync(join(home, 'config.json'), JSON.stringify({ remotes: [remote] }));
@@ -113,11 +113,11 @@ test(
     try {
       assert.is(
         formatError(await fails(findRemote(home))),
-        'error DS0211: no remote is configured\n  = add one: dstack config ssh --name NAME --host user@host[:port]',
+        'error DS0211: no remote is configured\n  = add one: dstack config ssh --name NAME --host user@host[:port], or dstack config aws --name NAME --region REGION --bucket BUCKET',
       );
       assert.is(
         formatError(await fails(findRemote(home, 'lab'))),
-        "error DS0211: no remote named 'lab'\n  = add one: dstack config ssh --name NAME --host user@host[:port]",
+        "error DS0211: no remote named 'lab'\n  = add one: dstack config ssh --name NAME --host user@host[:port], or dstack config aws --name NAME --region REGION --bucket BUCKET",
       );
       const lab = { name: 'lab', kind: 'ssh' as const, hosts: [{ user: 'a', host: 'h', port: 22 }], jobsPerHost: 1 };
       const gpu = { ...lab, name: 'gpu' };

@@ -32,7 +32,7 @@ test(
     const p = await createProject();
     try {
       const empty = await p.run(['config', 'list']);
-      assert.equal([empty.exitCode, empty.stdout, empty.stderr], [0, '', 'No remotes configured; add one with `dstack config ssh --name NAME --host user@host[:port]`\n']);
+      assert.equal([empty.exitCode, empty.stdout, empty.stderr], [0, '', 'No remotes configured; add one with `dstack config ssh --name NAME --host user@host[:port]` or `dstack config aws --name NAME --region REGION --bucket BUCKET`\n']);
       assert.equal(await p.json(['config', 'list', '--json']), { default: null, remotes: [] });
 
       const key = keyIn(p);

@@ -95,6 +95,23 @@ export const Codes = {
   DS0307: { title: 'object damaged in transfer', exit: ExitCode.backendUnavailable },
   // interruption
   DS0400: { title: 'interrupted', exit: ExitCode.interrupted },
+  // backend plugins, the lifecycle of machines that cost money, instances (issue 9): DS0213–DS0229
+  DS0213: { title: 'job not supported by the backend', exit: ExitCode.usage },
+  DS0214: { title: 'image differs from the fingerprinted one', exit: ExitCode.backendUnavailable },
+  DS0215: { title: 'instance not reachable over SSH', exit: ExitCode.backendUnavailable },
+  DS0216: { title: 'instance ended before the job could start', exit: ExitCode.backendUnavailable },
+  DS0217: { title: 'dstack SSH key unusable', exit: ExitCode.backendUnavailable },
+  // AWS (src/backends/aws, issue 10): DS0230–DS0259; the cloud unavailable or refusing is 3, a job no instance type fits 2
+  DS0230: { title: 'AWS credentials missing or refused', exit: ExitCode.backendUnavailable },
+  DS0231: { title: 'AWS region not set', exit: ExitCode.usage },
+  DS0232: { title: 'no instance type fits the job', exit: ExitCode.usage },
+  DS0233: { title: 'no capacity for any offer', exit: ExitCode.backendUnavailable },
+  DS0234: { title: 'AWS request failed', exit: ExitCode.backendUnavailable },
+  DS0235: { title: 'no machine image found', exit: ExitCode.backendUnavailable },
+  DS0236: { title: 'instance bootstrap failed', exit: ExitCode.backendUnavailable },
+  DS0237: { title: 'instance did not start running', exit: ExitCode.backendUnavailable },
+  DS0238: { title: 'instance address unknown', exit: ExitCode.backendUnavailable },
+  DS0239: { title: 'caller address unknown', exit: ExitCode.backendUnavailable },
 } as const;
 export type ErrorCode = keyof typeof Codes;
 

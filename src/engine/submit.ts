@@ -10,7 +10,7 @@ import { DstackError, DstackErrors } from './errors.js';
 import { planRun, type Plan } from './plan.js';
 import { resolveJob } from './resolve.js';
 import type { JobRecord, RunRecord, RunStore, TagRecord } from './store/types.js';
-import type { JobOverrides, JobSpec, Project, RepoInfo } from './types.js';
+import type { JobOverrides, JobSpec, Project, RepoInfo, RunName } from './types.js';
 import { declaredVariables, parseRunArgs } from './workflow/args.js';
 import { lineTextAt } from './workflow/source.js';
 
@@ -100,8 +100,22 @@ export interface CreateRunRequest extends SubmitRequest {
 /** Plans and records the run: every job of the DAG, `submitted`. */
 export function createRun(store: RunStore, request: CreateRunRequest): { run: RunRecord; jobs: readonly JobRecord[]; prepared: PreparedRun } {
   const name = store.reserveName();
+  return recordRun(store, name, prepareRecordable(store, request, name), request);
+}
+
+/** `prepareRun`, refusing what can be planned but not run yet (artifacts outside /workflow). */
+export function prepareRecordable(store: RunStore, request: SubmitRequest, name: RunName): PreparedRun {
   const prepared = prepareRun(store, request, name);
   refuseAbsoluteArtifacts(request.project.root, prepared);
+  return prepared;
+}
+
+/**
+ * Records a run prepared under `name` (reserved with `store.reserveName()`) by
+ * `prepareRecordable`, for a caller that checks the plan against its backend between planning and
+ * recording.
+ */
+export function recordRun(store: RunStore, name: RunName, prepared: PreparedRun, request: CreateRunRequest): { run: RunRecord; jobs: readonly JobRecord[]; prepared: PreparedRun } {
   const { run, jobs } = store.createRun({
     name,
     workflow: request.target,

@@ -99,7 +99,7 @@ const ran = (r: { jobs: Map<string, PsJob> }, workflow: string): boolean => {
 const imageId = async (image: string): Promise<string> => (await docker(['image', 'inspect', '--format', '{{.Id}}', image])).trim();
 const short = (id: string): string => `${id.slice(0, 19)}…`;
 
-test.before(async () => {
+test.before(withTimeout(60_000, async () => {
   await docker(['tag', BASE, IMAGE]);
   p = await createProject({
     workflows: WORKFLOWS,
@@ -110,12 +110,12 @@ test.before(async () => {
       'notes.txt': 'not an input of a\n',
     },
   });
-});
-test.after(async () => {
+}));
+test.after(withTimeout(60_000, async () => {
   await p.cleanup();
   await docker(['rmi', IMAGE]).catch(() => undefined);
   await docker(['rmi', OTHER]).catch(() => undefined);
-});
+}));
 
 let last = '';
 

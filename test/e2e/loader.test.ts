@@ -191,7 +191,7 @@ t('a flag one edit away from a variable: DS0024 with did-you-mean; after -- it i
 t('resources.remote: true with no remote configured says so; local: true plans locally', async () => {
   expectExactly(await inProject(wf('    resources:\n      remote: true\n'), ['run', 'a', '--dry-run']), [
     'error DS0211: workflow `a` asks to run remotely (`resources.remote: true`), but no remote is configured',
-    '  = add one: dstack config ssh --name NAME --host user@host[:port]',
+    '  = add one: dstack config ssh --name NAME --host user@host[:port], or dstack config aws --name NAME --region REGION --bucket BUCKET',
     '',
   ].join('\n'));
   const r = await inProject(wf('    resources:\n      local: true\n'), ['run', 'a', '--dry-run']);

@@ -1,9 +1,12 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'clipanion';
+import type { Backend, MachineOffer } from '../../engine/backend.js';
 import { DstackError, ExitCode } from '../../engine/errors.js';
 import type { RunEvent } from '../../engine/events.js';
 import { choosePlacement, type PlacementChoice } from '../../engine/placement.js';
+import type { JobDecision } from '../../engine/explain.js';
+import type { PreparedRun } from '../../engine/submit.js';
 import { DstackCommand, usageError } from '../base.js';
 import { renderNotices, whichWorkflow } from '../diagnostics-view.js';
 import { owner } from '../home.js';
@@ -100,7 +103,8 @@ export class RunCommand extends DstackCommand {
         snapshotting.catch(() => undefined);
         const prepared = prepareRun(store, request, '<run-name>');
         renderNotices(this.context.stderr, prepared.plan.notices);
-        const [backend, artifacts, snapshot] = await Promise.all([session.backend(backendId), session.artifacts(), snapshotting]);
+        const [backend, artifacts, snapshot, { assertSupported }] = await Promise.all([session.backend(backendId), session.artifacts(), snapshotting, import('../../engine/preflight.js')]);
+        assertSupported(backend!, prepared.jobs);
         // Hashed to decide, not stored: only the stat cache learns from a dry run.
         const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store });
         const decisions = await explainRun({
@@ -114,24 +118,37 @@ export class RunCommand extends DstackCommand {
           ...cache,
           signal: new AbortController().signal,
         });
-        printPlan(this.context.stdout, prepared, decisions, { json: flags.json, explain: flags.explain });
+        const offers = backend!.offers ? await offersOf(backend!, prepared, decisions) : undefined;
+        printPlan(this.context.stdout, prepared, decisions, { json: flags.json, explain: flags.explain, ...(offers ? { offers } : {}) });
         return 0;
       }
       const backend = (await session.backend(backendId))!;
-      const [{ takeSnapshot }, { createRun }, { hashTree }, { putJson }, artifacts] = await Promise.all([
+      const [{ takeSnapshot }, { prepareRecordable, recordRun }, { hashTree }, { putJson }, { preflight }, artifacts] = await Promise.all([
         import('../../engine/snapshot.js'),
         import('../../engine/submit.js'),
         import('../../artifacts/tree.js'),
         import('../../artifacts/objects.js'),
+        import('../../engine/preflight.js'),
         session.artifacts(),
-        backend.check(new AbortController().signal),
       ]);
-      const snapshot = await takeSnapshot(root);
+      const name = store.reserveName();
+      const prepared = prepareRecordable(store, request, name);
+      // What the backend cannot run, then its credentials, before anything is recorded or costs
+      // money; the snapshot's git calls meanwhile.
+      const snapshotting = takeSnapshot(root);
+      snapshotting.catch(() => undefined);
+      await preflight(backend, prepared.jobs, new AbortController().signal);
+      if (backend.owned) {
+        // What earlier runs left running in this cloud ends before anything new costs money.
+        const { sweepBackends, sweptLines } = await import('../machines.js');
+        for (const line of sweptLines(await sweepBackends(store, [backend]))) this.context.stderr.write(`${line}\n`);
+      }
+      const snapshot = await snapshotting;
       // The code is stored by content now, so the run sees it as it is at this moment whatever is
       // edited later, and a detached run needs no copy of it.
       const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store, store: artifacts });
       const snapshotHash = await putJson(artifacts, tree.manifest);
-      const { run, jobs, prepared } = createRun(store, {
+      const { run, jobs } = recordRun(store, name, prepared, {
         ...request,
         owner: owner(),
         backend: backend.id,
@@ -174,13 +191,26 @@ export class RunCommand extends DstackCommand {
   }
 }
 
-/** `local`, or `ssh:NAME` for a remote (the default remote when none is named). */
+/** For each job that would run, the machines the backend would try, in order (one question per shape of resources). */
+async function offersOf(backend: Backend, prepared: PreparedRun, decisions: readonly JobDecision[]): Promise<(readonly MachineOffer[] | undefined)[]> {
+  const asked = new Map<string, Promise<readonly MachineOffer[]>>();
+  const signal = new AbortController().signal;
+  return Promise.all(
+    prepared.jobs.map((j, i) => {
+      if (decisions[i]?.decision === 'cached') return undefined;
+      const key = JSON.stringify(j.spec.resources);
+      if (!asked.has(key)) asked.set(key, backend.offers!(j.spec, signal));
+      return asked.get(key);
+    }),
+  );
+}
+
+/** `local`, or `KIND:NAME` for a remote (the default remote when none is named). */
 async function backendIdOf(home: string, placement: PlacementChoice, workflow: string): Promise<string> {
   if (placement.kind === 'local') return 'local';
-  const { findRemote } = await import('../../backends/ssh/config.js');
+  const { registry } = await import('../../backends/index.js');
   try {
-    const found = await findRemote(home, placement.name);
-    return `${found.kind}:${found.name}`;
+    return await registry.backendIdFor(home, placement.name ?? '');
   } catch (e) {
     // `resources.remote: true` asked for the default remote: say that this is where the request came from.
     if (placement.why !== 'workflow' || !(e instanceof DstackError)) throw e;

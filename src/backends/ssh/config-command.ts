@@ -1,17 +1,16 @@
 /**
- * `dstack config ssh|list|delete`: the remotes `dstack run --remote` can use, kept in the dstack
- * home's config.json (src/backends/ssh/config.ts). Nothing here connects anywhere.
+ * `dstack config ssh`: saves a pool of the user's own machines as a remote in the dstack home's
+ * config.json (src/backends/remotes.ts). Nothing here connects anywhere. The SSH plugin's own
+ * command: the CLI finds it through the plugin (src/backends/ssh/index.ts), not by name.
  */
 import { open, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { resolve } from 'node:path';
 import { Command, Option } from 'clipanion';
-import { checkRemoteName, configPath, formatHostSpec, parseHostSpec, readConfig, writeConfig, type SshRemote } from '../../backends/ssh/config.js';
 import { DstackError } from '../../engine/errors.js';
-import { DstackCommand } from '../base.js';
-import { confirm } from '../confirm.js';
-import { table } from '../format.js';
-import { dstackHome } from '../home.js';
+import { DstackCommand } from '../command.js';
+import { checkRemoteName } from '../remotes.js';
+import { formatHostSpec, parseHostSpec, type SshRemote } from './remote.js';
 
 const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`;
 
@@ -72,14 +71,10 @@ export class ConfigSshCommand extends DstackCommand {
   force = Option.Boolean('--force', false, { description: 'replace a remote of the same name' });
 
   async run(): Promise<number> {
-    const home = dstackHome();
+    const remotes = await this.context.remotes();
     const name = checkRemoteName(this.name);
-    const cfg = await readConfig(home);
-    const existing = cfg.remotes.find((r) => r.name === name);
-
     if (this.hosts.length === 0) {
-      if (this.makeDefault && existing && this.identity === undefined && this.jobsPerHost === undefined) {
-        await writeConfig(home, { ...cfg, default: name });
+      if (this.makeDefault && this.identity === undefined && this.jobsPerHost === undefined && (await remotes.makeDefault(name))) {
         this.context.stderr.write(`Remote '${name}' is now the default\n`);
         return 0;
       }
@@ -100,92 +95,13 @@ export class ConfigSshCommand extends DstackCommand {
       jobsPerHost = Number(this.jobsPerHost);
     }
     const identity = this.identity === undefined ? undefined : await checkIdentity(this.identity);
-    if (existing && !this.force) {
-      throw new DstackError('DS0212', `a remote named '${name}' already exists`, {
-        hint: `pass --force to replace it, or delete it first: dstack config delete ${name}`,
-      });
-    }
-
     const remote: SshRemote = { name, kind: 'ssh', hosts, ...(identity ? { identity } : {}), jobsPerHost };
-    const remotes = existing ? cfg.remotes.map((r) => (r.name === name ? remote : r)) : [...cfg.remotes, remote];
-    const isDefault = this.makeDefault || cfg.default === name || !cfg.remotes.some((r) => r.name === cfg.default);
-    await writeConfig(home, { ...cfg, remotes, ...(isDefault ? { default: name } : {}) });
-    const flag = isDefault ? '--remote' : `--remote ${name}`;
+    const saved = await remotes.save(remote, { force: this.force, makeDefault: this.makeDefault });
+    const flag = saved.isDefault ? '--remote' : `--remote ${name}`;
     this.context.stderr.write(
-      `${existing ? 'Replaced' : 'Saved'} remote '${name}': ${plural(hosts.length, 'host')}, ${plural(jobsPerHost, 'job')} per host` +
-        `${isDefault ? ' (the default)' : ''}; run with \`dstack run WORKFLOW ${flag}\`\n`,
+      `${saved.replaced ? 'Replaced' : 'Saved'} remote '${name}': ${plural(hosts.length, 'host')}, ${plural(jobsPerHost, 'job')} per host` +
+        `${saved.isDefault ? ' (the default)' : ''}; run with \`dstack run WORKFLOW ${flag}\`\n`,
     );
-    return 0;
-  }
-}
-
-export class ConfigListCommand extends DstackCommand {
-  static override paths = [['config', 'list']];
-  static override usage = Command.Usage({
-    category: 'Remotes',
-    description: 'list the configured remotes',
-    details: `
-      Lists the remotes saved with \`dstack config ssh\`: their hosts, jobs per host and key; \`*\` marks the default.
-    `,
-    examples: [
-      ['As a table', 'dstack config list'],
-      ['As JSON', 'dstack config list --json'],
-    ],
-  });
-
-  json = Option.Boolean('--json', false, { description: 'machine-readable output' });
-
-  async run(): Promise<number> {
-    const cfg = await readConfig(dstackHome());
-    if (this.json) {
-      this.context.stdout.write(`${JSON.stringify({ default: cfg.default ?? null, remotes: cfg.remotes }, null, 2)}\n`);
-      return 0;
-    }
-    if (cfg.remotes.length === 0) {
-      this.context.stderr.write('No remotes configured; add one with `dstack config ssh --name NAME --host user@host[:port]`\n');
-      return 0;
-    }
-    const rows = cfg.remotes.map((r) => [
-      `${r.name}${r.name === cfg.default ? ' *' : ''}`,
-      r.kind,
-      r.hosts.map(formatHostSpec).join(','),
-      String(r.jobsPerHost),
-      r.identity ?? '(agent or ~/.ssh)',
-    ]);
-    this.context.stdout.write(`${table(['NAME', 'KIND', 'HOSTS', 'JOBS/HOST', 'IDENTITY'], rows)}\n`);
-    return 0;
-  }
-}
-
-export class ConfigDeleteCommand extends DstackCommand {
-  static override paths = [['config', 'delete']];
-  static override usage = Command.Usage({
-    category: 'Remotes',
-    description: 'delete a remote',
-    details: `
-      Removes the remote NAME from the configuration (nothing on its hosts is touched). Asks first unless \`-y\`.
-    `,
-    examples: [['Delete the remote lab', 'dstack config delete lab -y']],
-  });
-
-  yes = Option.Boolean('-y,--yes', false, { description: 'do not ask for confirmation' });
-  name = Option.String({ name: 'NAME' });
-
-  async run(): Promise<number> {
-    const home = dstackHome();
-    const cfg = await readConfig(home);
-    if (!cfg.remotes.some((r) => r.name === this.name)) {
-      const known = cfg.remotes.map((r) => r.name);
-      throw new DstackError('DS0211', `no remote named '${this.name}'`, {
-        hint: known.length ? `configured remotes: ${known.join(', ')}` : 'no remote is configured',
-      });
-    }
-    await confirm(`Delete remote ${this.name}?`, this.yes, `dstack config delete ${this.name} -y`);
-    const remotes = cfg.remotes.filter((r) => r.name !== this.name);
-    const { default: def, ...rest } = cfg;
-    const keepDefault = def !== undefined && def !== this.name;
-    await writeConfig(home, { ...rest, remotes, ...(keepDefault ? { default: def } : {}) });
-    this.context.stderr.write(`Deleted remote '${this.name}'${def === this.name ? '; there is no default remote now' : ''} (${configPath(home)})\n`);
     return 0;
   }
 }

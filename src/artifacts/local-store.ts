@@ -11,7 +11,8 @@ import type { ArtifactStore, Manifest, ManifestEntry, ObjectFault, SaveResult, S
 import { insideRelative } from '../engine/paths.js';
 import { mkdirNoFollow, resolveInside } from '../engine/safe-fs.js';
 import type { ArtifactSpec, ContentHash } from '../engine/types.js';
-import { copyObjectTo, LocalObjectStore } from './local-objects.js';
+import { LocalObjectStore } from './local-objects.js';
+import { copyObjectTo } from './object-io.js';
 import { escapingSymlinkError, makeManifest, throughLink, validateManifest } from './manifest.js';
 
 export interface LocalArtifactStoreOptions {

@@ -64,11 +64,13 @@ function leaves(links: ReadonlyMap<string, string>, path: string): string | unde
   const done: string[] = [];
   let todo = path.split('/');
   let hops = 0;
+  // The last link followed: the one whose target climbs out when a `..` does.
+  let via = path;
   while (todo.length) {
     const part = todo.shift()!;
     if (part === '' || part === '.') continue;
     if (part === '..') {
-      if (done.length === 0) return path;
+      if (done.length === 0) return via;
       done.pop();
       continue;
     }
@@ -80,6 +82,7 @@ function leaves(links: ReadonlyMap<string, string>, path: string): string | unde
     }
     if (++hops > MAX_HOPS) return undefined;
     if (target.startsWith('/') || target === '') return here;
+    via = here;
     todo = [...target.split('/'), ...todo];
   }
   return undefined;

@@ -13,7 +13,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
-import { appendFile, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { appendFile, open, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import type { ContentHash } from '../engine/types.js';
 import { isContentHash } from './hash.js';
 
@@ -28,6 +28,8 @@ export class VerifiedRecords {
   private known: Map<string, string> | undefined;
   private loading: Promise<Map<string, string>> | undefined;
   private pending: string[] = [];
+  /** Bytes of the file read so far. */
+  private readUpTo = 0;
   private flushing: Promise<void> | undefined;
 
   constructor(file: string) {
@@ -37,27 +39,48 @@ export class VerifiedRecords {
   private load(): Promise<Map<string, string>> {
     this.loading ??= (async () => {
       const known = new Map<string, string>();
-      const text = await readFile(this.file, 'utf8').catch(() => '');
-      let lines = 0;
-      for (const line of text.split('\n')) {
-        const sp = line.indexOf(' ');
-        if (sp !== 64) continue;
-        const hash = line.slice(0, 64);
-        const key = line.slice(65);
-        if (!isContentHash(hash) || !/^\d+:\d+:\d+:\d+:\d+$/.test(key)) continue;
-        known.set(hash, key);
-        lines++;
-      }
+      const buf = await readFile(this.file).catch(() => Buffer.alloc(0));
+      const lines = parseInto(known, buf.toString('utf8'));
       this.known = known;
+      this.readUpTo = buf.length;
       if (lines > known.size * 2 + COMPACT_SLACK) await this.compact(known).catch(() => undefined);
       return known;
     })();
     return this.loading;
   }
 
+  /**
+   * Reads what other dstack processes appended since we last looked (they link and unlink the same
+   * objects and re-record them): without it, two runs sharing a dep would hash it for each other.
+   * A file that shrank was compacted: read whole again.
+   */
+  private async catchUp(known: Map<string, string>): Promise<void> {
+    let fh;
+    try {
+      fh = await open(this.file, 'r');
+      const { size } = await fh.stat();
+      if (size === this.readUpTo) return;
+      const from = size > this.readUpTo ? this.readUpTo : 0;
+      const buf = Buffer.alloc(size - from);
+      await fh.read(buf, 0, buf.length, from);
+      // A line cut by a writer still appending ends without a newline: read it next time.
+      const end = buf.lastIndexOf(0x0a) + 1;
+      parseInto(known, buf.subarray(0, end).toString('utf8'));
+      this.readUpTo = from + end;
+    } catch {
+      // No file yet, or unreadable: nothing to learn.
+    } finally {
+      await fh?.close();
+    }
+  }
+
   /** True when `hash` was verified and its file's inode has not changed since (`st` from lstat or fstat). */
   async holds(hash: ContentHash, st: BigIntStats): Promise<boolean> {
-    return (await this.load()).get(hash) === statKey(st);
+    const known = await this.load();
+    const key = statKey(st);
+    if (known.get(hash) === key) return true;
+    await this.catchUp(known);
+    return known.get(hash) === key;
   }
 
   /** Records that the file with stat `st` holds the bytes of `hash` (the caller just proved it). */
@@ -95,4 +118,18 @@ export class VerifiedRecords {
       await unlink(tmp).catch(() => undefined);
     }
   }
+}
+
+/** Adds the well-formed lines of `text` to `known` (the last line for a hash wins); returns how many there were. */
+function parseInto(known: Map<string, string>, text: string): number {
+  let lines = 0;
+  for (const line of text.split('\n')) {
+    if (line.indexOf(' ') !== 64) continue;
+    const hash = line.slice(0, 64);
+    const key = line.slice(65);
+    if (!isContentHash(hash) || !/^\d+:\d+:\d+:\d+:\d+$/.test(key)) continue;
+    known.set(hash, key);
+    lines++;
+  }
+  return lines;
 }

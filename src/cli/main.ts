@@ -8,10 +8,15 @@
  * a command, load them all so clipanion can list them and suggest the nearest.
  */
 import { Builtins, Cli, type CommandClass } from 'clipanion';
+import type { DstackContext } from '../backends/command.js';
+import type { BackendRegistry } from '../backends/registry.js';
 import { reportError } from './base.js';
+import { dstackHome } from './home.js';
 import { VERSION } from './version.js';
 
-type Loader = () => Promise<readonly CommandClass[]>;
+/** The backend plugins, loaded only by the commands that need them. */
+type Backends = () => Promise<BackendRegistry>;
+type Loader = (backends: Backends) => Promise<readonly CommandClass<DstackContext>[]>;
 
 const COMMANDS: Readonly<Record<string, Loader>> = {
   run: async () => [(await import('./commands/run.js')).RunCommand],
@@ -27,9 +32,10 @@ const COMMANDS: Readonly<Record<string, Loader>> = {
   pull: async () => [(await import('./commands/pull.js')).PullCommand],
   store: async () => [(await import('./commands/store-verify.js')).StoreVerifyCommand],
   secrets: async () => (await import('./commands/secrets.js')).secretsCommands,
-  config: async () => {
-    const [m, folder, s3] = await Promise.all([import('./commands/config.js'), import('./commands/config-folder.js'), import('./commands/config-s3.js')]);
-    return [m.ConfigSshCommand, m.ConfigListCommand, m.ConfigDeleteCommand, folder.ConfigFolderCommand, s3.ConfigS3Command];
+  // `config list|delete` are generic; `config <kind>` comes from each plugin.
+  config: async (backends) => {
+    const [list, del, registry] = await Promise.all([import('./commands/config-list.js'), import('./commands/config-delete.js'), backends()]);
+    return [list.ConfigListCommand, del.ConfigDeleteCommand, ...(await registry.commands())];
   },
   init: async () => [(await import('./commands/init.js')).InitCommand],
 };
@@ -39,34 +45,50 @@ const HIDDEN: Readonly<Record<string, Loader>> = {
   _supervise: async () => [(await import('./commands/supervise.js')).SuperviseCommand],
 };
 
-async function commandsFor(name: string | undefined): Promise<readonly CommandClass[]> {
+async function commandsFor(name: string | undefined, backends: Backends): Promise<readonly CommandClass<DstackContext>[]> {
   const load = (name !== undefined && (COMMANDS[name] ?? HIDDEN[name])) || undefined;
-  if (load) return load();
-  return (await Promise.all(Object.values(COMMANDS).map((l) => l()))).flat();
+  if (load) return load(backends);
+  return (await Promise.all(Object.values(COMMANDS).map((l) => l(backends)))).flat();
 }
 
-export async function main(argv: readonly string[]): Promise<number> {
+const builtIn: Backends = async () => (await import('../backends/index.js')).registry;
+
+export interface MainOptions {
+  /** The backend plugins; default the built-in ones (tests add a fake cloud, as a real one joins). */
+  readonly backends?: Backends;
+  readonly stdout?: NodeJS.WritableStream;
+  readonly stderr?: NodeJS.WritableStream;
+}
+
+export async function main(argv: readonly string[], options: MainOptions = {}): Promise<number> {
+  const backends = options.backends ?? builtIn;
+  const context: DstackContext = {
+    ...Cli.defaultContext,
+    ...(options.stdout ? { stdout: options.stdout as typeof Cli.defaultContext.stdout } : {}),
+    ...(options.stderr ? { stderr: options.stderr as typeof Cli.defaultContext.stderr } : {}),
+    remotes: async () => (await backends()).remotes(dstackHome()),
+  };
   if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-v')) {
-    process.stdout.write(`${VERSION}\n`);
+    context.stdout.write(`${VERSION}\n`);
     return 0;
   }
-  const colored = Boolean(process.stdout.isTTY) && !process.env.NO_COLOR;
-  const cli = new Cli({ binaryLabel: 'dstack — run ML workflows in Docker', binaryName: 'dstack', binaryVersion: VERSION, enableColors: colored });
-  for (const c of await commandsFor(argv[0])) cli.register(c);
+  const colored = Boolean(process.stdout.isTTY) && !options.stdout && !process.env.NO_COLOR;
+  const cli = new Cli<DstackContext>({ binaryLabel: 'dstack — run ML workflows in Docker', binaryName: 'dstack', binaryVersion: VERSION, enableColors: colored });
+  for (const c of await commandsFor(argv[0], backends)) cli.register(c);
   cli.register(Builtins.HelpCommand);
   cli.register(Builtins.VersionCommand);
   let command;
   try {
-    command = cli.process([...argv], Cli.defaultContext);
+    command = cli.process([...argv], context);
   } catch (e) {
     // Parse errors: unknown command or option, missing argument.
     const text = cli.error(e, { colored: false }).replace(/^Unknown Syntax Error: /, '').trimEnd();
-    process.stderr.write(`error DS0100: ${text}\n  = see \`dstack --help\`\n`);
+    context.stderr.write(`error DS0100: ${text}\n  = see \`dstack --help\`\n`);
     return 2;
   }
   try {
-    return await cli.run(command, Cli.defaultContext);
+    return await cli.run(command, context);
   } catch (e) {
-    return reportError(e, process.stderr);
+    return reportError(e, context.stderr);
   }
 }

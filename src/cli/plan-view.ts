@@ -1,4 +1,5 @@
 /** `dstack run --dry-run [--explain]`: the plan and each job's cache decision, as a person reads it or as JSON. */
+import type { MachineOffer } from '../engine/backend.js';
 import type { JobDecision } from '../engine/explain.js';
 import { describeRemoteOrigin } from '../engine/remote-cache.js';
 import type { PreparedRun } from '../engine/submit.js';
@@ -11,7 +12,7 @@ export function printPlan(
   out: NodeJS.WritableStream,
   prepared: PreparedRun,
   decisions: readonly JobDecision[],
-  options: { json?: boolean; explain?: boolean },
+  options: { json?: boolean; explain?: boolean; offers?: readonly (readonly MachineOffer[] | undefined)[] },
 ): void {
   if (options.json) {
     const jobs = prepared.jobs.map((j, i) => ({
@@ -27,8 +28,11 @@ export function printPlan(
       artifacts: j.spec.artifacts.map((a) => a.path),
       env: Object.fromEntries(Object.entries(j.spec.env).map(([k, v]) => [k, displaySecrets(v)])),
       resources: j.spec.resources,
+      ...(options.offers?.[i] ? { offers: options.offers[i] } : {}),
     }));
-    out.write(`${JSON.stringify({ jobs, args: prepared.args, overrides: prepared.overrides }, null, 2)}\n`);
+    // The loader's problems as data: the plan's warnings, and what is wrong elsewhere in the project.
+    const { inPlan, elsewhere } = prepared.plan.notices;
+    out.write(`${JSON.stringify({ jobs, args: prepared.args, overrides: prepared.overrides, notices: { inPlan, elsewhere } }, null, 2)}\n`);
     return;
   }
   const lines: string[] = [];
@@ -48,7 +52,7 @@ export function printPlan(
       for (const l of body.slice(1)) lines.push(`             ${l}`);
     }
     if (deps.length) lines.push(`   after:    ${deps.join(', ')}`);
-    if (j.spec.artifacts.length) lines.push(`   saves:    ${j.spec.artifacts.map((a) => a.path + (a.mount ? ' (mounted)' : '')).join(', ')}`);
+    if (j.spec.artifacts.length) lines.push(`   saves:    ${j.spec.artifacts.map((a) => a.path + (a.mount ? ' (mounted)' : '') + (a.absolute ? ' (outside /workflow)' : '')).join(', ')}`);
     const r = j.spec.resources;
     const res = [
       r.cpu !== undefined ? `cpu ${r.cpu}` : '',
@@ -59,7 +63,24 @@ export function printPlan(
     ].filter(Boolean);
     if (res.length) lines.push(`   needs:    ${res.join(', ')}`);
     if (j.spec.ports) lines.push(`   ports:    ${j.spec.ports}`);
+    const offers = options.offers?.[i];
+    if (offers) lines.push(...offerLines(offers));
   });
   if (prepared.args.length) lines.push(`run.args: ${prepared.args.join(' ')}`);
   out.write(`${lines.join('\n')}\n`);
+}
+
+/** How many offers a dry run shows per job; the rest are counted. */
+const SHOWN_OFFERS = 10;
+
+/** `$0.526/h`, `~$0.526/h` for an estimate. */
+const price = (o: MachineOffer): string => `${o.estimate ? '~' : ''}$${o.pricePerHour < 0.01 ? o.pricePerHour.toPrecision(2) : String(Number(o.pricePerHour.toFixed(4)))}/h`;
+
+/** The machines a job would be tried on, cheapest first, under the job. */
+function offerLines(offers: readonly MachineOffer[]): string[] {
+  const rows = offers.slice(0, SHOWN_OFFERS).map((o) => [o.type, o.gpus ?? '-', `${o.vcpus} vCPUs`, `${Number((o.memoryMiB / 1024).toFixed(1))} GiB`, o.market, price(o)]);
+  const widths = rows.reduce((w, r) => r.map((c, k) => Math.max(w[k] ?? 0, c.length)), [] as number[]);
+  const lines = rows.map((r, n) => `${n === 0 ? '   offers:   ' : '             '}${r.map((c, k) => (k === r.length - 1 ? c : c.padEnd(widths[k]!))).join('  ')}`);
+  if (offers.length > SHOWN_OFFERS) lines.push(`             … and ${offers.length - SHOWN_OFFERS} more`);
+  return lines;
 }

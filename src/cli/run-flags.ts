@@ -54,6 +54,9 @@ const SPECS: readonly Spec[] = [
 
 const byName = new Map(SPECS.flatMap((s) => s.names.map((n) => [n, s] as const)));
 
+/** Every flag `dstack run` takes, so that a near miss among the workflow's arguments gets a "did you mean". */
+export const RUN_FLAG_NAMES: readonly string[] = SPECS.flatMap((s) => s.names);
+
 export function parseRunFlags(tokens: readonly string[]): RunFlags {
   const seen: Record<string, string | boolean | string[]> = {};
   const rest: string[] = [];

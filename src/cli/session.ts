@@ -38,14 +38,22 @@ export class Session {
     return this.#artifacts;
   }
 
-  /** The backend a run is recorded with (`local`, `ssh:NAME`, …); undefined when not offered here. */
+  /**
+   * The backend a run is recorded with (`local`, `ssh:NAME`, …); undefined when not offered here.
+   * Rejects when its remote is no longer configured.
+   */
   async backend(id: string): Promise<Backend | undefined> {
     const existing = this.#backends.get(id);
     if (existing) return existing;
-    const { openBackend } = await import('../backends/index.js');
-    const backend = openBackend(id, { home: this.home });
+    const { registry } = await import('../backends/index.js');
+    const backend = await registry.open(id, { home: this.home });
     if (backend) this.#backends.set(id, backend);
     return backend;
+  }
+
+  /** As `backend`, but undefined when it cannot be opened (a remote deleted since): runs on it are left as they are. */
+  async reachable(id: string): Promise<Backend | undefined> {
+    return this.backend(id).catch(() => undefined);
   }
 
   async close(): Promise<void> {

@@ -3,6 +3,7 @@
  * (SIGTERM: graceful, SIGUSR2: abort) and we wait for the run to end; when it is gone, the run's
  * containers are stopped or killed here and the jobs are ended with the right status.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { hostname } from 'node:os';
 import { processAlive } from '../engine/reconcile.js';
 import type { RunRecord } from '../engine/store/types.js';
@@ -21,11 +22,11 @@ export async function stopRun(session: Session, run: RunRecord, mode: 'graceful'
       const now = store.getRun(run.name);
       if (!now || isFinal(now.status)) return now?.status ?? 'stopped';
       if (!processAlive(run.pid)) break;
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
     }
   }
   // Nobody supervises the run (any more): end what it left behind ourselves.
-  const backend = await session.backend(run.backend);
+  const backend = await session.reachable(run.backend);
   const final: JobStatus = mode === 'abort' ? 'aborted' : 'stopped';
   for (const job of store.jobs(run.name)) {
     if (isFinal(job.status)) continue;

@@ -117,6 +117,8 @@ export function exitCodeOf(outcome: RunOutcome, stderr: NodeJS.WritableStream): 
     case 'stopped':
     case 'aborted':
       return outcome.jobs.some((j) => j.status === 'failed') ? ExitCode.jobFailed : ExitCode.interrupted;
+    // `interrupted`: the cloud took a machine back (a spot instance). Not the user's Ctrl-C (130):
+    // the run did not finish, as when a job fails.
     default:
       return ExitCode.jobFailed;
   }

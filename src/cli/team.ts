@@ -3,7 +3,6 @@
  * configured (a bucket remote, or an AWS remote's bucket), else the default remote when it has one.
  * Opened lazily: nothing here loads the S3 SDK until a command asks for the bucket.
  */
-import { readConfig } from '../backends/ssh/config.js';
 import { DstackError } from '../engine/errors.js';
 import { bucketOf, openBucket, type BucketRemote } from '../remote-store/config.js';
 import type { TeamStore } from '../remote-store/team-store.js';
@@ -12,7 +11,8 @@ const ADD_ONE = 'add one: dstack config folder --name team --path /mnt/team, or 
 
 /** The team bucket's remote; DS0267/DS0268/DS0211 when there is none to be had. */
 export async function teamRemote(home: string, name?: string): Promise<BucketRemote> {
-  const cfg = await readConfig(home);
+  const { registry } = await import('../backends/index.js');
+  const cfg = await registry.remotes(home).read();
   if (name !== undefined) {
     const found = cfg.remotes.find((r) => r.name === name);
     if (!found) {

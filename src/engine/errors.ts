@@ -43,6 +43,19 @@ export const Codes = {
   DS0014: { title: 'dependency has no successful run', exit: ExitCode.usage },
   DS0015: { title: 'unknown tag', exit: ExitCode.usage },
   DS0016: { title: 'unknown secret', exit: ExitCode.usage },
+  // The loader and planner (issues 8 and 12): files that cannot be read, values no machine could
+  // satisfy, workflows that cannot run yet, and arguments that look like mistyped variables: 2.
+  DS0017: { title: 'workflow file not readable', exit: ExitCode.usage },
+  DS0018: { title: 'YAML alias not allowed', exit: ExitCode.usage },
+  DS0019: { title: 'value out of bounds', exit: ExitCode.usage },
+  DS0020: { title: 'invalid image name', exit: ExitCode.usage },
+  DS0021: { title: 'secret where it cannot be used', exit: ExitCode.usage },
+  DS0022: { title: 'dep on another repository', exit: ExitCode.usage },
+  DS0023: { title: 'dependency has errors', exit: ExitCode.usage },
+  DS0024: { title: 'argument close to a variable or flag', exit: ExitCode.usage },
+  DS0025: { title: 'artifact outside the working directory cannot be saved yet', exit: ExitCode.usage },
+  DS0026: { title: 'conflicting placement', exit: ExitCode.usage },
+  DS0027: { title: 'workflow not runnable yet', exit: ExitCode.usage },
   // command line: 2
   DS0100: { title: 'bad command-line usage', exit: ExitCode.usage },
   DS0101: { title: 'unknown run', exit: ExitCode.usage },
@@ -80,6 +93,25 @@ export const Codes = {
   DS0305: { title: 'refused to follow a symlink', exit: ExitCode.usage },
   DS0306: { title: 'store verification found damage', exit: ExitCode.backendUnavailable },
   DS0307: { title: 'object damaged in transfer', exit: ExitCode.backendUnavailable },
+  // interruption
+  DS0400: { title: 'interrupted', exit: ExitCode.interrupted },
+  // backend plugins, the lifecycle of machines that cost money, instances (issue 9): DS0213–DS0229
+  DS0213: { title: 'job not supported by the backend', exit: ExitCode.usage },
+  DS0214: { title: 'image differs from the fingerprinted one', exit: ExitCode.backendUnavailable },
+  DS0215: { title: 'instance not reachable over SSH', exit: ExitCode.backendUnavailable },
+  DS0216: { title: 'instance ended before the job could start', exit: ExitCode.backendUnavailable },
+  DS0217: { title: 'dstack SSH key unusable', exit: ExitCode.backendUnavailable },
+  // AWS (src/backends/aws, issue 10): DS0230–DS0259; the cloud unavailable or refusing is 3, a job no instance type fits 2
+  DS0230: { title: 'AWS credentials missing or refused', exit: ExitCode.backendUnavailable },
+  DS0231: { title: 'AWS region not set', exit: ExitCode.usage },
+  DS0232: { title: 'no instance type fits the job', exit: ExitCode.usage },
+  DS0233: { title: 'no capacity for any offer', exit: ExitCode.backendUnavailable },
+  DS0234: { title: 'AWS request failed', exit: ExitCode.backendUnavailable },
+  DS0235: { title: 'no machine image found', exit: ExitCode.backendUnavailable },
+  DS0236: { title: 'instance bootstrap failed', exit: ExitCode.backendUnavailable },
+  DS0237: { title: 'instance did not start running', exit: ExitCode.backendUnavailable },
+  DS0238: { title: 'instance address unknown', exit: ExitCode.backendUnavailable },
+  DS0239: { title: 'caller address unknown', exit: ExitCode.backendUnavailable },
   // The team bucket: S3 or a shared folder, push/pull, remote runs, one cache (issue 11).
   // DS0260–DS0289 are this block's; the unused ones are reserved for it.
   DS0260: { title: 'bucket not found', exit: ExitCode.backendUnavailable },
@@ -98,8 +130,6 @@ export const Codes = {
   DS0273: { title: 'ambiguous repository', exit: ExitCode.usage },
   DS0274: { title: 'shared folder not usable', exit: ExitCode.backendUnavailable },
   DS0275: { title: 'repository id unreadable', exit: ExitCode.usage },
-  // interruption
-  DS0400: { title: 'interrupted', exit: ExitCode.interrupted },
 } as const;
 export type ErrorCode = keyof typeof Codes;
 
@@ -149,11 +179,14 @@ export class DstackErrors extends DstackError {
   }
 }
 
-/** Renders an error for the terminal: `error DS0003: message`, `  --> file:line:col`, the line, a caret, the hint. */
-export function formatError(e: DstackError): string {
+/**
+ * Renders an error for the terminal: `error DS0003: message`, `  --> file:line:col`, the line, a
+ * caret, the hint. `label` is `warning` for a problem that does not stop the command.
+ */
+export function formatError(e: DstackError, label: 'error' | 'warning' = 'error'): string {
   const parts: string[] = [];
   for (const err of e instanceof DstackErrors ? e.errors : [e]) {
-    const out = [`error ${err.code}: ${err.message}`];
+    const out = [`${label} ${err.code}: ${err.message}`];
     if (err.location) {
       const { file, line, col } = err.location;
       out.push(`  --> ${file}:${line}:${col}`);

@@ -3,12 +3,15 @@
  * of slots, and is decided just in time — its fingerprint needs its deps' results, so it is made
  * when they are done: image digest → inputs → fingerprint. A dep whose fingerprint matches an
  * earlier `done` job is reused (no machine at all); anything else goes through provision →
- * bootstrap → stage → start → wait → collect, with teardown always last — after success, failure,
- * a graceful stop and an abort alike.
+ * bootstrap → stage → start → wait → collect, on the image its fingerprint was computed with, with
+ * teardown always last — after success, failure, a graceful stop and an abort alike — and a reap
+ * of whatever a failed provision recorded. A machine the backend lost ends the job `failed`, or
+ * `interrupted` when the cloud preempted it.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import pLimit from 'p-limit';
 import type { ArtifactStore, Manifest } from './objects.js';
-import type { Backend, ExitInfo, JobContext, Machine, RunningJob } from './backend.js';
+import type { Backend, BackendHandle, ExitInfo, JobContext, Machine } from './backend.js';
 import type { ControlMode, RunControl } from './control.js';
 import { DstackError, isDstackError } from './errors.js';
 import type { RunEvent } from './events.js';
@@ -68,8 +71,8 @@ export interface RunOutcome {
   readonly jobs: readonly JobOutcome[];
 }
 
-/** Teardown gets its own time, independent of whatever cancelled the job. */
-const TEARDOWN_TIMEOUT_MS = 60_000;
+/** Teardown and reaping get their own time, independent of whatever cancelled the job. */
+const CLEANUP_TIMEOUT_MS = 60_000;
 
 export async function executeRun(options: ExecuteOptions): Promise<RunOutcome> {
   const { jobs, control } = options;
@@ -115,86 +118,147 @@ function endWithout(o: ExecuteOptions, job: JobRecord, status: JobStatus, reason
   return { job: job.id, workflow: job.workflow, status };
 }
 
+/** What a job left to clean: the machine the executor got, the last handle the backend recorded, how far it got. */
+interface Leftovers {
+  machine?: Machine;
+  handle?: BackendHandle;
+  /** Provision and bootstrap both succeeded. */
+  ready?: boolean;
+}
+
 async function runJob(o: ExecuteOptions, job: JobRecord, deps: readonly JobOutcome[]): Promise<JobOutcome> {
-  const { control, store } = o;
-  const outcome = (status: JobStatus, extra: Partial<JobOutcome> = {}): JobOutcome => ({ job: job.id, workflow: job.workflow, status, ...extra });
-  const ctx = jobContext(o, job, control.abortSignal);
-  let machine: Machine | undefined;
-  let running: RunningJob | undefined;
-  let unsubscribe: (() => void) | undefined;
+  const left: Leftovers = {};
   try {
     const depManifests = depsInOrder(o, job, deps);
     const decided = await decide(o, job, deps, depManifests);
     if (decided.reused) return decided.reused;
-    const { fingerprint } = decided;
-    const revealed: string[] = [];
-    const secrets: SecretSource = (name) => {
-      const v = o.secrets(name);
-      if (v !== undefined) revealed.push(v);
-      return v;
-    };
-    const env = Object.fromEntries(Object.entries(job.spec.env).map(([k, v]) => [k, revealSecrets(v, secrets, `env ${k} of ${job.workflow}`)]));
-    const mask = secretMasker(revealed);
-
-    setStatus(o, job, 'provisioning');
-    machine = await o.backend.provision(ctx);
-    setStatus(o, job, 'downloading');
-    await machine.bootstrap(ctx);
-    await machine.stage(ctx, { snapshot: o.snapshot.manifest, repoRoot: o.run.repo.root, deps: depManifests.map((d) => d.manifest), store: o.artifacts });
-    if (modeOf(control) !== 'running') {
-      const status = modeOf(control) === 'stopping' ? 'stopped' : 'aborted';
-      setStatus(o, job, status, { reason: 'stopped before it started' });
-      return outcome(status);
-    }
-
-    running = await machine.start(ctx, env, (stream, chunk) => {
-      const data = mask(chunk);
-      store.appendLog(job.id, stream, data);
-      o.onEvent({ type: 'job-log', job: job.id, workflow: job.workflow, stream, data });
-    });
-    setStatus(o, job, 'running');
-    const r = running;
-    const follow = (mode: string): void => {
-      if (mode === 'stopping') void r.stop(o.graceSeconds ?? 10).catch(() => undefined);
-      else if (mode === 'aborting') void r.kill().catch(() => undefined);
-    };
-    unsubscribe = control.onChange(follow);
-    follow(control.mode); // a stop that came while the container was starting
-
-    const exit: ExitInfo = await running.wait();
-    unsubscribe();
-    if (modeOf(control) === 'aborting') {
-      setStatus(o, job, 'aborted', { exitCode: exit.exitCode, reason: 'aborted by user' });
-      return outcome('aborted');
-    }
-    if (modeOf(control) === 'stopping') {
-      setStatus(o, job, 'uploading');
-      const manifest = await collect(o, job, machine);
-      setStatus(o, job, 'stopped', { exitCode: exit.exitCode, reason: 'stopped by user' });
-      return outcome('stopped', { manifest, fingerprint });
-    }
-    if (exit.exitCode !== 0 || exit.lost) {
-      setStatus(o, job, 'failed', { exitCode: exit.exitCode, reason: exit.reason ?? `exited with code ${exit.exitCode}` });
-      return outcome('failed');
-    }
-    setStatus(o, job, 'uploading');
-    const manifest = await collect(o, job, machine);
-    setStatus(o, job, 'done', { exitCode: 0 });
-    return outcome('done', { manifest, fingerprint });
+    const ctx = jobContext(o, job, o.control.abortSignal, decided.imageDigest, left);
+    return await runOnMachine(o, job, ctx, left, { fingerprint: decided.fingerprint, depManifests });
   } catch (e) {
-    unsubscribe?.();
-    if (control.mode === 'aborting') {
-      setStatus(o, job, 'aborted', { reason: 'aborted by user' });
-      return outcome('aborted');
-    }
-    const error = isDstackError(e) ? e : undefined;
-    const reason = error ? `${error.code}: ${error.message}` : `internal error: ${e instanceof Error ? e.message : String(e)}`;
-    setStatus(o, job, control.mode === 'stopping' ? 'stopped' : 'failed', { reason });
-    if (!error) throw e;
-    return outcome('failed', { error });
+    return endOnError(o, job, e);
   } finally {
-    if (machine) await withTimeout(machine.teardown(), TEARDOWN_TIMEOUT_MS).catch(() => undefined);
+    await cleanUp(o, left);
   }
+}
+
+/** provision → bootstrap → stage → start → wait → collect; every step after the decision. */
+async function runOnMachine(
+  o: ExecuteOptions,
+  job: JobRecord,
+  ctx: JobContext,
+  left: Leftovers,
+  decided: { readonly fingerprint?: Fingerprint; readonly depManifests: ReturnType<typeof depsInOrder> },
+): Promise<JobOutcome> {
+  const { control } = o;
+  const { env, mask } = revealedEnv(o, job);
+  setStatus(o, job, 'provisioning');
+  const machine = (left.machine = await o.backend.provision(ctx));
+  setStatus(o, job, 'downloading');
+  await machine.bootstrap(ctx);
+  left.ready = true;
+  await machine.stage(ctx, { snapshot: o.snapshot.manifest, repoRoot: o.run.repo.root, deps: decided.depManifests.map((d) => d.manifest), store: o.artifacts });
+  if (modeOf(control) !== 'running') {
+    const status = modeOf(control) === 'stopping' ? 'stopped' : 'aborted';
+    setStatus(o, job, status, { reason: 'stopped before it started' });
+    return outcomeOf(job, status);
+  }
+  const running = await machine.start(ctx, env, (stream, chunk) => {
+    const data = mask(chunk);
+    o.store.appendLog(job.id, stream, data);
+    o.onEvent({ type: 'job-log', job: job.id, workflow: job.workflow, stream, data });
+  });
+  setStatus(o, job, 'running');
+  const follow = (mode: string): void => {
+    if (mode === 'stopping') void running.stop(o.graceSeconds ?? 10).catch(() => undefined);
+    else if (mode === 'aborting') void running.kill().catch(() => undefined);
+  };
+  const unsubscribe = control.onChange(follow);
+  let exit: ExitInfo;
+  try {
+    follow(control.mode); // a stop that came while the container was starting
+    exit = await running.wait();
+  } finally {
+    unsubscribe();
+  }
+  return ended(o, job, { machine, ctx }, exit, decided.fingerprint);
+}
+
+/** The job's end from how its process ended and what the run was asked to do meanwhile. */
+async function ended(o: ExecuteOptions, job: JobRecord, on: { readonly machine: Machine; readonly ctx: JobContext }, exit: ExitInfo, fingerprint: Fingerprint | undefined): Promise<JobOutcome> {
+  const mode = modeOf(o.control);
+  if (mode === 'aborting') {
+    setStatus(o, job, 'aborted', { exitCode: exit.exitCode, reason: 'aborted by user' });
+    return outcomeOf(job, 'aborted');
+  }
+  if (mode === 'stopping') {
+    setStatus(o, job, 'uploading');
+    const manifest = await collect(o, job, on.machine, on.ctx);
+    setStatus(o, job, 'stopped', { exitCode: exit.exitCode, reason: 'stopped by user' });
+    return outcomeOf(job, 'stopped', { manifest, fingerprint });
+  }
+  // A spot instance taken back is nobody's fault: the job did not fail, it was interrupted.
+  if (exit.lost === 'preempted') {
+    setStatus(o, job, 'interrupted', { exitCode: exit.exitCode, reason: exit.reason ?? 'the machine was preempted' });
+    return outcomeOf(job, 'interrupted');
+  }
+  if (exit.exitCode !== 0 || exit.lost) {
+    setStatus(o, job, 'failed', { exitCode: exit.exitCode, reason: exit.reason ?? `exited with code ${exit.exitCode}` });
+    return outcomeOf(job, 'failed');
+  }
+  setStatus(o, job, 'uploading');
+  const manifest = await collect(o, job, on.machine, on.ctx);
+  setStatus(o, job, 'done', { exitCode: 0 });
+  return outcomeOf(job, 'done', { manifest, fingerprint });
+}
+
+function endOnError(o: ExecuteOptions, job: JobRecord, e: unknown): JobOutcome {
+  if (o.control.mode === 'aborting') {
+    setStatus(o, job, 'aborted', { reason: 'aborted by user' });
+    return outcomeOf(job, 'aborted');
+  }
+  const error = isDstackError(e) ? e : undefined;
+  const reason = error ? `${error.code}: ${error.message}` : `internal error: ${e instanceof Error ? e.message : String(e)}`;
+  setStatus(o, job, o.control.mode === 'stopping' ? 'stopped' : 'failed', { reason });
+  if (!error) throw e;
+  return outcomeOf(job, 'failed', { error });
+}
+
+/**
+ * A machine the executor got is torn down, whatever happened; what a failed `provision` or
+ * `bootstrap` recorded (an instance launched, then lost) is reaped by its handle too, as is a
+ * machine whose teardown failed. Each in a time of its own, independent of whatever cancelled the
+ * job.
+ */
+async function cleanUp(o: ExecuteOptions, left: Leftovers): Promise<void> {
+  const tornDown = left.machine ? await within(CLEANUP_TIMEOUT_MS, left.machine.teardown()) : false;
+  if (left.handle && (!tornDown || !left.ready)) await within(CLEANUP_TIMEOUT_MS, o.backend.reap(left.handle));
+}
+
+/** Settles `work` within `ms`: true when it succeeded in time; false when it failed or took longer. */
+async function within(ms: number, work: Promise<unknown>): Promise<boolean> {
+  const timer = new AbortController();
+  try {
+    await Promise.race([work, sleep(ms, undefined, { signal: timer.signal, ref: false }).then(() => Promise.reject(new Error(`timed out after ${ms} ms`)))]);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    timer.abort();
+  }
+}
+
+const outcomeOf = (job: JobRecord, status: JobStatus, extra: Partial<JobOutcome> = {}): JobOutcome => ({ job: job.id, workflow: job.workflow, status, ...extra });
+
+/** The spec's env with secrets revealed, and a masker that hides those values in the logs. */
+function revealedEnv(o: ExecuteOptions, job: JobRecord): { readonly env: Record<string, string>; readonly mask: (chunk: Buffer) => Buffer } {
+  const revealed: string[] = [];
+  const secrets: SecretSource = (name) => {
+    const v = o.secrets(name);
+    if (v !== undefined) revealed.push(v);
+    return v;
+  };
+  const env = Object.fromEntries(Object.entries(job.spec.env).map(([k, v]) => [k, revealSecrets(v, secrets, `env ${k} of ${job.workflow}`)]));
+  return { env, mask: secretMasker(revealed) };
 }
 
 /** The deps' artifact sets in the order the spec lists them (later ones win on a path): workflows' outputs and tags'. */
@@ -233,11 +297,11 @@ async function decide(
   job: JobRecord,
   deps: readonly JobOutcome[],
   depManifests: ReturnType<typeof depsInOrder>,
-): Promise<{ readonly fingerprint?: Fingerprint; readonly reused?: JobOutcome }> {
+): Promise<{ readonly imageDigest: string; readonly fingerprint?: Fingerprint; readonly reused?: JobOutcome }> {
   const notify = (notice: Parameters<JobContext['notify']>[0]): void => o.onEvent({ type: 'job-notice', job: job.id, workflow: job.workflow, notice });
   const imageDigest = await o.backend.imageDigest(job.spec, { notify, signal: o.control.abortSignal, secrets: o.secrets });
   // A dep without a fingerprint (a record from before fingerprints) makes this job's unknowable.
-  if (deps.some((d) => d.fingerprint === undefined)) return {};
+  if (deps.some((d) => d.fingerprint === undefined)) return { imageDigest };
   const parts = fingerprintParts({
     spec: job.spec,
     imageDigest,
@@ -249,16 +313,16 @@ async function decide(
   o.store.setJobFingerprint(job.id, fingerprint, parts);
 
   const named = job.workflow === o.run.workflow;
-  if (o.cache?.rerun || (named && !o.cache?.reuse)) return { fingerprint };
+  if (o.cache?.rerun || (named && !o.cache?.reuse)) return { imageDigest, fingerprint };
   // The lean look-up: a reuse needs only the hit's id, reason and manifest.
   const hit = o.store.findCacheHit(fingerprint);
-  if (!hit || hit.id === job.id) return { fingerprint, ...(await reuseRemote(o, job, fingerprint)) };
+  if (!hit || hit.id === job.id) return { imageDigest, fingerprint, ...(await reuseRemote(o, job, fingerprint)) };
   // A hit may itself be a reuse: name the job that really ran.
   const origin = hit.reason?.startsWith(CACHED_PREFIX) ? asJobId(hit.reason.slice(CACHED_PREFIX.length)) : hit.id;
   o.store.setJobManifest(job.id, hit.manifest);
   o.onEvent({ type: 'job-reused', job: job.id, workflow: job.workflow, from: origin });
   setStatus(o, job, 'done', { exitCode: 0, reason: `${CACHED_PREFIX}${origin}` });
-  return { fingerprint, reused: { job: job.id, workflow: job.workflow, status: 'done', manifest: hit.manifest, fingerprint } };
+  return { imageDigest, fingerprint, reused: { job: job.id, workflow: job.workflow, status: 'done', manifest: hit.manifest, fingerprint } };
 }
 
 /**
@@ -290,21 +354,28 @@ function inputsOf(snapshot: StoredSnapshot): ReturnType<typeof inputsHasher> {
   return h;
 }
 
-/** What a backend gets to know about the job it works on, and how it reports back. */
-function jobContext(o: ExecuteOptions, job: JobRecord, signal: AbortSignal): JobContext {
+/**
+ * What a backend gets to know about the job it works on, and how it reports back. Handles go to
+ * the store and are remembered in `left`, for the clean-up after a failed provision.
+ */
+function jobContext(o: ExecuteOptions, job: JobRecord, signal: AbortSignal, imageDigest: string, left?: Leftovers): JobContext {
   return {
     run: o.run.name,
     job: job.id,
     spec: job.spec,
+    imageDigest,
     signal,
     notify: (notice) => o.onEvent({ type: 'job-notice', job: job.id, workflow: job.workflow, notice }),
-    recordHandle: (handle) => o.store.setJobHandle(job.id, handle),
+    recordHandle: (handle) => {
+      if (left) left.handle = handle;
+      o.store.setJobHandle(job.id, handle);
+    },
   };
 }
 
-async function collect(o: ExecuteOptions, job: JobRecord, machine: Machine): Promise<Manifest> {
+async function collect(o: ExecuteOptions, job: JobRecord, machine: Machine, jobCtx: JobContext): Promise<Manifest> {
   // Collecting runs after a graceful stop too: it gets a signal of its own that nothing aborts.
-  const ctx = jobContext(o, job, new AbortController().signal);
+  const ctx: JobContext = { ...jobCtx, signal: new AbortController().signal };
   const manifest = await machine.collect(ctx, job.spec.artifacts, o.artifacts);
   o.store.setJobManifest(job.id, manifest);
   const files = manifest.entries.filter((e) => e.type === 'file').length;
@@ -314,20 +385,3 @@ async function collect(o: ExecuteOptions, job: JobRecord, machine: Machine): Pro
 
 /** Read through a function so the compiler does not narrow a mode that changes under awaits. */
 const modeOf = (control: RunControl): ControlMode => control.mode;
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
-    t.unref();
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e: unknown) => {
-        clearTimeout(t);
-        reject(e);
-      },
-    );
-  });
-}

@@ -3,11 +3,13 @@
  * and the container command chosen, command-line overrides applied. Pure: no I/O except reading a
  * source line again when an error needs it.
  */
-import { DstackError } from './errors.js';
-import { insideRelative } from './paths.js';
+import { DstackError, type ErrorCode } from './errors.js';
+import { artifactPath, insideRelative } from './paths.js';
 import { parseDepFlag } from './plan.js';
-import type { ArtifactSpec, GpuSpec, JobOverrides, JobSpec, Project, Resources, WorkflowSpec } from './types.js';
+import { SECRET_MARKER_RE, type ArtifactSpec, type DepSpec, type GpuSpec, type JobOverrides, type JobSpec, type Project, type Resources, type WorkflowSpec } from './types.js';
+import { imageReferenceProblem } from './workflow/image-ref.js';
 import { interpolate, type InterpolationScope } from './workflow/interpolate.js';
+import { LIMITS, outOfBounds, showBytes } from './workflow/limits.js';
 import { shellQuote } from './workflow/shell.js';
 import { lineTextAt } from './workflow/source.js';
 import { SIZE_HINT, parseSize } from './workflow/units.js';
@@ -32,33 +34,25 @@ export const BASH_BOOTSTRAP = 'if command -v bash >/dev/null 2>&1; then exec bas
 
 export function resolveJob(workflow: WorkflowSpec, ctx: ResolveContext): JobSpec {
   const { project } = ctx;
-  const defaults = { ...project.variables.global, ...project.variables.perWorkflow[workflow.name] };
+  const defaults = { ...project.variables.global, ...ownVariables(project, workflow.name) };
   const variables: Record<string, string> = { ...defaults };
   // Only declared variables can be overridden; parseRunArgs already sent the rest to run.args.
   for (const [k, v] of Object.entries(ctx.overrides)) if (Object.hasOwn(defaults, k)) variables[k] = v;
-  const scope: InterpolationScope = { variables, runName: ctx.runName, runArgs: ctx.args.map(shellQuote).join(' ') };
+  const used = new Set<string>();
+  const scope: InterpolationScope = { variables, runName: ctx.runName, runArgs: ctx.args.map(shellQuote).join(' '), used };
   const interp = (text: string, field: string): string =>
     interpolate(text, scope, { root: project.root, workflow: workflow.name, field, location: workflow.fieldLocations.get(field) });
   const all = (list: readonly string[], field: string): string[] => list.map((s, i) => interp(s, `${field}.${i}`));
   const relPath = (raw: string, field: string, what: string): string => {
     const p = insideRelative(raw);
-    if (p === undefined) throw pathError(project.root, `${what} \`${raw}\` of workflow \`${workflow.name}\` leaves the working directory`, workflow, field);
+    if (p === undefined) throw fieldError(project.root, 'DS0009', `${what} \`${raw}\` of workflow \`${workflow.name}\` leaves the working directory`, workflow, field, 'use a relative path inside the project');
     return p;
   };
 
   const setup = all(workflow.setup, 'setup');
   const commands = all(workflow.commands, 'commands');
   const python = workflow.python === undefined ? undefined : interp(workflow.python, 'python');
-  let image: string;
-  if (workflow.image !== undefined) image = interp(workflow.image, 'image');
-  else if (workflow.provider === 'bash') image = `python:${python ?? DEFAULT_PYTHON}-slim`;
-  else {
-    // Caught when loading already; kept so that a hand-built WorkflowSpec cannot slip through.
-    throw new DstackError('DS0004', `workflow \`${workflow.name}\` uses provider \`docker\` but has no \`image\``, {
-      location: workflow.location,
-      lineText: lineTextAt(project.root, workflow.location),
-    });
-  }
+  const image = imageOf(workflow, project.root, python, (t) => interp(t, 'image'));
 
   const env: Record<string, string> = {};
   for (const e of workflow.env) {
@@ -66,10 +60,12 @@ export function resolveJob(workflow: WorkflowSpec, ctx: ResolveContext): JobSpec
     if (value !== undefined) env[e.name] = value;
   }
 
-  const artifacts: ArtifactSpec[] = workflow.artifacts.map((a, i) => ({
-    ...a,
-    path: a.path.includes('$') ? relPath(interp(a.path, `artifacts.${i}`), `artifacts.${i}`, 'artifact path') : a.path,
-  }));
+  const artifacts: ArtifactSpec[] = workflow.artifacts.map((a, i) => {
+    if (!a.path.includes('$')) return a;
+    const p = artifactPath(interp(a.path, `artifacts.${i}`));
+    if ('error' in p) throw fieldError(project.root, 'DS0009', `artifact path \`${a.path}\` of workflow \`${workflow.name}\` ${p.error}`, workflow, `artifacts.${i}`, 'use a path inside the project, or an absolute one such as /opt/venv');
+    return { path: p.path, mount: a.mount, ...(p.absolute ? { absolute: p.absolute } : {}) };
+  });
   let workingDir = workflow.workingDir === undefined ? '' : relPath(interp(workflow.workingDir, 'working_dir'), 'working_dir', '`working_dir`');
   const inputs = workflow.inputs?.map((p, i) => (p.includes('$') ? relPath(interp(p, `inputs.${i}`), `inputs.${i}`, 'input path') : p));
   const registryAuth = workflow.registryAuth && {
@@ -77,30 +73,10 @@ export function resolveJob(workflow: WorkflowSpec, ctx: ResolveContext): JobSpec
     password: interp(workflow.registryAuth.password, 'registry_auth.password'),
   };
 
-  let resources = workflow.resources;
-  let deps = workflow.deps;
   const o = ctx.jobOverrides;
-  if (o) {
-    resources = overrideResources(resources, o);
-    for (const entry of o.env ?? []) {
-      const eq = entry.indexOf('=');
-      const name = eq < 0 ? entry : entry.slice(0, eq);
-      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw usage(`-e ${entry}: \`${name}\` is not a valid environment variable name`, 'e.g. -e KEY=VALUE or -e KEY');
-      const value = eq < 0 ? ctx.hostEnv[name] : entry.slice(eq + 1);
-      if (value !== undefined) env[name] = value;
-    }
-    for (const a of o.artifacts ?? []) {
-      const path = insideRelative(a);
-      if (path === undefined) throw new DstackError('DS0009', `artifact path \`${a}\` (from --artifact) leaves the working directory`, { hint: 'use a relative path inside the project, such as ./output' });
-      if (!artifacts.some((x) => x.path === path)) artifacts.push({ path, mount: false });
-    }
-    if (o.workingDir !== undefined) {
-      const wd = insideRelative(o.workingDir);
-      if (wd === undefined) throw new DstackError('DS0009', `working dir \`${o.workingDir}\` (from --working-dir) leaves the working directory`, { hint: 'use a relative path inside the project' });
-      workingDir = wd;
-    }
-    if (o.deps?.length) deps = [...deps, ...o.deps.map(parseDepFlag)];
-  }
+  const over = o ? applyOverrides(o, ctx.hostEnv, { resources: workflow.resources, env, artifacts, workingDir, deps: workflow.deps }) : undefined;
+  const { resources, deps } = over ?? { resources: workflow.resources, deps: workflow.deps };
+  if (over) workingDir = over.workingDir;
 
   return {
     workflow: workflow.name,
@@ -115,9 +91,81 @@ export function resolveJob(workflow: WorkflowSpec, ctx: ResolveContext): JobSpec
     ...(inputs ? { inputs } : {}),
     resources,
     ...(registryAuth ? { registryAuth } : {}),
-    variables,
+    // Only the variables its templates read: an override of one it never reads changes nothing
+    // it does, so it must not change its fingerprint either (issue 8: deps re-ran for nothing).
+    variables: Object.fromEntries(Object.entries(variables).filter(([k]) => used.has(k))),
     args: [...ctx.args],
     deps,
+  };
+}
+
+/** A workflow's own section of variables.yaml (an own property only: names are user input). */
+const ownVariables = (project: Project, name: string): Readonly<Record<string, string>> | undefined =>
+  Object.hasOwn(project.variables.perWorkflow, name) ? project.variables.perWorkflow[name] : undefined;
+
+/** SECRET_MARKER_RE without its global flag, whose `lastIndex` would make `test` stateful. */
+const HAS_SECRET = new RegExp(SECRET_MARKER_RE.source);
+
+/**
+ * The image, interpolated, checked against Docker's reference grammar (a name from a template or
+ * `python:` is only known now) and never holding a secret: image names are stored and shown.
+ */
+function imageOf(workflow: WorkflowSpec, root: string, python: string | undefined, interp: (t: string) => string): string {
+  if (workflow.image === undefined && workflow.provider !== 'bash') {
+    // Caught when loading already; kept so that a hand-built WorkflowSpec cannot slip through.
+    throw new DstackError('DS0004', `workflow \`${workflow.name}\` uses provider \`docker\` but has no \`image\``, {
+      location: workflow.location,
+      lineText: lineTextAt(root, workflow.location),
+    });
+  }
+  const field = workflow.image !== undefined ? 'image' : 'python';
+  const image = workflow.image !== undefined ? interp(workflow.image) : `python:${python ?? DEFAULT_PYTHON}-slim`;
+  if (HAS_SECRET.test(image))
+    throw fieldError(root, 'DS0021', `\`image\` of workflow \`${workflow.name}\` reads a secret; image names are stored and shown, so they cannot hold one`, workflow, field,
+      'put the registry credentials under `registry_auth:` (username and password may read secrets)');
+  const problem = imageReferenceProblem(image);
+  if (problem) {
+    const what = field === 'python' ? `the default image for \`python: ${python}\`` : `image \`${image.length > 60 ? `${image.slice(0, 57)}…` : image}\``;
+    throw fieldError(root, 'DS0020', `invalid ${what} of workflow \`${workflow.name}\`: ${problem}`, workflow, field,
+      field === 'python' ? 'give a Python version such as 3.11' : undefined);
+  }
+  return image;
+}
+
+interface Overridable {
+  readonly resources: Resources;
+  /** Added to in place. */
+  readonly env: Record<string, string>;
+  /** Added to in place. */
+  readonly artifacts: ArtifactSpec[];
+  readonly workingDir: string;
+  readonly deps: readonly DepSpec[];
+}
+
+/** The named workflow's command-line overrides (`--cpu`, `-e`, `-a`, `-w`, `--dep`). */
+function applyOverrides(o: JobOverrides, hostEnv: ResolveContext['hostEnv'], job: Overridable): Omit<Overridable, 'env' | 'artifacts'> {
+  for (const entry of o.env ?? []) {
+    const eq = entry.indexOf('=');
+    const name = eq < 0 ? entry : entry.slice(0, eq);
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw usage(`-e ${entry}: \`${name}\` is not a valid environment variable name`, 'e.g. -e KEY=VALUE or -e KEY');
+    const value = eq < 0 ? hostEnv[name] : entry.slice(eq + 1);
+    if (value !== undefined) job.env[name] = value;
+  }
+  for (const a of o.artifacts ?? []) {
+    const p = artifactPath(a);
+    if ('error' in p) throw new DstackError('DS0009', `artifact path \`${a}\` (from --artifact) ${p.error}`, { hint: 'use a path inside the project, such as ./output' });
+    if (!job.artifacts.some((x) => x.path === p.path)) job.artifacts.push({ path: p.path, mount: false, ...(p.absolute ? { absolute: p.absolute } : {}) });
+  }
+  let workingDir = job.workingDir;
+  if (o.workingDir !== undefined) {
+    const wd = insideRelative(o.workingDir);
+    if (wd === undefined) throw new DstackError('DS0009', `working dir \`${o.workingDir}\` (from --working-dir) leaves the working directory`, { hint: 'use a relative path inside the project' });
+    workingDir = wd;
+  }
+  return {
+    resources: overrideResources(job.resources, o),
+    workingDir,
+    deps: o.deps?.length ? [...job.deps, ...o.deps.map(parseDepFlag)] : job.deps,
   };
 }
 
@@ -142,9 +190,12 @@ function overrideResources(r: Resources, o: JobOverrides): Resources {
     if (bytes === undefined) throw new DstackError('DS0011', `invalid size \`${text}\` for ${flag}`, { hint: SIZE_HINT });
     return bytes;
   };
-  const memory = size(o.memory, '--memory');
-  const shmSize = size(o.shmSize, '--shm-size');
-  const gpuMemory = size(o.gpuMemory, '--gpu-memory');
+  const memory = bounded(size(o.memory, '--memory'), '--memory', LIMITS.memory, showBytes);
+  const shmSize = bounded(size(o.shmSize, '--shm-size'), '--shm-size', LIMITS.shmSize, showBytes);
+  const gpuMemory = bounded(size(o.gpuMemory, '--gpu-memory'), '--gpu-memory', LIMITS.gpuMemory, showBytes);
+  bounded(o.cpu, '--cpu', LIMITS.cpu);
+  bounded(o.gpu, '--gpu', { min: 0, max: LIMITS.gpuCount });
+  if (o.gpu !== undefined && !Number.isInteger(o.gpu)) throw new DstackError('DS0019', `--gpu ${o.gpu} is not a whole number of GPUs`, { hint: 'e.g. --gpu 1' });
   let gpu: GpuSpec | undefined = r.gpu;
   if (o.gpu !== undefined || o.gpuName !== undefined || gpuMemory !== undefined) {
     // `--gpu-name A100` alone asks for one such GPU unless the workflow already asks for more.
@@ -164,12 +215,20 @@ function overrideResources(r: Resources, o: JobOverrides): Resources {
   };
 }
 
+/** A command-line value within its bounds (limits.ts), or a DS0019 error naming the flag. */
+function bounded<T extends number | undefined>(value: T, flag: string, limits: { min: number; max: number }, show?: (n: number) => string): T {
+  if (value === undefined) return value;
+  const problem = outOfBounds(value, limits.min, limits.max, show);
+  if (problem) throw new DstackError('DS0019', `${flag} ${show ? show(value) : value} is out of bounds: ${problem}`, { hint: `dstack run WORKFLOW ${flag} VALUE` });
+  return value;
+}
+
 const usage = (message: string, hint: string): DstackError => new DstackError('DS0100', message, { hint });
 
-function pathError(root: string, message: string, wf: WorkflowSpec, field: string): DstackError {
+function fieldError(root: string, code: ErrorCode, message: string, wf: WorkflowSpec, field: string, hint?: string): DstackError {
   const location = wf.fieldLocations.get(field);
-  return new DstackError('DS0009', message, {
+  return new DstackError(code, message, {
     ...(location ? { location, lineText: lineTextAt(root, location) } : {}),
-    hint: 'use a relative path inside the project',
+    ...(hint ? { hint } : {}),
   });
 }

@@ -177,10 +177,12 @@ export async function resolveInside(root: string, rel: string): Promise<Resoluti
   const done: string[] = [];
   let todo = rel.split('/').filter((p) => p !== '' && p !== '.');
   let hops = 0;
+  // The last link followed: the one whose target climbs out when a `..` does.
+  let via = rel;
   while (todo.length) {
     const part = todo.shift()!;
     if (part === '..') {
-      if (done.length === 0) return { inside: false, via: rel };
+      if (done.length === 0) return { inside: false, via };
       done.pop();
       continue;
     }
@@ -192,7 +194,7 @@ export async function resolveInside(root: string, rel: string): Promise<Resoluti
         // Nothing there: the rest is plain names, and only `..` among them can still leave.
         for (const p of todo) {
           if (p === '..') {
-            if (done.length === 0) return { inside: false, via: rel };
+            if (done.length === 0) return { inside: false, via };
             done.pop();
           } else if (p !== '.' && p !== '') done.push(p);
         }
@@ -203,6 +205,7 @@ export async function resolveInside(root: string, rel: string): Promise<Resoluti
     if (++hops > MAX_HOPS) return { inside: true, path: here };
     const target = await readlink(join(root, here));
     if (target.startsWith('/')) return { inside: false, via: here };
+    via = here;
     todo = [...target.split('/').filter((p) => p !== '' && p !== '.'), ...todo];
   }
   return { inside: true, path: done.join('/') };

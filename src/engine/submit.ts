@@ -1,19 +1,26 @@
 /**
  * From a command line to stored jobs: plan the DAG, split the leftover arguments into variable
  * overrides and `run.args`, resolve every job and the tags it pins, and record the run.
+ *
+ * `run.args` are the named workflow's alone: a dep gets none, so a dep that never reads them is
+ * not re-run because they changed (issue 8). Variable overrides reach every job that declares the
+ * variable (in `global:` or its own section), since that is what declaring one there means.
  */
-import { DstackError } from './errors.js';
+import { DstackError, DstackErrors } from './errors.js';
 import { planRun, type Plan } from './plan.js';
 import { resolveJob } from './resolve.js';
 import type { JobRecord, RunRecord, RunStore, TagRecord } from './store/types.js';
-import type { JobOverrides, JobSpec, Project, RepoInfo } from './types.js';
+import type { JobOverrides, JobSpec, Project, RepoInfo, RunName } from './types.js';
 import { declaredVariables, parseRunArgs } from './workflow/args.js';
+import { lineTextAt } from './workflow/source.js';
 
 export interface SubmitRequest {
   readonly project: Project;
   readonly target: string;
   /** Everything after the workflow name that was not a dstack flag. */
   readonly tokens: readonly string[];
+  /** dstack's own `dstack run` flags, so that a near miss (`--dryrun`) gets a "did you mean". */
+  readonly reservedFlags?: readonly string[];
   readonly jobOverrides?: JobOverrides;
   readonly hostEnv: Readonly<Record<string, string | undefined>>;
   /** Deps on other repositories, resolved through the team bucket (by `externalKey`). */
@@ -50,7 +57,7 @@ export function prepareRun(store: RunStore, request: SubmitRequest, runName: str
     project,
     plan.jobs.map((j) => j.workflow.name),
   );
-  const { overrides, args } = parseRunArgs(request.tokens, declared);
+  const { overrides, args } = parseRunArgs(request.tokens, declared, request.reservedFlags);
 
   const tags = new Map<string, TagRecord>();
   for (const job of plan.jobs) {
@@ -74,7 +81,7 @@ export function prepareRun(store: RunStore, request: SubmitRequest, runName: str
     spec: resolveJob(job.workflow, {
       project,
       runName,
-      args,
+      args: i === targetIndex ? args : [],
       overrides,
       hostEnv: request.hostEnv,
       jobOverrides: i === targetIndex ? request.jobOverrides : undefined,
@@ -95,7 +102,22 @@ export interface CreateRunRequest extends SubmitRequest {
 /** Plans and records the run: every job of the DAG, `submitted`. */
 export function createRun(store: RunStore, request: CreateRunRequest): { run: RunRecord; jobs: readonly JobRecord[]; prepared: PreparedRun } {
   const name = store.reserveName();
+  return recordRun(store, name, prepareRecordable(store, request, name), request);
+}
+
+/** `prepareRun`, refusing what can be planned but not run yet (artifacts outside /workflow). */
+export function prepareRecordable(store: RunStore, request: SubmitRequest, name: RunName): PreparedRun {
   const prepared = prepareRun(store, request, name);
+  refuseAbsoluteArtifacts(request.project.root, prepared);
+  return prepared;
+}
+
+/**
+ * Records a run prepared under `name` (reserved with `store.reserveName()`) by
+ * `prepareRecordable`, for a caller that checks the plan against its backend between planning and
+ * recording.
+ */
+export function recordRun(store: RunStore, name: RunName, prepared: PreparedRun, request: CreateRunRequest): { run: RunRecord; jobs: readonly JobRecord[]; prepared: PreparedRun } {
   const { run, jobs } = store.createRun({
     name,
     workflow: request.target,
@@ -108,4 +130,25 @@ export function createRun(store: RunStore, request: CreateRunRequest): { run: Ru
     jobs: prepared.jobs.map((j) => ({ spec: j.spec, deps: j.deps })),
   });
   return { run, jobs, prepared };
+}
+
+/**
+ * Paths outside `/workflow` load and plan (issue 12: a Conda environment kept for the next
+ * workflow), but no backend saves them yet: refuse the run before anything starts, naming each.
+ */
+function refuseAbsoluteArtifacts(root: string, prepared: PreparedRun): void {
+  const errors: DstackError[] = [];
+  for (const job of prepared.jobs) {
+    const wf = prepared.plan.jobs.find((j) => j.workflow.name === job.workflow)?.workflow;
+    job.spec.artifacts.forEach((a) => {
+      if (!a.absolute) return;
+      const i = wf?.artifacts.findIndex((x) => x.path === a.path) ?? -1;
+      const location = i >= 0 ? wf!.fieldLocations.get(`artifacts.${i}`) : undefined;
+      errors.push(new DstackError('DS0025', `workflow \`${job.workflow}\` saves \`${a.path}\`, outside /workflow, and this dstack cannot save such artifacts yet`, {
+        ...(location ? { location, lineText: lineTextAt(root, location) } : {}),
+        hint: 'keep it under the project (e.g. ./env) for now, or under `cache:` to keep it between runs of this workflow; `--dry-run` still plans it',
+      }));
+    });
+  }
+  if (errors.length) throw errors.length === 1 ? errors[0]! : new DstackErrors(errors);
 }

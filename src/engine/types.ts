@@ -2,7 +2,7 @@
  * The data the engine passes around: workflows as written, jobs as resolved, runs and statuses.
  * Plain readonly data, no behaviour; everything here can be stored and sent as JSON.
  */
-import type { SourceLocation } from './errors.js';
+import type { ErrorCode, SourceLocation } from './errors.js';
 
 declare const brand: unique symbol;
 type Brand<T, B extends string> = T & { readonly [brand]: B };
@@ -57,10 +57,22 @@ export type DepSpec =
   | { readonly kind: 'tag'; readonly name: string; readonly location: SourceLocation };
 
 export interface ArtifactSpec {
-  /** Normalised, relative to the working dir root (`/workflow`), no leading `./`, never escaping. */
+  /**
+   * Normalised. Relative to the working dir root (`/workflow`), no leading `./`, never escaping —
+   * unless `absolute`: then an absolute path in the container (`/opt/conda/envs/myenv`) or one
+   * under the container user's home (`~/.cache/x`), as dstack 0.7 allowed for environments.
+   */
   readonly path: string;
   readonly mount: boolean;
+  /** Present (and true) only for a path outside `/workflow`; see `path`. */
+  readonly absolute?: true;
 }
+
+/**
+ * Where a workflow asks to run (`resources.local: true` / `resources.remote: true` in dstack 0.7);
+ * see `choosePlacement` in placement.ts for how it meets the command line.
+ */
+export type Placement = 'local' | 'remote';
 
 export type Provider = 'bash' | 'docker';
 
@@ -92,6 +104,7 @@ export interface WorkflowSpec {
   readonly inputs?: readonly string[];
   readonly resources: Resources;
   readonly registryAuth?: { readonly username: string; readonly password: string };
+  readonly placement?: Placement;
   readonly location: SourceLocation;
   readonly fieldLocations: ReadonlyMap<string, SourceLocation>;
 }
@@ -103,11 +116,44 @@ export interface VariablesFile {
   readonly locations: ReadonlyMap<string, SourceLocation>;
 }
 
+/**
+ * What a problem found while loading takes down:
+ * - `workflows`: these workflows cannot run (nor anything that depends on them): one, or the
+ *   members of a dependency cycle;
+ * - `file`: the file could not be read at all, so the workflows in it are unknown (`workflows` holds
+ *   the names that could still be made out, to say why `dstack run NAME` finds no NAME);
+ * - `project`: every run (a broken `.dstack/variables.yaml`: any workflow may read its values);
+ * - `entry`: a list entry that is no workflow (no name): nothing runnable, reported all the same.
+ */
+export type DiagnosticScope =
+  | { readonly kind: 'workflows'; readonly names: readonly string[] }
+  | { readonly kind: 'file'; readonly file: string; readonly workflows: readonly string[] }
+  | { readonly kind: 'project' }
+  | { readonly kind: 'entry' };
+
+/**
+ * A problem the loader found, as plain data (the parsed-project cache stores it): a DstackError's
+ * fields plus what it takes down. `error` blocks a run that includes its scope; `warning` never
+ * blocks, it tells (an absolute artifact that runs cannot save yet).
+ */
+export interface Diagnostic {
+  readonly severity: 'error' | 'warning';
+  readonly scope: DiagnosticScope;
+  readonly code: ErrorCode;
+  readonly message: string;
+  readonly location?: SourceLocation;
+  readonly lineText?: string;
+  readonly hint?: string;
+}
+
 export interface Project {
   /** Absolute path of the folder holding `.dstack/`. */
   readonly root: string;
+  /** The workflows that loaded; one with an error diagnostic is here too when its spec could be made. */
   readonly workflows: ReadonlyMap<string, WorkflowSpec>;
   readonly variables: VariablesFile;
+  /** Every problem found in every file, in file and reading order. */
+  readonly diagnostics: readonly Diagnostic[];
 }
 
 /**

@@ -1,9 +1,8 @@
 /**
  * Bucket remotes as saved in config.json, beside the compute remotes: a shared folder
  * (`{name, kind: "folder", path}`) or an S3 bucket (`{name, kind: "s3", bucket, prefix?, region?,
- * profile?}`), each with its schema (typanion, unknown keys refused) and its columns in
- * `dstack config list`. A compute remote may name the bucket its runs are recorded in
- * (`bucket`: a bucket remote's name); the AWS remote's own `bucket` is an S3 bucket name.
+ * profile?}`), each with its schema (typanion, unknown keys refused), loaded by their plugins
+ * (src/backends/bucket). An AWS remote's `bucket` (an S3 bucket's name) serves as a team bucket too.
  *
  * Nothing here opens a bucket: `openBucket` loads the S3 SDK or the folder code only when called.
  */
@@ -31,8 +30,7 @@ export interface S3Remote {
 
 export type BucketRemote = FolderRemote | S3Remote;
 
-export const BUCKET_KINDS: readonly string[] = ['folder', 's3'];
-export const isBucketRemote = (r: { readonly kind: string }): r is BucketRemote => BUCKET_KINDS.includes(r.kind);
+export const isBucketRemote = (r: { readonly kind: string }): r is BucketRemote => r.kind === 'folder' || r.kind === 's3';
 
 /** S3's rules for bucket names (3–63 characters, lower case, digits, dots and hyphens). */
 const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
@@ -52,25 +50,11 @@ export const s3RemoteSchema: t.StrictValidator<unknown, S3Remote> = t.isObject({
   profile: t.isOptional(t.isString()),
 });
 
-/** Checks a saved bucket remote; the message names the first field that is wrong. */
-export function checkBucketRemote(raw: unknown): { readonly ok: true; readonly remote: BucketRemote } | { readonly ok: false; readonly why: string } {
-  const errors: string[] = [];
-  const kind = (raw as { kind?: unknown }).kind;
-  const schema = kind === 'folder' ? folderRemoteSchema : s3RemoteSchema;
-  if (schema(raw, { errors })) return { ok: true, remote: raw as BucketRemote };
-  return { ok: false, why: errors[0] ?? 'is not valid' };
-}
-
 export function checkBucketName(name: string): string {
   if (!BUCKET_NAME.test(name) || name.includes('..')) {
     throw new DstackError('DS0210', `'${name}' is not a valid S3 bucket name`, { hint: 'use 3 to 63 lower-case letters, digits, dots and hyphens, starting and ending with a letter or digit' });
   }
   return name;
-}
-
-/** The remote's columns in `dstack config list`. */
-export function bucketColumns(r: BucketRemote): Readonly<Record<string, string>> {
-  return r.kind === 'folder' ? { WHERE: r.path } : { WHERE: `s3://${r.bucket}${r.prefix ? `/${r.prefix.replace(/^\/+|\/+$/g, '')}` : ''}${r.region ? ` (${r.region})` : ''}` };
 }
 
 /**

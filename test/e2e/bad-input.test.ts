@@ -91,11 +91,11 @@ test(
 );
 
 test(
-  'artifact paths ../x and /etc: DS0009',
+  'artifact paths ../x and /: DS0009',
   withTimeout(20_000, async () => {
-    for (const path of ['../x', '/etc']) {
+    for (const [path, why] of [['../x', 'leaves the working directory'], ['/', 'is not a folder whose content can be kept']]) {
       const r = await inProject(`workflows:\n  - name: a\n    commands: [echo]\n    artifacts: [${path}]\n`, ['run', 'a']);
-      expectUsage(r, `error DS0009: artifact path \`${path}\` in workflow \`a\` leaves the working directory\n  --> .dstack/workflows.yaml:4:17\n`);
+      expectUsage(r, `error DS0009: artifact path \`${path}\` in workflow \`a\` ${why}\n  --> .dstack/workflows.yaml:4:17\n`);
     }
   }),
 );

@@ -32,7 +32,7 @@ test(
     const p = await createProject();
     try {
       const empty = await p.run(['config', 'list']);
-      assert.equal([empty.exitCode, empty.stdout, empty.stderr], [0, '', 'No remotes configured; add one with `dstack config ssh --name NAME --host user@host[:port]`\n']);
+      assert.equal([empty.exitCode, empty.stdout, empty.stderr], [0, '', 'No remotes configured; add one with `dstack config ssh --name NAME --host user@host[:port]` or `dstack config aws --name NAME --region REGION --bucket BUCKET`\n']);
       assert.equal(await p.json(['config', 'list', '--json']), { default: null, remotes: [] });
 
       const key = keyIn(p);
@@ -141,7 +141,7 @@ test(
       const broken = await p.run(['config', 'list']);
       assert.is(broken.exitCode, 2);
       assert.match(broken.stderr, new RegExp(`^error DS0210: ${join(p.home, 'config.json').replace(/[.]/g, '\\.')} is not a valid dstack configuration: `));
-      assert.ok(broken.stderr.endsWith("  = fix or remove the file; `dstack config ssh` writes a new one\n"), broken.stderr);
+      assert.ok(broken.stderr.endsWith("  = fix or remove the file; `dstack config <ssh|aws|folder|s3>` writes a new one\n"), broken.stderr);
     } finally {
       await p.cleanup();
     }

@@ -16,12 +16,12 @@ ${aThenB(IMAGE)}`;
 let p: Project;
 let first = '';
 
-test.before(async () => {
+test.before(withTimeout(60_000, async () => {
   p = await createProject({ workflows: WORKFLOWS });
-});
-test.after(async () => {
+}));
+test.after(withTimeout(60_000, async () => {
   await p.cleanup();
-});
+}));
 
 test(
   '--dry-run before any run: prints the plan, creates no run',

@@ -54,12 +54,12 @@ function ageObjects(home: string, ms: number): void {
 }
 
 let p: Project;
-test.before(async () => {
+test.before(withTimeout(60_000, async () => {
   p = await createProject({ workflows: WORKFLOWS, files: { 'data/raw.txt': 'raw data\n' } });
-});
-test.after(async () => {
+}));
+test.after(withTimeout(60_000, async () => {
   await p.cleanup();
-});
+}));
 
 test(
   'prune keeps tagged runs, folder tags and young objects; removes the rest and says what it freed',

@@ -37,17 +37,17 @@ let p: Project;
 const jobFolders = async (): Promise<string[]> =>
   (await Promise.all(hosts.map(async (h) => (await readdir(join(h.home, '.dstack', 'jobs')).catch(() => [] as string[])).map((d) => `${h.name}:${d}`)))).flat();
 
-test.before(async () => {
+test.before(withTimeout(60_000, async () => {
   hosts = await Promise.all([startHost(), startHost()]);
   p = await createProject({ workflows: WORKFLOWS, files: { 'code.txt': 'the code\n' } });
   await configurePool(p, hosts);
-});
+}));
 
-test.after(async () => {
+test.after(withTimeout(60_000, async () => {
   await p?.cleanup();
   await Promise.all(hosts.map((h) => removeHost(h)));
   await sweepHosts();
-});
+}));
 
 const env = (): Record<string, string> => ({ DSTACK_KNOWN_HOSTS: join(p.home, 'known_hosts') });
 

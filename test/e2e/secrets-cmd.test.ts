@@ -25,14 +25,14 @@ async function withInput(p: Project, args: readonly string[], input: string): Pr
 const modeOf = (path: string): string => (statSync(path).mode & 0o777).toString(8);
 
 let p: Project;
-test.before(async () => {
+test.before(withTimeout(60_000, async () => {
   p = await createProject({
     workflows: `workflows:\n  - name: show\n    image: ${IMAGE}\n    env:\n      - TOKEN=\${{ secrets.API_TOKEN }}\n    commands:\n      - echo "len=\${#TOKEN}"\n`,
   });
-});
-test.after(async () => {
+}));
+test.after(withTimeout(60_000, async () => {
   await p.cleanup();
-});
+}));
 
 test(
   'add from piped stdin (one trailing newline dropped), list names only, delete; the file stays 0600',

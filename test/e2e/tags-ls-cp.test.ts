@@ -61,16 +61,16 @@ const fails = (r: CliResult, exit: number, stderr: string): void => {
 };
 const mode = async (path: string): Promise<string> => ((await stat(path)).mode & 0o777).toString(8);
 
-test.before(async () => {
+test.before(withTimeout(60_000, async () => {
   p = await createProject({
     workflows: WORKFLOWS,
     files: { 'data/a.txt': 'alpha\n', 'data/tool.sh': '#!/bin/sh\necho tool\n', 'data/deep/z.txt': 'zz\n' },
   });
   await chmod(join(p.dir, 'data/tool.sh'), 0o755);
-});
-test.after(async () => {
+}));
+test.after(withTimeout(60_000, async () => {
   await p.cleanup();
-});
+}));
 
 test(
   'ls RUN: every job\'s files with sizes, jobs and a total',

@@ -155,19 +155,9 @@ function spawnCli(project: { dir: string; env: Record<string, string> }, args: r
   });
 }
 
-const NOT_BUILT = 'dstack is not built';
-
-/**
- * Runs to the end. Others rebuild dist/ in this tree while the suite runs (the build empties it
- * first): a CLI that found no bundle is retried once the bundle is back, so that race is not
- * reported as a failure of dstack.
- */
+/** Runs to the end. dist/ is swapped in whole by the build (scripts/build.mjs), so it is never missing mid-suite. */
 async function runCli(project: { dir: string; env: Record<string, string> }, args: readonly string[], options?: RunOptions): Promise<CliResult> {
-  for (let attempt = 0; ; attempt++) {
-    const r = resultOf(await spawnCli(project, args, options));
-    if (r.exitCode !== 70 || !r.stderr.startsWith(NOT_BUILT) || attempt >= 50) return r;
-    await sleep(200);
-  }
+  return resultOf(await spawnCli(project, args, options));
 }
 
 export async function createProject(options: ProjectOptions = {}): Promise<Project> {

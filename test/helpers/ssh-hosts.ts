@@ -25,7 +25,7 @@
  */
 import { execFile } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { chmod, copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -40,7 +40,7 @@ const PID_LABEL = `dstack.test.pid=${process.pid}`;
 
 const run = promisify(execFile);
 
-async function docker(...args: string[]): Promise<string> {
+export async function docker(...args: string[]): Promise<string> {
   try {
     return (await run('docker', args, { maxBuffer: 16 * 1024 * 1024 })).stdout.trim();
   } catch (e) {
@@ -106,6 +106,20 @@ export interface StartHostOptions {
   readonly hostKey?: KeyPair;
   /** Authorize this public key instead of the process's client key. */
   readonly authorizedKey?: string;
+  /**
+   * A boot script run as root before sshd starts, as a cloud runs an instance's user-data (the fake
+   * cloud's instances): it installs its own host key (`hostKey` is then not used). `shutdown`
+   * inside the host ends it, as on an instance that terminates on shutdown.
+   */
+  readonly bootScript?: string;
+  /** The container's name (default `dstack-sshhost-<pid>-<n>`); its folder is /tmp/dstack-hosts/<name>. */
+  readonly name?: string;
+  /** Extra `key=value` labels on the host's container. */
+  readonly labels?: readonly string[];
+  /** Wait until sshd answers (default true); false returns once the container is created. */
+  readonly wait?: boolean;
+  /** The loopback port for sshd (default: a free one). */
+  readonly port?: number;
 }
 
 let counter = 0;
@@ -125,7 +139,7 @@ function engineSocket(): string {
 }
 
 /** Resolves once sshd itself answers with its banner (docker-proxy accepts connections before that). */
-async function waitForSsh(port: number, name: string, ms = 15_000): Promise<void> {
+export async function waitForSsh(port: number, name: string, ms = 15_000): Promise<void> {
   const deadline = Date.now() + ms;
   for (;;) {
     const banner = await new Promise<boolean>((resolve) => {
@@ -150,7 +164,7 @@ async function waitForSsh(port: number, name: string, ms = 15_000): Promise<void
 }
 
 /** A port of 127.0.0.1 nobody listens on now (the kernel's pick; another process could take it before sshd does). */
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -165,25 +179,52 @@ async function freePort(): Promise<number> {
 /** sshd on its own port of 127.0.0.1 in this machine's network namespace, then the image's entrypoint. */
 const ENTRY = 'sed -i "s/^Port 22$/Port $SSH_PORT\\nListenAddress 127.0.0.1/" /etc/ssh/sshd_config && exec /usr/local/sbin/dstack-sshhost';
 
-async function runContainer(name: string, dir: string, home: string, withDocker: boolean, hostKey: KeyPair, authorizedKey: string, port: number): Promise<{ container: string; port: number }> {
-  const keyDir = join(dir, 'hostkey');
-  await mkdir(keyDir, { recursive: true, mode: 0o700 });
-  await copyFile(hostKey.path, join(keyDir, 'ssh_host_ed25519_key'));
-  await chmod(join(keyDir, 'ssh_host_ed25519_key'), 0o600);
+interface ContainerPlan {
+  readonly name: string;
+  readonly dir: string;
+  readonly home: string;
+  readonly withDocker: boolean;
+  readonly hostKey?: KeyPair;
+  readonly authorizedKey: string;
+  readonly port: number;
+  readonly bootScript?: string;
+  readonly labels?: readonly string[];
+}
+
+/** The boot script and a `shutdown` that ends the host (sshd is its pid 1), for a host that plays an instance. */
+async function bootFiles(dir: string, script: string): Promise<string[]> {
+  const boot = join(dir, 'boot');
+  await mkdir(boot, { recursive: true, mode: 0o700 });
+  await writeFile(join(boot, 'boot.sh'), script, { mode: 0o700 });
+  await writeFile(join(boot, 'shutdown'), '#!/bin/sh\nkill -TERM 1\n', { mode: 0o755 });
+  return ['-v', `${boot}:/run/dstack-boot:ro`, '-v', `${join(boot, 'shutdown')}:/usr/local/sbin/shutdown:ro`];
+}
+
+async function runContainer(p: ContainerPlan): Promise<{ container: string; port: number }> {
+  const { name, dir, home, port } = p;
+  const keyArgs: string[] = [];
+  if (p.hostKey) {
+    const keyDir = join(dir, 'hostkey');
+    await mkdir(keyDir, { recursive: true, mode: 0o700 });
+    await copyFile(p.hostKey.path, join(keyDir, 'ssh_host_ed25519_key'));
+    await chmod(join(keyDir, 'ssh_host_ed25519_key'), 0o600);
+    keyArgs.push('-e', 'HOST_KEY_FILE=/run/dstack-hostkey/ssh_host_ed25519_key', '-v', `${keyDir}:/run/dstack-hostkey:ro`);
+  }
+  const boot = p.bootScript === undefined ? [] : await bootFiles(dir, p.bootScript);
   const args = [
     'run', '-d', '--name', name,
-    '--label', LABEL, '--label', PID_LABEL,
+    '--label', LABEL, '--label', PID_LABEL, ...(p.labels ?? []).flatMap((l) => ['--label', l]),
     '--network', 'host',
     '-e', `SSH_PORT=${port}`,
-    '-e', `AUTHORIZED_KEY=${authorizedKey}`,
+    '-e', `AUTHORIZED_KEY=${p.authorizedKey}`,
     '-e', `HOST_HOME=${home}`,
-    '-e', 'HOST_KEY_FILE=/run/dstack-hostkey/ssh_host_ed25519_key',
-    '-v', `${keyDir}:/run/dstack-hostkey:ro`,
+    ...keyArgs,
+    ...boot,
     '-v', `${home}:${home}`,
-    ...(withDocker ? ['-v', `${engineSocket()}:/var/run/docker.sock`] : []),
+    ...(p.withDocker ? ['-v', `${engineSocket()}:/var/run/docker.sock`] : []),
     '--entrypoint', '/bin/sh',
     SSH_HOST_IMAGE,
-    '-c', ENTRY,
+    '-c', p.bootScript === undefined ? ENTRY : `sh /run/dstack-boot/boot.sh; ${ENTRY}`,
   ];
   const container = await docker(...args);
   return { container, port };
@@ -212,13 +253,23 @@ export async function startHost(options: StartHostOptions = {}): Promise<TestHos
   await (reaped ??= reapOrphans());
   const withDocker = options.docker ?? true;
   const key = await clientKey();
-  const name = `dstack-sshhost-${process.pid}-${++counter}`;
+  const name = options.name ?? `dstack-sshhost-${process.pid}-${++counter}`;
   const dir = join(HOSTS_ROOT, name);
   const home = join(dir, 'root');
   await mkdir(home, { recursive: true, mode: 0o700 });
   const hostKey = options.hostKey ?? (await generateKeyPair(`${name}_host`));
-  const { container, port } = await runContainer(name, dir, home, withDocker, hostKey, options.authorizedKey ?? key.publicKey, await freePort());
+  const { container, port } = await runContainer({
+    name,
+    dir,
+    home,
+    withDocker,
+    ...(options.bootScript === undefined ? { hostKey } : { bootScript: options.bootScript }),
+    authorizedKey: options.authorizedKey ?? key.publicKey,
+    port: options.port ?? (await freePort()),
+    ...(options.labels ? { labels: options.labels } : {}),
+  });
   const host: TestHost = { name, container, host: '127.0.0.1', port, user: 'root', keyPath: key.path, home, docker: withDocker, hostKey };
+  if (options.wait === false) return host;
   try {
     await waitForSsh(port, name);
   } catch (e) {
@@ -244,7 +295,7 @@ export async function killHost(h: TestHost): Promise<void> {
 export async function restartHost(h: TestHost): Promise<TestHost> {
   await docker('rm', '-f', h.container).catch(() => undefined);
   const key = await clientKey();
-  const { container } = await runContainer(h.name, join(HOSTS_ROOT, h.name), h.home, h.docker, h.hostKey, key.publicKey, h.port);
+  const { container } = await runContainer({ name: h.name, dir: join(HOSTS_ROOT, h.name), home: h.home, withDocker: h.docker, hostKey: h.hostKey, authorizedKey: key.publicKey, port: h.port });
   await waitForSsh(h.port, h.name);
   return { ...h, container };
 }
@@ -257,13 +308,13 @@ export async function restartWithNewHostKey(h: TestHost): Promise<TestHost> {
   await docker('rm', '-f', h.container);
   const hostKey = await generateKeyPair(`${h.name}_host`);
   const key = await clientKey();
-  const { container } = await runContainer(h.name, join(HOSTS_ROOT, h.name), h.home, h.docker, hostKey, key.publicKey, h.port);
+  const { container } = await runContainer({ name: h.name, dir: join(HOSTS_ROOT, h.name), home: h.home, withDocker: h.docker, hostKey, authorizedKey: key.publicKey, port: h.port });
   await waitForSsh(h.port, h.name);
   return { ...h, container, hostKey };
 }
 
 /** Removes the container and the host's folder. Idempotent. */
-export async function removeHost(h: TestHost): Promise<void> {
+export async function removeHost(h: Pick<TestHost, 'name' | 'container'>): Promise<void> {
   await docker('rm', '-f', '-v', h.container).catch(() => undefined);
   await docker('rm', '-f', '-v', h.name).catch(() => undefined);
   await rm(join(HOSTS_ROOT, h.name), { recursive: true, force: true });

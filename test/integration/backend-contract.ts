@@ -9,7 +9,13 @@
  * `registerBackendContract` makes a uvu suite named `backend contract: <name>`, calls the factory
  * once before its tests and `cleanup` once after them, and runs it. The jobs run the locally built
  * busybox image (or `image`). `leftovers` lists what the backend's jobs left behind (containers,
- * job folders on a host); the last test asserts it is empty after every teardown.
+ * job folders on a host, instances); the last test asserts it is empty after every teardown.
+ *
+ * The lifecycle cases drive the real executor (src/engine/executor.ts) against the backend, with a
+ * run store of their own: a provision that fails right after recording its handle (the fault is
+ * injected at the seam: the recording itself throws once it has recorded) is reaped; a machine lost
+ * mid-job (`loseMachine`: a preempted fake-cloud instance, a killed pool host, a container removed
+ * behind local's back) ends the job with its cause — `interrupted` when preempted, `failed` otherwise.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -19,11 +25,14 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { ArtifactStore, Manifest } from '../../src/artifacts/types.js';
 import type { Backend, BackendHandle, BackendNotice, ExitInfo, Machine, RunningJob } from '../../src/engine/backend.js';
+import { DstackError } from '../../src/engine/errors.js';
 import type { JobSpec } from '../../src/engine/types.js';
 import { BUSYBOX } from '../helpers/docker.js';
 import { jobHarness, type Harness as JobHarness } from '../helpers/job-harness.js';
 import { jobSpec, shellCommand } from '../helpers/spec.js';
 import { withTimeout } from '../helpers/timeout.js';
+import { until } from '../helpers/wait.js';
+import { registerLifecycleCases } from './backend-lifecycle.js';
 
 export interface ContractSubject {
   readonly backend: Backend;
@@ -37,6 +46,22 @@ export interface ContractSubject {
   readonly image?: string;
   /** Per-test time limit in ms; default 60 s. */
   readonly timeoutMs?: number;
+  /**
+   * What the backend refuses, each with the reason it must give (`supports`); every other variant
+   * of the supports test must be supported. Empty: it supports them all.
+   */
+  readonly unsupported: readonly { readonly spec: Partial<JobSpec>; readonly reason: RegExp }[];
+  /**
+   * Takes the machine of a running job away, as the world would: what the job must end as, with
+   * what reason, and how to bring the world back afterwards (a pool host restarted).
+   */
+  readonly loseMachine: (handle: BackendHandle) => Promise<MachineLossCase>;
+}
+
+export interface MachineLossCase {
+  readonly status: 'interrupted' | 'failed';
+  readonly reason: RegExp;
+  readonly restore?: () => Promise<void>;
 }
 
 export type ContractFactory = () => Promise<ContractSubject>;
@@ -49,15 +74,6 @@ interface Harness extends JobHarness {
 
 let jobs = 0;
 
-const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function until(what: string, ms: number, fn: () => boolean | Promise<boolean>): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await fn())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await delay(50);
-  }
-}
 
 /** Registers the contract tests for one backend and runs them. */
 export function registerBackendContract(name: string, factory: ContractFactory): void {
@@ -74,7 +90,7 @@ export function registerBackendContract(name: string, factory: ContractFactory):
   };
   const limit = (fn: () => Promise<void>) => async () => withTimeout(s().timeoutMs ?? 60_000, fn)();
 
-  test.before(async () => {
+  test.before(withTimeout(60_000, async () => {
     subject = await factory();
     project = await mkdtemp(join(tmpdir(), 'dstack-contract-project-'));
     await writeFile(join(project, 'hello.txt'), 'hello from the snapshot\n');
@@ -89,14 +105,14 @@ export function registerBackendContract(name: string, factory: ContractFactory):
     } finally {
       await rm(depDir, { recursive: true, force: true });
     }
-  });
+  }));
 
-  test.after(async () => {
+  test.after(withTimeout(60_000, async () => {
     // Machines a failing test could not tear down.
     for (const m of made) await m.teardown().catch(() => undefined);
     await rm(project, { recursive: true, force: true });
     await subject?.cleanup();
-  });
+  }));
 
   function spec(script: string | undefined, overrides: Partial<JobSpec> = {}): JobSpec {
     return jobSpec({ workflow: 'contract', image: s().image ?? BUSYBOX, command: shellCommand(script), ...overrides });
@@ -134,21 +150,25 @@ export function registerBackendContract(name: string, factory: ContractFactory):
   };
 
   test(
-    'supports: a plain job is supported; what is not comes with a reason',
+    'supports: a plain job is supported; what is not comes with a reason a person can act on',
     limit(async () => {
-      const { backend } = s();
+      const { backend, unsupported } = s();
       assert.equal(backend.supports(spec('true')), { ok: true });
-      const variants: JobSpec[] = [
-        spec('true', { resources: { gpu: { count: 1 } } }),
-        spec('true', { ports: 2 }),
-        spec('true', { resources: { memory: 64 * 1024 * 1024, cpu: 0.5 } }),
-        spec('true', { cache: ['~/.cache/x'] }),
+      const variants: Partial<JobSpec>[] = [
+        { resources: { gpu: { count: 1 } } },
+        { ports: 2 },
+        { resources: { memory: 64 * 1024 * 1024, cpu: 0.5 } },
+        { cache: ['~/.cache/x'] },
+        ...unsupported.map((u) => u.spec),
       ];
       for (const v of variants) {
-        const c = backend.supports(v);
-        if (!c.ok) {
-          assert.type(c.reason, 'string');
-          assert.ok(c.reason.trim().length > 10, `a reason a person can act on: '${c.reason}'`);
+        const refusal = unsupported.find((u) => u.spec === v || JSON.stringify(u.spec) === JSON.stringify(v));
+        const got = backend.supports(spec('true', v));
+        if (refusal) {
+          assert.is(got.ok, false, `refuses ${JSON.stringify(v)}`);
+          assert.match(got.ok ? '' : got.reason, refusal.reason);
+        } else {
+          assert.equal(got, { ok: true }, `supports ${JSON.stringify(v)}`);
         }
       }
       assert.type(backend.id, 'string');
@@ -357,6 +377,29 @@ export function registerBackendContract(name: string, factory: ContractFactory):
       assert.not.ok(h2.out().includes('never'), 'an aborted job must not run to completion');
     }),
   );
+
+  test(
+    'the image is pinned: a machine told another digest than its image\'s refuses to run the job (DS0214)',
+    limit(async () => {
+      const h = harness(spec('echo never'));
+      const ctx = { ...h.ctx, imageDigest: `sha256:${'0'.repeat(64)}` };
+      const machine = await s().backend.provision(ctx);
+      made.push(machine);
+      try {
+        const e = await machine.bootstrap(ctx).then(
+          () => undefined,
+          (err: unknown) => err,
+        );
+        assert.instance(e, DstackError);
+        assert.is((e as DstackError).code, 'DS0214');
+        assert.match((e as DstackError).message, /not 000000000000, the one the job's fingerprint was computed with/);
+      } finally {
+        await teardown(machine);
+      }
+    }),
+  );
+
+  registerLifecycleCases(test, { subject: s, limit, spec, snapshot: () => snapshot, project: () => project });
 
   test(
     'nothing is left behind',

@@ -17,6 +17,7 @@ import type { Manifest } from '../../src/artifacts/types.js';
 import { BUSYBOX, closeTestDocker, containersLabelled, ensureBusybox, sweepContainers, testDocker } from '../helpers/docker.js';
 import { busyboxSpec as spec, jobHarness, type Harness } from '../helpers/job-harness.js';
 import { withTimeout } from '../helpers/timeout.js';
+import { until } from '../helpers/wait.js';
 
 const TEST_LABEL = 'local-backend';
 let home = '';
@@ -26,22 +27,22 @@ let jobCounter = 0;
 /** The code snapshot as the executor hands it over: a manifest of the project's files. */
 let snap: Manifest;
 
-test.before(async () => {
+test.before(withTimeout(60_000, async () => {
   await ensureBusybox();
   home = await mkdtemp(join(tmpdir(), 'dstack-local-home-'));
   project = await mkdtemp(join(tmpdir(), 'dstack-local-project-'));
   await writeFile(join(project, 'hello.txt'), 'hello from the snapshot\n');
   snap = (await new LocalArtifactStore({ home }).save(project, [{ path: 'hello.txt', mount: false }])).manifest;
-  backend = localPlugin.open({ home, config: { labels: { 'dstack.test': TEST_LABEL } } });
-});
+  backend = localPlugin.open({ home, settings: { labels: { 'dstack.test': TEST_LABEL } } });
+}));
 
-test.after(async () => {
+test.after(withTimeout(60_000, async () => {
   await sweepContainers(`dstack.test=${TEST_LABEL}`);
   await backend.close();
   closeTestDocker();
   await rm(home, { recursive: true, force: true });
   await rm(project, { recursive: true, force: true });
-});
+}));
 
 function harness(s: JobSpec): Harness {
   jobCounter += 1;
@@ -89,13 +90,6 @@ async function withJob(s: JobSpec, fn: (j: Started) => Promise<void>, env: Recor
   }
 }
 
-async function until(what: string, ms: number, fn: () => boolean | Promise<boolean>): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await fn())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 async function rejectsWith(p: Promise<unknown>, code: string): Promise<DstackError> {
   try {
@@ -440,7 +434,7 @@ async function depManifest(store: LocalArtifactStore, files: Record<string, stri
 test(
   'imageDigest is the engine image id, and bootstrap after it does not inspect again',
   withTimeout(20_000, async () => {
-    const b = localPlugin.open({ home, config: { labels: { 'dstack.test': TEST_LABEL } } }) as LocalBackend;
+    const b = localPlugin.open({ home, settings: { labels: { 'dstack.test': TEST_LABEL } } }) as LocalBackend;
     const client = b.client;
     const inspect = client.imageInspect.bind(client);
     let inspects = 0;
@@ -587,7 +581,8 @@ test(
 test(
   'a store on another filesystem (EXDEV): the deps are copies, still read-only',
   withTimeout(20_000, async () => {
-    if (!existsSync('/dev/shm') || (await stat('/dev/shm')).dev === (await stat(home)).dev) return; // nothing to prove here
+    // No early return: a machine where /dev/shm shares the home's filesystem cannot show this, and must say so.
+    assert.ok(existsSync('/dev/shm') && (await stat('/dev/shm')).dev !== (await stat(home)).dev, 'this test needs /dev/shm on a filesystem of its own (tmpfs), to force EXDEV');
     const otherHome = await mkdtemp(join('/dev/shm', 'dstack-store-'));
     try {
       const store = new LocalArtifactStore({ home: otherHome });

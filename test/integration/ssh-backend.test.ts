@@ -15,7 +15,7 @@ import { LocalArtifactStore } from '../../src/artifacts/local-store.js';
 import type { Manifest } from '../../src/artifacts/types.js';
 import { sshPlugin, type SshBackend } from '../../src/backends/ssh/index.js';
 import type { RemoteMachine } from '../../src/backends/ssh-host/machine.js';
-import type { SshRemote } from '../../src/backends/ssh/config.js';
+import type { SshRemote } from '../../src/backends/ssh/remote.js';
 import type { BackendHandle, Machine, RunningJob } from '../../src/engine/backend.js';
 import { DstackError } from '../../src/engine/errors.js';
 import type { JobSpec } from '../../src/engine/types.js';
@@ -23,6 +23,7 @@ import { closeTestDocker, containersLabelled, ensureBusybox, sweepContainers } f
 import { busyboxSpec as spec, jobHarness, type Harness } from '../helpers/job-harness.js';
 import { clientKey, killHost, removeHost, restartHost, startHost, sweepHosts, type TestHost } from '../helpers/ssh-hosts.js';
 import { withTimeout } from '../helpers/timeout.js';
+import { until } from '../helpers/wait.js';
 
 const TEST_LABEL = 'ssh-backend';
 let home = '';
@@ -33,7 +34,7 @@ let snap: Manifest;
 let pool: TestHost[] = [];
 let counter = 0;
 
-test.before(async () => {
+test.before(withTimeout(60_000, async () => {
   await ensureBusybox();
   home = await mkdtemp(join(tmpdir(), 'dstack-sshb-home-'));
   project = await mkdtemp(join(tmpdir(), 'dstack-sshb-project-'));
@@ -47,21 +48,21 @@ test.before(async () => {
   store = new LocalArtifactStore({ home });
   snap = (await store.save(project, [{ path: 'hello.txt', mount: false }, { path: 'run.sh', mount: false }, { path: 'src', mount: false }, { path: 'lib-link', mount: false }])).manifest;
   pool = await Promise.all([startHost(), startHost()]);
-});
+}));
 
-test.after(async () => {
+test.after(withTimeout(60_000, async () => {
   await sweepContainers(`dstack.test=${TEST_LABEL}`);
   await Promise.all(pool.map((h) => removeHost(h)));
   await sweepHosts();
   closeTestDocker();
   await rm(home, { recursive: true, force: true });
   await rm(project, { recursive: true, force: true });
-});
+}));
 
 async function openPool(hosts: readonly TestHost[], extra: Record<string, unknown> = {}): Promise<SshBackend> {
   const key = await clientKey();
   const remote: SshRemote = { name: 'test', kind: 'ssh', hosts: hosts.map((h) => ({ user: h.user, host: h.host, port: h.port })), identity: key.path, jobsPerHost: 2 };
-  return sshPlugin.open({ home, config: { name: 'test', remote, knownHostsPath: knownHosts, labels: { 'dstack.test': TEST_LABEL }, leaseTtlSeconds: 3, ...extra } }) as SshBackend;
+  return sshPlugin.open({ home, remote, settings: { knownHostsPath: knownHosts, labels: { 'dstack.test': TEST_LABEL }, leaseTtlSeconds: 3, ...extra } }) as SshBackend;
 }
 
 function harness(s: JobSpec): Harness {
@@ -79,7 +80,7 @@ interface Ran {
 }
 
 /** provision → bootstrap → stage → start → wait → collect → teardown, as the executor does. */
-async function runJob(backend: SshBackend, s: JobSpec, options: { deps?: Manifest[]; env?: Record<string, string>; during?: (m: RemoteMachine, h: Harness) => Promise<void> } = {}): Promise<Ran> {
+async function runJob(backend: SshBackend, s: JobSpec, options: { deps?: Manifest[]; env?: Record<string, string>; during?: (m: RemoteMachine, h: Harness, out: () => string) => Promise<void> } = {}): Promise<Ran> {
   const h = harness(s);
   let machine: Machine | undefined;
   try {
@@ -88,7 +89,7 @@ async function runJob(backend: SshBackend, s: JobSpec, options: { deps?: Manifes
     await machine.stage(h.ctx, { snapshot: snap, repoRoot: project, deps: options.deps ?? [], store });
     const chunks = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
     const job = await machine.start(h.ctx, options.env ?? {}, (stream, chunk) => chunks[stream].push(chunk));
-    await options.during?.(machine as RemoteMachine, h);
+    await options.during?.(machine as RemoteMachine, h, () => Buffer.concat(chunks.stdout).toString());
     const exit = await job.wait();
     // As the executor: a lost job is failed, nothing is collected.
     const manifest = exit.lost ? { version: 1 as const, entries: [], size: 0 } : await machine.collect(h.ctx, s.artifacts, store);
@@ -110,13 +111,6 @@ async function rejectsWith(p: Promise<unknown>, code: string): Promise<DstackErr
 
 const jobFolders = async (h: TestHost): Promise<string[]> => readdir(join(h.home, '.dstack', 'jobs')).catch(() => []);
 
-async function until(what: string, ms: number, fn: () => boolean | Promise<boolean>): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await fn())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 test(
   'a trivial job on one host: logs back live, exit code, the code at /workflow, secrets only in env, nothing left after',
@@ -312,15 +306,15 @@ test(
     let handle: BackendHandle | undefined;
     try {
       const r = await runJob(backend, spec({ script: 'echo started; sleep 60' }), {
-        during: async (_m, h) => {
+        during: async (_m, h, out) => {
           await until('the job container', 10_000, async () => (await containersLabelled(`dstack.run=${h.ctx.run}`, 'dstack.test')).length === 1);
-          await new Promise((res) => setTimeout(res, 300));
+          await until('the job to run', 10_000, () => out().includes('started'));
           await killHost(victim);
         },
       }).catch((e: unknown) => e);
       assert.not.instance(r, Error, String(r));
       const ran = r as Ran;
-      assert.equal(ran.exit, { exitCode: 137, lost: true, reason: `lost connection to root@127.0.0.1:${victim.port}` });
+      assert.equal(ran.exit, { exitCode: 137, lost: 'lost', reason: `lost connection to root@127.0.0.1:${victim.port}` });
       handle = ran.h.handles.at(-1);
       // Nothing runs it any more: observe says gone (the host does not answer).
       assert.equal(await backend.observe(handle!), { state: 'gone' });

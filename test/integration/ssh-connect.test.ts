@@ -20,6 +20,7 @@ import { connectHost, type ConnectOptions, type SshConnection } from '../../src/
 import { DstackError, formatError } from '../../src/engine/errors.js';
 import { clientKey, generateKeyPair, killHost, removeHost, restartWithNewHostKey, startHost, sweepHosts, type TestHost } from '../helpers/ssh-hosts.js';
 import { withTimeout } from '../helpers/timeout.js';
+import { until } from '../helpers/wait.js';
 
 const run = promisify(execFile);
 const scratch = await mkdtemp(join(tmpdir(), 'dstack-ssh-connect-'));
@@ -41,6 +42,12 @@ async function rejection(p: Promise<unknown>): Promise<DstackError> {
     throw e;
   }
   throw new Error('expected a DstackError, got success');
+}
+
+/** How many processes on the host run exactly `command` (from /proc: the test hosts have no procps). */
+async function running(c: SshConnection, command: string): Promise<number> {
+  const r = await c.exec(`for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < $f; echo; done | grep -c "^${command} \\?$" || true`);
+  return Number(r.stdout.toString().trim());
 }
 
 function ping(stream: Duplex): Promise<{ status: number; body: string }> {
@@ -91,18 +98,22 @@ test(
       c = await connectTo(h);
       const ac = new AbortController();
       const started = Date.now();
-      setTimeout(() => ac.abort(new Error('stop now')), 200);
+      const aborted = c.exec('sleep 30', { signal: ac.signal }).then(
+        () => assert.unreachable('exec should have been aborted'),
+        (e: unknown) => e,
+      );
+      const watcher = await connectTo(h);
       try {
-        await c.exec('sleep 30', { signal: ac.signal });
-        assert.unreachable('exec should have been aborted');
-      } catch (e) {
-        assert.is((e as Error).message, 'stop now');
+        await until('the remote sleep to run', 10_000, async () => (await running(watcher, 'sleep 30')) === 1);
+        ac.abort(new Error('stop now'));
+        assert.is(((await aborted) as Error).message, 'stop now');
+        assert.ok(Date.now() - started < 15_000, 'aborted long before the remote sleep 30 ends');
+        // The connection is still usable, and the remote process got the signal.
+        assert.is((await c.exec('echo still')).stdout.toString(), 'still\n');
+        await until('the remote sleep to end', 10_000, async () => (await running(watcher, 'sleep 30')) === 0);
+      } finally {
+        await watcher.close();
       }
-      assert.ok(Date.now() - started < 15_000, 'aborted long before the remote sleep 30 ends');
-      // The connection is still usable, and the remote process got the signal.
-      assert.is((await c.exec('echo still')).stdout.toString(), 'still\n');
-      const left = await c.exec('sleep 0.3; for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < $f; echo; done | grep -c "^sleep 30" || true');
-      assert.is(left.stdout.toString(), '0\n');
 
       // A signal that never fires changes nothing: output and exit status come through.
       const calm = await c.exec('echo hi; echo err >&2; exit 4', { signal: new AbortController().signal });
@@ -112,12 +123,10 @@ test(
       const other = await connectTo(h);
       try {
         const doomed = c.exec('sleep 31', { signal: new AbortController().signal }).catch((e: unknown) => e);
-        await new Promise((r) => setTimeout(r, 300));
+        await until('the remote sleep to run', 10_000, async () => (await running(other, 'sleep 31')) === 1);
         await c.close();
         assert.is(((await doomed) as DstackError).code, 'DS0208');
-        await new Promise((r) => setTimeout(r, 300));
-        const gone = await other.exec('for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < $f; echo; done | grep -c "^sleep 31" || true');
-        assert.is(gone.stdout.toString(), '0\n');
+        await until('the remote sleep to end with its connection', 10_000, async () => (await running(other, 'sleep 31')) === 0);
       } finally {
         await other.close();
       }
@@ -267,7 +276,7 @@ test(
         `error DS0206: cannot log in to root@127.0.0.1:${h.port}: identity file ${locked} is protected by a passphrase\n` +
           `  = load it into your SSH agent (\`ssh-add ${locked}\`) and run again`,
       );
-      for (let i = 0; i < 100 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 20));
+      await until('the agent socket', 5000, () => existsSync(sock), 20);
       await run('ssh-add', [(await clientKey()).path], { env: { ...process.env, SSH_AUTH_SOCK: sock } });
       await (await connectHost(h, options({ env: { HOME: join(scratch, 'empty-home'), SSH_AUTH_SOCK: sock } }))).close();
       await (await connectHost(h, options({ identity: locked, env: { HOME: join(scratch, 'empty-home'), SSH_AUTH_SOCK: sock } }))).close();
@@ -346,10 +355,12 @@ test(
     try {
       const c = await connectTo(h, { keepaliveIntervalMs: 500 });
       const closed = new Promise<DstackError | undefined>((resolve) => c.onClose(resolve));
-      const running = rejection(c.exec('sleep 60'));
-      await new Promise((r) => setTimeout(r, 200));
+      const pending = rejection(c.exec('sleep 60'));
+      const watcher = await connectTo(h);
+      await until('the remote sleep to run', 10_000, async () => (await running(watcher, 'sleep 60')) === 1);
       await killHost(h);
-      const e = await running;
+      await watcher.close();
+      const e = await pending;
       assert.is(e.code, 'DS0208');
       assert.ok(e.message.startsWith(`lost the SSH connection to root@127.0.0.1:${h.port}: `), e.message);
       const reason = await closed;

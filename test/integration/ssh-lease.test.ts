@@ -19,6 +19,7 @@ import { acquireHost, type Acquired, type LeaseHolder } from '../../src/backends
 import { DstackError } from '../../src/engine/errors.js';
 import { removeHost, startHost, sweepHosts, type TestHost } from '../helpers/ssh-hosts.js';
 import { withTimeout } from '../helpers/timeout.js';
+import { until, watched } from '../helpers/wait.js';
 
 const scratch = await mkdtemp(join(tmpdir(), 'dstack-ssh-lease-'));
 const knownHosts = join(scratch, 'known_hosts');
@@ -116,12 +117,12 @@ function worker(options: Record<string, unknown>): { child: ChildProcess; lines:
   return { child, lines: createInterface({ input: child.stdout! })[Symbol.asyncIterator](), exited };
 }
 
-test.after(async () => {
+test.after(withTimeout(60_000, async () => {
   for (const c of children) c.kill('SIGKILL');
   for (const c of connections) await c.close().catch(() => undefined);
   for (const h of hostsMade) await removeHost(h);
   await rm(scratch, { recursive: true, force: true });
-});
+}));
 
 test(
   'acquire and release: a slot folder with the holder on the host; release is idempotent and removes it',
@@ -163,12 +164,13 @@ test(
       a = await acquire({ hosts: [h1!, h2!], jobsPerHost: 1 });
       b = await acquire({ hosts: [h1!, h2!], jobsPerHost: 1 });
       assert.equal([a.host.port, b.host.port], [h1!.port, h2!.port], 'pool order, then the other host');
-      const third = acquire({ hosts: [h1!, h2!], jobsPerHost: 1, notices });
-      assert.is(await settledWithin(third, 1500), 'pending');
+      const third = watched(acquire({ hosts: [h1!, h2!], jobsPerHost: 1, notices }));
+      await until('the busy notice', 20_000, () => notices.length > 0 || third.settled());
+      assert.not.ok(third.settled(), 'the third holder waits');
       assert.equal(notices, ['all 2 hosts of the pool are busy; waiting for a free slot']);
       const released = Date.now();
       await b.lease.release();
-      c = await third;
+      c = await third.promise;
       assert.is(c.host.port, h2!.port);
       // The holder it waited for is alive and renewing, so only the release can have freed the slot;
       // the bound is generous (polls are ≤ 1 s apart) because CI machines are noisy.
@@ -218,12 +220,13 @@ test(
     try {
       [a, b] = await Promise.all([acquire({ hosts: [h], jobsPerHost: 2 }), acquire({ hosts: [h], jobsPerHost: 2 })]);
       assert.equal([a.lease.slot, b.lease.slot].sort(), [0, 1]);
-      const third = acquire({ hosts: [h], jobsPerHost: 2, notices });
-      assert.is(await settledWithin(third, 1500), 'pending');
+      const third = watched(acquire({ hosts: [h], jobsPerHost: 2, notices }));
+      await until('the busy notice', 20_000, () => notices.length > 0 || third.settled());
+      assert.not.ok(third.settled(), 'the third holder waits');
       assert.equal(notices, [`the pool's only host root@127.0.0.1:${h.port} is busy; waiting for a free slot`]);
       const freed = a.lease.slot;
       await a.lease.release();
-      c = await third;
+      c = await third.promise;
       assert.is(c.lease.slot, freed);
       assert.equal(entries(h), ['slot-0', 'slot-1']);
     } finally {
@@ -335,10 +338,13 @@ test(
       await delay(300);
     };
     const ac = new AbortController();
-    const takers = [0, 1, 2, 3].map(() => acquire({ hosts: [h], jobsPerHost: 1, onStale, signal: ac.signal }).then((a) => a, (e: unknown) => e));
+    const notices = [0, 1, 2, 3].map((): string[] => []);
+    const takers = notices.map((n) => acquire({ hosts: [h], jobsPerHost: 1, onStale, signal: ac.signal, notices: n }).then((a) => a, (e: unknown) => e));
     const winner = (await Promise.race(takers)) as Acquired;
     assert.ok(winner.lease, String(winner));
-    await delay(1000);
+    // Every other taker has seen the slot held by the winner and waits.
+    const busy = (n: string[]): boolean => n.some((m) => m.includes('is busy; waiting for a free slot'));
+    await until('the other takers to wait', 20_000, () => notices.filter(busy).length === 3);
     ac.abort();
     const results = await Promise.all(takers);
     const won = results.filter((r): r is Acquired => !(r instanceof Error));
@@ -395,7 +401,7 @@ test(
       const ac = new AbortController();
       const notices: string[] = [];
       const waiting = acquire({ hosts: [h], jobsPerHost: 1, signal: ac.signal, notices });
-      await delay(1200);
+      await until('the busy notice', 20_000, () => notices.length > 0);
       const t0 = Date.now();
       ac.abort();
       const e = await rejection(waiting);
@@ -406,8 +412,10 @@ test(
 
       const reason = new Error('stopped by the user');
       const ac2 = new AbortController();
-      const waiting2 = acquire({ hosts: [h], jobsPerHost: 1, signal: ac2.signal });
-      setTimeout(() => ac2.abort(reason), 300);
+      const notices2: string[] = [];
+      const waiting2 = acquire({ hosts: [h], jobsPerHost: 1, signal: ac2.signal, notices: notices2 });
+      await until('the busy notice', 20_000, () => notices2.length > 0);
+      ac2.abort(reason);
       assert.is(await rejection(waiting2), reason);
       // Already aborted: rejects before connecting.
       assert.instance(await rejection(acquire({ hosts: [h], jobsPerHost: 1, signal: AbortSignal.abort() })), DstackError);
@@ -448,8 +456,7 @@ test(
       // Someone else's lease now sits in slot 0 (as after a takeover).
       const other = `${JSON.stringify({ run: 'x', job: 'x/wf', pid: 1, hostname: 'other', token: '0123456789abcdef' })}\n`;
       await writeFile(join(leasesDir(h), 'slot-0', 'holder'), other);
-      await delay(TTL * 1000);
-      assert.ok(notices.some((n) => n.startsWith(`the lease on slot 0 of root@127.0.0.1:${h.port} was taken over`)), notices.join('\n'));
+      await until('the renewal to notice the takeover', 20_000, () => notices.some((n) => n.startsWith(`the lease on slot 0 of root@127.0.0.1:${h.port} was taken over`)));
       await a.lease.release();
       assert.is(await readFile(join(leasesDir(h), 'slot-0', 'holder'), 'utf8'), other);
     } finally {

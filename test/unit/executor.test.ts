@@ -3,6 +3,7 @@
  * with): which stages run, in what order, and that teardown runs after success, failure, a graceful
  * stop and an abort. Real containers are exercised by the integration and e2e suites.
  */
+import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,16 +11,17 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { LocalArtifactStore } from '../../src/artifacts/local-store.js';
 import { emptyManifest, type Manifest } from '../../src/artifacts/types.js';
-import type { Backend, ExitInfo, JobContext, Machine, RunningJob } from '../../src/engine/backend.js';
+import type { Backend, ExitInfo, JobContext, Machine, MachineLoss, RunningJob } from '../../src/engine/backend.js';
 import { RunControl } from '../../src/engine/control.js';
 import { DstackError } from '../../src/engine/errors.js';
 import type { RunEvent } from '../../src/engine/events.js';
 import { executeRun } from '../../src/engine/executor.js';
 import { openStore } from '../../src/engine/store/sqlite.js';
 import type { RunStore } from '../../src/engine/store/types.js';
-import { asContentHash, type JobSpec } from '../../src/engine/types.js';
+import { asContentHash, secretMarker, type JobSpec } from '../../src/engine/types.js';
 import { withTimeout } from '../helpers/timeout.js';
 import { jobSpec } from '../helpers/spec.js';
+import { until } from '../helpers/wait.js';
 
 interface Script {
   /** Exit code per workflow (default 0). */
@@ -32,6 +34,12 @@ interface Script {
   digest?: Record<string, string>;
   /** What collect saves, per workflow (default: nothing). */
   outputs?: Record<string, Manifest>;
+  /** Workflows whose provision records a handle `{ job }`, then throws this error. */
+  provisionError?: Record<string, DstackError>;
+  /** Workflows whose teardown throws. */
+  teardownFails?: Set<string>;
+  /** Workflows whose machine the backend loses mid-job, with this cause. */
+  lost?: Record<string, MachineLoss>;
 }
 
 function recordingBackend(script: Script, steps: string[]): Backend {
@@ -40,15 +48,22 @@ function recordingBackend(script: Script, steps: string[]): Backend {
     supports: () => ({ ok: true }),
     check: async () => undefined,
     observe: async () => ({ state: 'gone' }),
-    reap: async () => undefined,
+    reap: async (handle) => void steps.push(`reap(${String(handle.job)})`),
     close: async () => undefined,
     imageDigest: async (spec) => script.digest?.[spec.image] ?? `sha256:${spec.image}`,
     provision: async (ctx: JobContext): Promise<Machine> => {
       const wf = ctx.spec.workflow;
       steps.push(`${wf}:provision`);
+      const failed = script.provisionError?.[wf];
+      if (failed) {
+        ctx.recordHandle({ job: ctx.job });
+        throw failed;
+      }
       return {
-        bootstrap: async () => {
+        bootstrap: async (c) => {
           steps.push(`${wf}:bootstrap`);
+          c.recordHandle({ job: c.job });
+          pins.push(`${wf}:${c.imageDigest}`);
           const err = script.bootstrapError?.[wf];
           if (err) throw err;
         },
@@ -58,7 +73,9 @@ function recordingBackend(script: Script, steps: string[]): Backend {
           logs('stdout', Buffer.from(`hello from ${wf} ${env.TOKEN ?? ''}\n`));
           let finish!: (e: ExitInfo) => void;
           const ended = new Promise<ExitInfo>((r) => (finish = r));
-          if (!script.hang?.has(wf)) setTimeout(() => finish({ exitCode: script.exit?.[wf] ?? 0 }), 5);
+          const loss = script.lost?.[wf];
+          if (loss) setImmediate(() => finish({ exitCode: 137, lost: loss, reason: loss === 'preempted' ? 'the spot instance was preempted' : 'lost connection to the host' }));
+          else if (!script.hang?.has(wf)) setImmediate(() => finish({ exitCode: script.exit?.[wf] ?? 0 }));
           return {
             wait: () => ended,
             stop: async () => {
@@ -75,13 +92,19 @@ function recordingBackend(script: Script, steps: string[]): Backend {
           steps.push(`${wf}:collect`);
           return script.outputs?.[wf] ?? emptyManifest;
         },
-        teardown: async () => void steps.push(`${wf}:teardown`),
+        teardown: async () => {
+          steps.push(`${wf}:teardown`);
+          if (script.teardownFails?.has(wf)) throw new Error('the engine did not answer');
+        },
       };
     },
   };
 }
 
 const spec = (workflow: string, env: Record<string, string> = {}): JobSpec => jobSpec({ workflow, image: 'img', env });
+
+/** The image digest each bootstrap was told to run, as `workflow:digest`. */
+const pins: string[] = [];
 
 const SNAPSHOT = { manifest: emptyManifest, hash: asContentHash('0'.repeat(64)) };
 
@@ -109,8 +132,7 @@ async function setup(script: Script, jobs: { spec: JobSpec; deps: number[] }[], 
 async function withHangingJob(fn: (s: Awaited<ReturnType<typeof setup>>) => Promise<void>): Promise<void> {
   const s = await setup({ hang: new Set(['a']) }, [{ spec: spec('a'), deps: [] }]);
   try {
-    while (!s.steps.includes('a:start')) await new Promise((r) => setTimeout(r, 2));
-    await new Promise((r) => setTimeout(r, 5));
+    await until('a running', 4000, () => s.store.jobs(s.run.name)[0]!.status === 'running', 2);
     await fn(s);
   } finally {
     s.done();
@@ -169,7 +191,8 @@ test(
     try {
       const outcome = await s.run$;
       assert.is(outcome.jobs[0]!.error, err);
-      assert.equal(s.steps, ['a:provision', 'a:bootstrap', 'a:teardown']);
+      // What the failed bootstrap recorded is reaped after the teardown, in case the machine kept something.
+      assert.equal(s.steps, ['a:provision', 'a:bootstrap', 'a:teardown', `reap(${s.run.name}/a)`]);
       assert.is(s.store.jobs(s.run.name)[0]!.reason, "DS0201: image 'nope' is not available");
     } finally {
       s.done();
@@ -219,8 +242,95 @@ test(
   }),
 );
 
+test(
+  'a provision that fails after recording its handle: the handle is reaped before the job ends, and no teardown is asked of a machine that never came',
+  withTimeout(5000, async () => {
+    const err = new DstackError('DS0215', 'the instance did not answer over SSH');
+    const s = await setup({ provisionError: { a: err } }, [{ spec: spec('a'), deps: [] }]);
+    try {
+      const outcome = await s.run$;
+      assert.is(outcome.jobs[0]!.error, err);
+      assert.equal(s.steps, ['a:provision', `reap(${s.run.name}/a)`]);
+      const [a] = s.store.jobs(s.run.name);
+      assert.is(a!.status, 'failed');
+      assert.is(a!.reason, 'DS0215: the instance did not answer over SSH');
+    } finally {
+      s.done();
+    }
+  }),
+);
+
+test(
+  'a machine whose teardown fails is reaped by its handle; a job that ran and was torn down is not',
+  withTimeout(5000, async () => {
+    const s = await setup({ bootstrapError: { a: new DstackError('DS0202', 'no GPU') }, teardownFails: new Set(['a']) }, [
+      { spec: spec('a'), deps: [] },
+      { spec: spec('b'), deps: [] },
+    ]);
+    try {
+      await s.run$;
+      const a = s.steps.filter((x) => x.startsWith('a:') || x.startsWith('reap'));
+      assert.equal(a, ['a:provision', 'a:bootstrap', 'a:teardown', `reap(${s.run.name}/a)`]);
+      assert.not.ok(s.steps.includes(`reap(${s.run.name}/b)`), 'a clean teardown needs no reap');
+    } finally {
+      s.done();
+    }
+  }),
+);
+
+test(
+  'a preempted machine ends the job interrupted with its cause; a lost one failed; dependents do not run',
+  withTimeout(5000, async () => {
+    const s = await setup({ lost: { a: 'preempted', c: 'lost' } }, [
+      { spec: spec('a'), deps: [] },
+      { spec: spec('b'), deps: [0] },
+      { spec: spec('c'), deps: [] },
+    ]);
+    try {
+      const outcome = await s.run$;
+      const [a, b, c] = s.store.jobs(s.run.name);
+      assert.equal([a!.status, a!.reason, a!.exitCode], ['interrupted', 'the spot instance was preempted', 137]);
+      assert.equal([b!.status, b!.reason], ['aborted', 'not run: dependency a ended interrupted']);
+      assert.equal([c!.status, c!.reason], ['failed', 'lost connection to the host']);
+      assert.is(outcome.status, 'failed');
+      assert.ok(s.steps.includes('a:teardown') && s.steps.includes('c:teardown'));
+      assert.not.ok(s.steps.includes('a:collect'), 'nothing is collected from a machine that is gone');
+    } finally {
+      s.done();
+    }
+    const only = await setup({ lost: { a: 'preempted' } }, [{ spec: spec('a'), deps: [] }]);
+    try {
+      assert.is((await only.run$).status, 'interrupted');
+    } finally {
+      only.done();
+    }
+  }),
+);
+
+test(
+  'the machine is told the image digest the fingerprint was computed with',
+  withTimeout(5000, async () => {
+    pins.length = 0;
+    const s = await setup({ digest: { img: 'sha256:pinned' } }, [{ spec: spec('a'), deps: [] }]);
+    try {
+      await s.run$;
+      assert.equal(pins, ['a:sha256:pinned']);
+      assert.is(s.store.jobs(s.run.name)[0]!.fingerprintParts?.parts.image, 'sha256:pinned');
+    } finally {
+      s.done();
+    }
+  }),
+);
+
 /** One run of `jobs` in an existing store (for caching across runs). */
-async function runIn(store: RunStore, home: string, script: Script, jobs: { spec: JobSpec; deps: number[] }[], cache?: { rerun?: boolean; reuse?: boolean }) {
+async function runIn(
+  store: RunStore,
+  home: string,
+  script: Script,
+  jobs: { spec: JobSpec; deps: number[] }[],
+  cache?: { rerun?: boolean; reuse?: boolean },
+  secrets: (name: string) => string | undefined = () => undefined,
+) {
   const steps: string[] = [];
   const events: RunEvent[] = [];
   const { run } = store.createRun({ workflow: jobs.at(-1)!.spec.workflow, owner: 't', backend: 'test', repo: { root: home, isGit: false }, args: [], jobs });
@@ -232,7 +342,7 @@ async function runIn(store: RunStore, home: string, script: Script, jobs: { spec
     jobs: store.jobs(run.name),
     snapshot: SNAPSHOT,
     ...(cache ? { cache } : {}),
-    secrets: () => undefined,
+    secrets,
     control: new RunControl(),
     onEvent: (e) => events.push(e),
   });
@@ -313,6 +423,30 @@ test(
       await runIn(store, home, { outputs: { a: out('2') } }, [dag[0]!]);
       const same = await runIn(store, home, { outputs: { a: out('2') } }, dag);
       assert.equal(same.steps.filter((s) => s.endsWith(':start')), ['c:start']);
+    } finally {
+      store.close();
+      rmSync(home, { recursive: true, force: true });
+    }
+  }),
+);
+
+test(
+  'secret values never reach a fingerprint: a dep run with one value is reused with another',
+  withTimeout(10_000, async () => {
+    const home = mkdtempSync(join(tmpdir(), 'dstack-exec-'));
+    const store = openStore(home);
+    try {
+      const dag = [
+        { spec: spec('a', { TOKEN: secretMarker('TOKEN') }), deps: [] },
+        { spec: { ...spec('b'), deps: [{ kind: 'workflow' as const, name: 'a', location: { file: 'f', line: 1, col: 1 } }] }, deps: [0] },
+      ];
+      const first = await runIn(store, home, {}, dag, undefined, () => 'value-one');
+      const second = await runIn(store, home, {}, dag, undefined, () => 'value-two');
+      assert.ok(first.steps.includes('a:start'));
+      assert.not.ok(second.steps.includes('a:start'), 'a is reused although its secret changed');
+      assert.is(second.jobs[0]!.fingerprint, first.jobs[0]!.fingerprint);
+      const parts = JSON.stringify(first.jobs[0]!.fingerprintParts);
+      for (const v of ['value-one', createHash('sha256').update('value-one').digest('hex')]) assert.not.ok(parts.includes(v), `${v} in the parts`);
     } finally {
       store.close();
       rmSync(home, { recursive: true, force: true });

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { DstackError, formatError } from '../../src/engine/errors.js';
+import { DstackError, DstackErrors, formatError } from '../../src/engine/errors.js';
 import { planRun } from '../../src/engine/plan.js';
 import type { Project } from '../../src/engine/types.js';
 import { loadProject } from '../../src/engine/workflow/load.js';
@@ -117,12 +117,61 @@ t('a cycle entered from outside and a self-dep', async () => {
   assert.equal(e.location, { file: '.dstack/workflows.yaml', line: 12, col: 12 });
 });
 
-t('a long chain plans in order', async () => {
-  const n = 500;
+t('a 5,000-workflow chain plans in order, without recursion', async () => {
+  const n = 5000;
   const yaml = ['workflows:', ...Array.from({ length: n }, (_, i) => `  - name: w${i}\n    deps: [${i ? `w${i - 1}` : ''}]`)].join('\n');
   const plan = planRun(await load(yaml), `w${n - 1}`);
   assert.is(plan.jobs.length, n);
   assert.ok(plan.jobs.every((j, i) => j.workflow.name === `w${i}` && (i === 0 ? j.deps.length === 0 : j.deps[0] === i - 1)));
+});
+
+t('a broken dep refuses the run with its own error first, then DS0023 naming it; others plan with notices', async () => {
+  const p = await load(`workflows:
+  - name: ide
+    provider: code
+  - name: train
+    deps: [ide]
+    commands: [echo]
+  - name: ok
+    commands: [echo]
+  - name: abs
+    commands: [echo]
+    artifacts: [/opt/venv]
+`);
+  const e = planError(() => planRun(p, 'train'));
+  assert.is(
+    formatError(e),
+    [
+      'error DS0027: provider `code` in workflow `ide` is a dev environment, which this dstack cannot run yet; the workflow is not runnable',
+      '  --> .dstack/workflows.yaml:3:15',
+      '  |',
+      '3 |     provider: code',
+      '  |               ^',
+      '  = the rest of the project runs; for a server of your own, use `provider: bash`, `ports: 1`, and start it on 0.0.0.0:$PORT_0',
+      '',
+      'error DS0023: workflow `train` cannot run: it depends on `ide`, which has errors (above)',
+      '  = fix those, or run a workflow that does not need them',
+    ].join('\n'),
+  );
+  assert.is(e.exitCode, 2);
+  assert.is(planError(() => planRun(p, 'ide')).code, 'DS0027');
+  const ok = planRun(p, 'ok');
+  assert.equal(ok.notices.inPlan, []);
+  assert.equal(ok.notices.elsewhere.map((d) => d.code), ['DS0027', 'DS0025']);
+  const abs = planRun(p, 'abs');
+  assert.equal(abs.notices.inPlan.map((d) => [d.severity, d.code]), [['warning', 'DS0025']]);
+});
+
+t('an unknown target in a project with an unreadable file names the file first', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'dstack-plan-'));
+  roots.push(root);
+  mkdirSync(join(root, '.dstack/workflows'), { recursive: true });
+  writeFileSync(join(root, '.dstack/workflows/a.yaml'), 'workflows:\n  - name: a\n');
+  writeFileSync(join(root, '.dstack/workflows/b.yaml'), 'workflows: [\n');
+  const p = await loadProject(root);
+  const e = planError(() => planRun(p, 'b'));
+  assert.equal((e as DstackErrors).errors.map((x) => x.code), ['DS0001', 'DS0006']);
+  assert.is((e as DstackErrors).errors[1]!.hint, 'it may be in a file that could not be read (above); workflows in this project: a');
 });
 
 test.after(() => {

@@ -1,5 +1,6 @@
+import { execFileSync } from 'node:child_process';
 import { isDeepStrictEqual } from 'node:util';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { test } from 'uvu';
@@ -86,15 +87,53 @@ t('a file modified in the racy window is not cached', async () => {
   assert.is((await load(p.root, p.dir, 0)).hit, true);
 });
 
-t('a project with errors is never cached, and still reports them', async () => {
-  const p = project({ '.dstack/workflows.yaml': 'workflows:\n  - name: a\n    commands: [echo\n' });
+t('a project with broken workflows is cached with its diagnostics, reported the same on a hit', async () => {
+  const p = project({
+    '.dstack/workflows.yaml': 'workflows:\n  - name: a\n    commands: [echo]\n  - name: b\n    provider: code\n',
+    '.dstack/workflows/x.yaml': 'workflows:\n  - name: c\n    commands: [echo\n',
+  });
+  const first = await load(p.root, p.dir);
+  const second = await load(p.root, p.dir);
+  assert.is(first.hit, false);
+  assert.is(second.hit, true);
+  assert.equal([...second.project.workflows.keys()], ['a']);
+  assert.equal(second.project.diagnostics.map((d) => [d.code, d.scope.kind, d.lineText]), [
+    ['DS0027', 'workflows', '    provider: code'],
+    ['DS0001', 'file', '    commands: [echo'],
+  ]);
+  assert.ok(isDeepStrictEqual(second.project, await loadProject(p.root)));
+});
+
+t('a FIFO, a directory or a device put in a file\'s place misses, each reported as what it is', async () => {
+  const p = project({ '.dstack/workflows/ok.yaml': YAML });
+  const f = join(p.root, '.dstack/workflows/x.yaml');
+  const seen: string[] = [];
+  const messageOf = async (): Promise<string> => {
+    const r = await load(p.root, p.dir);
+    seen.push(`${r.hit}`);
+    return r.project.diagnostics.map((d) => d.message).join('; ');
+  };
+  execFileSync('mkfifo', [f]);
+  assert.is(await messageOf(), '.dstack/workflows/x.yaml cannot be read: it is a FIFO');
+  assert.is(await messageOf(), '.dstack/workflows/x.yaml cannot be read: it is a FIFO');
+  rmSync(f);
+  mkdirSync(f);
+  assert.is(await messageOf(), '.dstack/workflows/x.yaml cannot be read: it is a directory');
+  rmSync(f, { recursive: true });
+  symlinkSync('/dev/zero', f);
+  assert.is(await messageOf(), '.dstack/workflows/x.yaml cannot be read: it is a device');
+  assert.equal(seen, ['false', 'true', 'false', 'false']);
+});
+
+t('no workflows file is never cached', async () => {
+  const p = project({ '.dstack/variables.yaml': 'variables: {}\n' });
   for (let i = 0; i < 2; i++) {
     try {
       await loadProjectCached(p.root, { dir: p.dir, racyMs: 0 });
       assert.unreachable('should fail');
     } catch (e) {
       assert.instance(e, DstackError);
-      assert.is((e as DstackError).code, 'DS0001');
+      assert.is((e as DstackError).code, 'DS0012');
     }
   }
   assert.equal(readdirSync(p.root).includes('.cache') ? readdirSync(p.dir) : [], []);

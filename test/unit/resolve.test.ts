@@ -166,6 +166,14 @@ t('command-line job overrides', async () => {
   assert.is(bad({ artifacts: ['../x'] }), 'DS0009');
   assert.is(bad({ workingDir: '/etc' }), 'DS0009');
   assert.is(bad({ env: ['1X=2'] }), 'DS0100');
+  // Bounds a machine could satisfy, as for the same fields in a file.
+  assert.is(resolveError(p, 'train', { jobOverrides: { memory: '0.0000001MB' } }).message, '--memory 0 bytes is out of bounds: the least is 6MiB');
+  assert.is(resolveError(p, 'train', { jobOverrides: { cpu: 1e100 } }).message, '--cpu 1e+100 is out of bounds: the most is 1024');
+  assert.is(bad({ gpu: 1e23 }), 'DS0019');
+  assert.is(bad({ gpu: 1.5 }), 'DS0019');
+  assert.is(bad({ shmSize: '1KB' }), 'DS0019');
+  // An artifact outside /workflow from the command line is kept as such (runs refuse it, see submit.ts).
+  assert.equal(resolve(p, 'train', { jobOverrides: { artifacts: ['/opt/venv'] } }).artifacts.at(-1), { path: '/opt/venv', mount: false, absolute: true });
 });
 
 t('an interpolated path that leaves the working dir is DS0009', async () => {

@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { DstackError, DstackErrors, formatError } from '../../src/engine/errors.js';
+import { toError } from '../../src/engine/diagnostics.js';
 import { findProjectRoot, loadProject } from '../../src/engine/workflow/load.js';
 import { withTimeout } from '../helpers/timeout.js';
 
@@ -19,14 +20,18 @@ function project(files: Record<string, string>): string {
 }
 const wf = (yaml: string): string => project({ '.dstack/workflows.yaml': yaml });
 
+/** The load's error diagnostics as one DstackError (the loader reports, it does not throw), or what it threw. */
 async function loadError(root: string): Promise<DstackError> {
+  let project;
   try {
-    await loadProject(root);
+    project = await loadProject(root);
   } catch (e) {
     if (e instanceof DstackError) return e;
     throw e;
   }
-  throw new Error('expected loadProject to fail');
+  const errors = project.diagnostics.filter((d) => d.severity === 'error').map(toError);
+  if (errors.length === 0) throw new Error('expected the load to find errors');
+  return errors.length === 1 ? errors[0]! : new DstackErrors(errors);
 }
 const t = (name: string, fn: () => Promise<void>): void => test(name, withTimeout(5000, fn));
 
@@ -71,7 +76,7 @@ t('unknown field without a near match lists the known ones', async () => {
   const e = await loadError(wf('workflows:\n  - name: train\n    resources:\n      disk: 10GB\n'));
   assert.is(e.code, 'DS0002');
   assert.is(e.message, 'unknown field `disk` in `resources` in workflow `train`');
-  assert.is(e.hint, 'known fields: cpu, memory, gpu, shm_size, interruptible, remote');
+  assert.is(e.hint, 'known fields: cpu, memory, gpu, shm_size, interruptible, local, remote');
   assert.equal(e.location, { file: '.dstack/workflows.yaml', line: 4, col: 7 });
 });
 
@@ -115,11 +120,24 @@ t('missing name is DS0004; several errors come together in reading order', async
   assert.is(all[2]!.hint, 'expected `bash` or `docker`');
 });
 
-t('artifact paths that leave the working dir are DS0009 at their line', async () => {
-  const e = await loadError(wf('workflows:\n  - name: a\n    artifacts:\n      - ../x\n      - path: /etc\n      - path: ./ok\n'));
+t('artifact paths that leave the working dir are DS0009 at their line; absolute ones load with a warning', async () => {
+  const root = wf('workflows:\n  - name: a\n    artifacts:\n      - ../x\n      - path: /etc\n      - path: ./ok\n      - ~/.cache/x\n      - /workflow/out/\n      - /\n');
+  const e = await loadError(root);
   const all = (e as DstackErrors).errors;
-  assert.equal(all.map((x) => [x.code, x.location?.line, x.location?.col]), [['DS0009', 4, 9], ['DS0009', 5, 15]]);
+  assert.equal(all.map((x) => [x.code, x.location?.line, x.location?.col]), [['DS0009', 4, 9], ['DS0009', 9, 9]]);
   assert.is(all[0]!.message, 'artifact path `../x` in workflow `a` leaves the working directory');
+  assert.is(all[1]!.message, 'artifact path `/` in workflow `a` is not a folder whose content can be kept');
+  const ok = await loadProject(wf('workflows:\n  - name: a\n    artifacts:\n      - path: /opt/conda/envs/myenv/\n      - ~/.cache/x\n      - /workflow/out/\n'));
+  assert.equal(ok.workflows.get('a')!.artifacts, [
+    { path: '/opt/conda/envs/myenv', mount: false, absolute: true },
+    { path: '~/.cache/x', mount: false, absolute: true },
+    { path: 'out', mount: false },
+  ]);
+  assert.equal(ok.diagnostics.map((d) => [d.severity, d.code, d.location?.line, d.scope]), [
+    ['warning', 'DS0025', 4, { kind: 'workflows', names: ['a'] }],
+    ['warning', 'DS0025', 5, { kind: 'workflows', names: ['a'] }],
+  ]);
+  assert.is(ok.diagnostics[0]!.message, 'artifact `/opt/conda/envs/myenv` in workflow `a` is outside /workflow: it is planned, but a run cannot save it yet');
 });
 
 t('python 3.10 keeps its source text; other fields map to the spec', async () => {
@@ -209,15 +227,31 @@ t('no workflows file is DS0012 with a hint to run dstack init', async () => {
   assert.is(e.hint, 'run `dstack init` to write a starter .dstack/workflows.yaml');
 });
 
-t('dstack 0.7 features that are not offered get precise errors', async () => {
-  const e = await loadError(
-    wf('workflows:\n  - name: a\n    provider: code\n  - name: b\n    deps:\n      - workflow: org/wf\n    ports: [8080]\n    resources:\n      remote: true\n'),
+t('dstack 0.7 features that do not run here get precise errors, each on its own workflow', async () => {
+  const p = await loadProject(
+    wf('workflows:\n  - name: a\n    provider: code\n  - name: b\n    deps:\n      - workflow: org/wf\n    ports: [8080]\n  - name: c\n    provider: tensorboard\n  - name: d\n    commands: [echo]\n'),
   );
-  const all = (e as DstackErrors).errors;
-  assert.equal(all.map((x) => x.code), ['DS0010', 'DS0003', 'DS0013', 'DS0013']);
-  assert.is(all[0]!.message, "provider 'code' in workflow `a` is not offered by this dstack yet; use provider: bash with ports");
-  assert.is(all[1]!.message, 'a dep on another repository in workflow `b` is written `owner/repo/workflow`, not `org/wf`');
-  assert.is(all[3]!.message, 'resources.remote is not supported in workflow `b`; pass --remote to dstack run');
+  assert.equal(p.diagnostics.map((x) => [x.code, x.scope]), [
+    ['DS0027', { kind: 'workflows', names: ['a'] }],
+    ['DS0003', { kind: 'workflows', names: ['b'] }],
+    ['DS0013', { kind: 'workflows', names: ['b'] }],
+    ['DS0010', { kind: 'workflows', names: ['c'] }],
+  ]);
+  assert.is(p.diagnostics[0]!.message, 'provider `code` in workflow `a` is a dev environment, which this dstack cannot run yet; the workflow is not runnable');
+  assert.is(p.diagnostics[1]!.message, 'a dep on another repository in workflow `b` is written `owner/repo/workflow`, not `org/wf`');
+  assert.is(p.diagnostics[3]!.message, "provider 'tensorboard' in workflow `c` is not offered by this dstack yet; use provider: bash with ports");
+  assert.equal([...p.workflows.keys()], ['d']);
+});
+
+t('resources.local and resources.remote become the placement; both at once is DS0026', async () => {
+  const p = await loadProject(wf('workflows:\n  - name: l\n    resources: {local: true}\n  - name: r\n    resources: {remote: true}\n  - name: n\n    resources: {local: false}\n  - name: x\n    resources: {local: true, remote: true}\n'));
+  assert.is(p.workflows.get('l')!.placement, 'local');
+  assert.is(p.workflows.get('r')!.placement, 'remote');
+  assert.is(p.workflows.get('n')!.placement, undefined);
+  assert.equal(p.workflows.get('l')!.resources, {});
+  assert.equal(p.diagnostics.map((d) => [d.code, d.message, d.location?.line, d.location?.col]), [
+    ['DS0026', '`resources.local` and `resources.remote` are both true in workflow `x`', 9, 38],
+  ]);
 });
 
 t('docker provider without image is DS0004', async () => {

@@ -47,6 +47,8 @@ const isHomePath = (p: string): boolean => p === '~' || p.startsWith('~/');
 
 export interface ContainerPlan {
   readonly spec: JobSpec;
+  /** The image id to create the container from (the pinned one, see `pinnedImage`); default `spec.image`. */
+  readonly image?: string;
   readonly labels: Readonly<Record<string, string>>;
   /** Host folder mounted at /workflow. */
   readonly workflowDir: string;
@@ -92,7 +94,7 @@ export function createOptions(plan: ContainerPlan): ContainerCreateOptions {
   }
   const { cpu, memory, shmSize, gpu } = spec.resources;
   return {
-    Image: spec.image,
+    Image: plan.image ?? spec.image,
     ...(spec.command ? { Cmd: [...spec.command] } : {}),
     ...(spec.entrypoint ? { Entrypoint: [...spec.entrypoint] } : {}),
     Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),

@@ -10,7 +10,7 @@
  * at such a path is hidden by the dep's artifact.
  */
 import { chmod, lstat, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
-import { copyObjectTo } from '../../artifacts/local-objects.js';
+import { copyObjectTo } from '../../artifacts/object-io.js';
 import { join, posix } from 'node:path';
 import { isFileObjectStore, type ArtifactStore, type Manifest, type ManifestEntry, type SkippedEntry } from '../../artifacts/types.js';
 import { makeManifest, validateManifest } from '../../artifacts/manifest.js';

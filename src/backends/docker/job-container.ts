@@ -9,6 +9,7 @@
  * needs explaining.
  */
 import type { IncomingMessage } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ExitInfo, JobContext, LogSink, ObservedState, RunningJob } from '../../engine/backend.js';
 import { DstackError } from '../../engine/errors.js';
 import { demuxer } from './demux.js';
@@ -176,12 +177,12 @@ class ContainerRunningJob implements RunningJob {
     } catch (e) {
       const why = e instanceof Error ? e.message : String(e);
       // The stream breaks a moment before the SSH layer reports why: give it that moment.
-      await new Promise((r) => setTimeout(r, 50));
-      return { exitCode: 137, lost: true, reason: this.o.lostReason() ?? `lost contact with the Docker engine (${why})` };
+      await sleep(50);
+      return { exitCode: 137, lost: 'lost', reason: this.o.lostReason() ?? `lost contact with the Docker engine (${why})` };
     }
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.o.logsDone, new Promise<void>((r) => (timer = setTimeout(r, LOG_DRAIN_MS)))]);
-    clearTimeout(timer);
+    const drained = new AbortController();
+    await Promise.race([this.o.logsDone, sleep(LOG_DRAIN_MS, undefined, { signal: drained.signal }).catch(() => undefined)]);
+    drained.abort();
     const exitCode = body.StatusCode ?? -1;
     if (body.Error?.Message) return { exitCode, reason: body.Error.Message };
     if (exitCode !== 137 || this.endedByUs) return { exitCode };
@@ -192,8 +193,8 @@ class ContainerRunningJob implements RunningJob {
       return { exitCode, reason: 'killed (SIGKILL) outside dstack' };
     } catch (e) {
       const lost = this.o.lostReason();
-      if (lost) return { exitCode, lost: true, reason: lost };
-      if (isStatus(e, 404)) return { exitCode, lost: true, reason: 'the container was removed outside dstack' };
+      if (lost) return { exitCode, lost: 'lost', reason: lost };
+      if (isStatus(e, 404)) return { exitCode, lost: 'lost', reason: 'the container was removed outside dstack' };
       return { exitCode, reason: 'killed (SIGKILL)' };
     }
   }

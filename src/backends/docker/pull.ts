@@ -41,6 +41,8 @@ export interface ImageFacts {
   readonly id: string;
   /** HOME from the image's own env, if it sets one. */
   readonly home?: string;
+  /** `name@sha256:…` for each registry it was pulled from or pushed to: how to pull exactly this image elsewhere. */
+  readonly repoDigests: readonly string[];
 }
 
 /**
@@ -120,11 +122,45 @@ export async function ensureImage(
 }
 
 function imageFacts(inspect: unknown): ImageFacts {
-  const info = inspect as { Id?: unknown; Config?: { Env?: unknown } } | undefined;
+  const info = inspect as { Id?: unknown; Config?: { Env?: unknown }; RepoDigests?: unknown } | undefined;
   const id = typeof info?.Id === 'string' ? info.Id : '';
   const env = info?.Config?.Env;
   const home = Array.isArray(env) ? env.find((e): e is string => typeof e === 'string' && e.startsWith('HOME=')) : undefined;
-  return home ? { id, home: home.slice('HOME='.length) } : { id };
+  const repoDigests = Array.isArray(info?.RepoDigests) ? info.RepoDigests.filter((d): d is string => typeof d === 'string') : [];
+  return home ? { id, home: home.slice('HOME='.length), repoDigests } : { id, repoDigests };
+}
+
+/**
+ * The identity a job's fingerprint was computed with, and how to pull exactly that image on another
+ * engine: `name@sha256:…` references (an image built locally has none).
+ */
+export interface ImagePin {
+  /** An engine's image id, or a registry's manifest digest (`sha256:…`). */
+  readonly digest: string;
+  readonly pullAs: readonly string[];
+}
+
+const matches = (facts: ImageFacts, digest: string): boolean => facts.id === digest || facts.repoDigests.some((d) => d.endsWith(`@${digest}`));
+
+/**
+ * The image to create the job's container from (its id): `image` as this engine holds it when that
+ * is the pinned one; else pulled by one of the pin's references — the same content wherever it is
+ * pulled; else DS0214. Never another image silently: a mixed pool must not fingerprint one image
+ * and run another. Without a pin, `image` as the engine has it.
+ */
+export async function pinnedImage(images: ImageCache, image: string, pin: ImagePin | undefined, options: EnsureOptions & { readonly where: string }): Promise<ImageFacts> {
+  const facts = await images.ensure(image, options);
+  if (!pin || matches(facts, pin.digest)) return facts;
+  for (const ref of pin.pullAs) {
+    const pulled = await images.ensure(ref, options).catch(() => undefined);
+    if (pulled && matches(pulled, pin.digest)) return pulled;
+  }
+  const short = (d: string): string => d.replace(/^sha256:/, '').slice(0, 12);
+  throw new DstackError('DS0214', `image '${image}' ${options.where} is ${short(facts.id)}, not ${short(pin.digest)}, the one the job's fingerprint was computed with`, {
+    hint: pin.pullAs.length
+      ? `it could not be pulled as ${pin.pullAs.join(' or ')} there; check that the host can reach the registry`
+      : 'the image has no registry digest to pull it by: build the same image on every machine, or push it to a registry and use that name',
+  });
 }
 
 export interface EnsureOptions {

@@ -6,7 +6,6 @@ import type {
   Backend,
   BackendHandle,
   BackendOpenOptions,
-  BackendPlugin,
   Capability,
   ImageDigestOptions,
   JobContext,
@@ -15,6 +14,7 @@ import type {
 } from '../../engine/backend.js';
 import { DstackError } from '../../engine/errors.js';
 import type { JobSpec } from '../../engine/types.js';
+import type { Plugin } from '../plugin.js';
 import { LABEL_HOME } from '../docker/container.js';
 import { DockerClient, endpointFromEnv } from '../docker/docker.js';
 import { observeContainer } from '../docker/job-container.js';
@@ -24,8 +24,11 @@ import { ImageCache, registryAuthOf } from '../docker/pull.js';
 /** How long `check` waits for the engine's `/_ping`. */
 const PING_TIMEOUT_MS = 3000;
 
-export interface LocalBackendConfig {
-  /** Extra container labels (tests use `dstack.test` to sweep what they made). */
+/**
+ * Settings (BackendOpenOptions.settings) the local backend reads; none comes from config.json.
+ * `labels`: extra container labels (tests use `dstack.test` to sweep what they made).
+ */
+export interface LocalBackendSettings {
   readonly labels?: Readonly<Record<string, string>>;
 }
 
@@ -38,7 +41,7 @@ export class LocalBackend implements Backend {
 
   constructor(options: BackendOpenOptions) {
     this.home = options.home;
-    this.labels = readLabels(options.config);
+    this.labels = readLabels(options.settings);
   }
 
   /** Created on first use, reading DOCKER_HOST then. */
@@ -74,7 +77,10 @@ export class LocalBackend implements Backend {
   }
 
   async provision(ctx: JobContext): Promise<Machine> {
-    return new LocalMachine({ client: this.client, images: this.images, home: this.home, ctx, labels: this.labels });
+    const machine = new LocalMachine({ client: this.client, images: this.images, home: this.home, ctx, labels: this.labels });
+    // The job folder is made by stage(); recorded now, so every handle of a job names it.
+    ctx.recordHandle(machine.handle());
+    return machine;
   }
 
   async observe(handle: BackendHandle): Promise<ObservedState> {
@@ -97,15 +103,16 @@ export class LocalBackend implements Backend {
   }
 }
 
-function readLabels(config: BackendOpenOptions['config']): Record<string, string> {
-  const raw = config?.labels;
+function readLabels(settings: BackendOpenOptions['settings']): Record<string, string> {
+  const raw = settings?.labels;
   if (!raw || typeof raw !== 'object') return {};
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(raw)) if (typeof v === 'string' && k !== LABEL_HOME) out[k] = v;
   return out;
 }
 
-export const localPlugin: BackendPlugin = {
-  name: 'local',
+export const localPlugin: Plugin = {
+  kind: 'local',
+  describe: 'containers of the local Docker engine',
   open: (options) => new LocalBackend(options),
 };

@@ -30,7 +30,7 @@ import { LABEL_HOME, LABEL_JOB, LABEL_RUN, cacheMounts, createOptions, freePorts
 import { notifyUnsaved, saveWithDeps, stageDeps, type DepMount } from '../docker/deps.js';
 import type { DockerClient } from '../docker/docker.js';
 import { JobContainer, hasGpuSupport } from '../docker/job-container.js';
-import { registryAuthOf, type ImageCache } from '../docker/pull.js';
+import { pinnedImage, registryAuthOf, type ImageCache } from '../docker/pull.js';
 
 export interface LocalMachineOptions {
   readonly client: DockerClient;
@@ -72,6 +72,8 @@ export class LocalMachine implements Machine {
   /** Set by stage(): where the deps' objects come from, and which were hard-linked into the job's folder. */
   private store: ArtifactStore | undefined;
   private linked: readonly ContentHash[] = [];
+  /** The image id the container is created from, pinned by bootstrap. */
+  private imageId: string | undefined;
 
   constructor(options: LocalMachineOptions) {
     this.client = options.client;
@@ -84,18 +86,20 @@ export class LocalMachine implements Machine {
     this.container = new JobContainer({ client: this.client });
   }
 
-  private handle(): BackendHandle {
+  handle(): BackendHandle {
     return { container: this.container.id ?? null, jobDir: this.jobDir };
   }
 
   async bootstrap(ctx: JobContext): Promise<void> {
     const { spec } = ctx;
     const gpu = spec.resources.gpu;
+    const pin = ctx.imageDigest ? { digest: ctx.imageDigest, pullAs: [] } : undefined;
     const [image, info] = await Promise.all([
-      this.images.ensure(spec.image, { auth: registryAuthOf(spec, ctx.secrets), notify: ctx.notify, signal: ctx.signal }),
+      pinnedImage(this.images, spec.image, pin, { auth: registryAuthOf(spec, ctx.secrets), notify: ctx.notify, signal: ctx.signal, where: 'in the local engine' }),
       gpu && gpu.count > 0 ? this.client.info(ctx.signal) : undefined,
     ]);
     this.imageHome = image.home;
+    this.imageId = image.id;
     if (info) {
       if (!hasGpuSupport(info)) {
         throw new DstackError('DS0202', 'this Docker engine has no GPU support (no nvidia runtime)', {
@@ -133,6 +137,7 @@ export class LocalMachine implements Machine {
     ]);
     const create = createOptions({
       spec,
+      ...(this.imageId ? { image: this.imageId } : {}),
       labels: { ...this.labels, [LABEL_RUN]: ctx.run, [LABEL_JOB]: ctx.job, [LABEL_HOME]: this.home },
       workflowDir: this.workflowDir,
       cacheDir,

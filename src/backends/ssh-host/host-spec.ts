@@ -50,3 +50,13 @@ export function parseHostSpec(spec: string): SshHostSpec {
 /** `user@host`, with `:port` when not 22 (IPv6 in brackets then). */
 export const formatHostSpec = (h: SshHostSpec): string =>
   h.port === 22 ? `${h.user}@${h.host}` : `${h.user}@${h.host.includes(':') ? `[${h.host}]` : h.host}:${h.port}`;
+
+/** `user@host:port`, as connections label themselves and handles record them, back to the host. */
+export function parseTargetLabel(label: string): SshHostSpec | undefined {
+  const at = label.lastIndexOf('@');
+  const colon = label.lastIndexOf(':');
+  if (at <= 0 || colon <= at) return undefined;
+  const port = Number(label.slice(colon + 1));
+  if (!Number.isInteger(port)) return undefined;
+  return { user: label.slice(0, at), host: label.slice(at + 1, colon), port };
+}

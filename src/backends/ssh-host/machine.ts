@@ -23,38 +23,48 @@ import { DstackError } from '../../engine/errors.js';
 import type { ArtifactSpec } from '../../engine/types.js';
 import { LABEL_HOME, LABEL_JOB, LABEL_RUN, cacheMounts, createOptions } from '../docker/container.js';
 import { notifyUnsaved, saveWithDeps, type DepMount } from '../docker/deps.js';
-import type { DockerClient } from '../docker/docker.js';
 import { JobContainer, hasGpuSupport } from '../docker/job-container.js';
-import { registryAuthOf, type ImageCache } from '../docker/pull.js';
-import type { SshConnection } from './connect.js';
+import { pinnedImage, registryAuthOf } from '../docker/pull.js';
 import { layoutOf, type HostLayout } from './host-layout.js';
-import type { Lease } from './lease.js';
-import { evictObjects, materializeOnHost, receiveArtifacts, sendObjects, stagePlan } from './transfer.js';
+import { evictObjects, removeJobDirOnHost } from './object-cache.js';
+import type { SshConnection } from './session.js';
+import type { HostEngine } from './host-engine.js';
+import { materializeOnHost, receiveArtifacts, sendObjects, stagePlan } from './transfer.js';
 import { openTunnel, type Tunnel } from './tunnel.js';
 
 /** Labels that tie a container to the pool and the host that runs it (reaping finds it by them). */
 export const LABEL_REMOTE = 'dstack.remote';
 export const LABEL_HOST = 'dstack.host';
 
-/** The host's engine, as one connection reaches it; shared by the jobs on that connection. */
-export interface HostEngine {
-  readonly connection: SshConnection;
-  readonly client: DockerClient;
-  readonly images: ImageCache;
-  /** Docker answered `/_ping` on this connection. */
-  ensureDocker(signal: AbortSignal): Promise<void>;
+/** Extra container labels a backend's settings ask for (tests sweep by them), without the ones dstack sets. */
+export function extraLabels(raw: unknown): Record<string, string> {
+  const reserved = [LABEL_HOME, LABEL_RUN, LABEL_JOB, LABEL_HOST, LABEL_REMOTE];
+  const labels: Record<string, string> = {};
+  if (raw && typeof raw === 'object') for (const [k, v] of Object.entries(raw)) if (typeof v === 'string' && !reserved.includes(k)) labels[k] = v;
+  return labels;
+}
+
+/** What keeps a machine ours while its job runs: the pool's lease on a host, an instance's heartbeat. */
+export interface Hold {
+  /** Stops renewing and gives the machine up. Idempotent; never throws. */
+  release(): Promise<void>;
 }
 
 export interface RemoteMachineOptions {
+  /** Recorded in the handle and on the container: the remote's name. */
   readonly remote: string;
   readonly engine: HostEngine;
-  readonly lease: Lease;
-  readonly ctx: JobContext;
+  /** Released last by teardown. */
+  readonly hold: Hold;
   /** The CLI's dstack home: labels the container, as the local backend's do. */
   readonly home: string;
   readonly labels?: Readonly<Record<string, string>>;
   /** The host's object cache is trimmed to this after each job. */
   readonly cacheBytes: number;
+  /** How to pull a pinned image by digest on this host (`name@sha256:…`), as the backend learnt it. */
+  readonly pullAs?: (digest: string) => readonly string[];
+  /** Fields every handle this machine records carries besides its own (an instance's id). */
+  readonly handle?: BackendHandle;
   /** Told what a job sent; tests read it. */
   readonly onSent?: (stats: { readonly bytes: number; readonly objects: number }) => void;
 }
@@ -68,8 +78,12 @@ export class RemoteMachine implements Machine {
   private workflowDir: string | undefined;
   private depsDir: string | undefined;
   private depMounts: readonly DepMount[] = [];
+  /** Objects of the host's cache hard-linked into the job's folder (see removeJobDirOnHost). */
+  private linked: readonly string[] = [];
   private repoKey = 'none';
   private imageHome: string | undefined;
+  /** The image id the container is created from, pinned by bootstrap. */
+  private imageId: string | undefined;
   private tunnels: Tunnel[] = [];
   private tornDown: Promise<void> | undefined;
   /** Bytes and objects sent to the host by stage() (0 when the host had them all). */
@@ -93,7 +107,14 @@ export class RemoteMachine implements Machine {
   }
 
   private handle(): BackendHandle {
-    return { remote: this.o.remote, host: this.connection.label, container: this.container.id ?? null, jobDir: this.jobDir ?? null };
+    return { ...this.o.handle, remote: this.o.remote, host: this.connection.label, container: this.container.id ?? null, jobDir: this.jobDir ?? null };
+  }
+
+  /** Records where the job will live on the host before anything is made there (provision calls it). */
+  async record(ctx: JobContext): Promise<void> {
+    const layout = (this.layout ??= await layoutOf(this.connection));
+    this.jobDir ??= layout.jobDir(ctx.job);
+    ctx.recordHandle(this.handle());
   }
 
   async bootstrap(ctx: JobContext): Promise<void> {
@@ -102,11 +123,14 @@ export class RemoteMachine implements Machine {
     const [layout] = await Promise.all([layoutOf(this.connection), this.o.engine.ensureDocker(ctx.signal)]);
     this.layout = layout;
     this.jobDir = layout.jobDir(ctx.job);
+    const pin = ctx.imageDigest ? { digest: ctx.imageDigest, pullAs: this.o.pullAs?.(ctx.imageDigest) ?? [] } : undefined;
+    const where = `on ${this.connection.label}`;
     const [image, info] = await Promise.all([
-      this.o.engine.images.ensure(spec.image, { auth: registryAuthOf(spec, ctx.secrets), notify: ctx.notify, signal: ctx.signal }),
+      pinnedImage(this.o.engine.images, spec.image, pin, { auth: registryAuthOf(spec, ctx.secrets), notify: ctx.notify, signal: ctx.signal, where }),
       gpu && gpu.count > 0 ? this.o.engine.client.info(ctx.signal) : undefined,
     ]);
     this.imageHome = image.home;
+    this.imageId = image.id;
     if (info && !hasGpuSupport(info)) {
       throw new DstackError('DS0202', `the Docker engine on ${this.connection.label} has no GPU support (no nvidia runtime)`, {
         hint: 'install the NVIDIA driver and Container Toolkit on that host (`nvidia-ctk runtime configure --runtime=docker`, then restart dockerd), or run on a pool of GPU machines',
@@ -134,6 +158,7 @@ export class RemoteMachine implements Machine {
     this.workflowDir = plan.workflowDir;
     this.depsDir = plan.depsDir;
     this.depMounts = plan.mounts;
+    this.linked = plan.linked;
   }
 
   private cacheDir(layout: HostLayout, ctx: JobContext): string {
@@ -151,6 +176,7 @@ export class RemoteMachine implements Machine {
     const depsDir = this.depsDir;
     const create = createOptions({
       spec,
+      ...(this.imageId ? { image: this.imageId } : {}),
       labels: {
         ...this.o.labels,
         [LABEL_RUN]: ctx.run,
@@ -217,19 +243,15 @@ export class RemoteMachine implements Machine {
     if (!this.connection.closed) {
       // The container first: while it runs it may still be writing into the folder.
       await this.container.remove().catch((e: unknown) => errors.push(e));
-      if (this.jobDir) {
-        const r = await this.connection.exec(`rm -rf -- '${this.jobDir.replace(/'/g, `'\\''`)}'`).catch((e: unknown) => {
-          errors.push(e);
-          return undefined;
-        });
-        if (r && r.code !== 0) errors.push(new Error(`rm of ${this.jobDir} on ${this.connection.label}: ${r.stderr.toString('utf8').trim()}`));
+      if (this.jobDir && this.layout) {
+        await removeJobDirOnHost(this.connection, this.layout, this.jobDir, this.linked).catch((e: unknown) => errors.push(e));
       }
       if (this.layout && errors.length === 0) await evictObjects(this.connection, this.layout, this.o.cacheBytes).catch(() => undefined);
     } else {
       this.container.destroyStreams();
     }
     // A lease whose connection is gone expires on the host; the next taker reaps what is left.
-    await this.o.lease.release();
+    await this.o.hold.release();
     if (errors.length) throw errors[0];
   }
 }

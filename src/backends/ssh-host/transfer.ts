@@ -25,7 +25,7 @@ import { mergeDeps, topLevel, type DepMount } from '../docker/deps.js';
 import type { SshConnection } from './connect.js';
 import type { HostLayout } from './host-layout.js';
 import { shellQuote } from './shell.js';
-import { acceptUploads, checkOnHost, RECORD_PATHS, recordsOf } from './object-cache.js';
+import { acceptUploads, checkOnHost, RECORD_PATHS, recordLines, recordsOf } from './object-cache.js';
 import { MKDIR_NOFOLLOW, REFUSED_LINK_EXIT, refusedOnHost } from './safe-sh.js';
 import { forEachLimit } from '../../engine/limit.js';
 
@@ -113,6 +113,8 @@ export interface StagedOnHost {
   readonly objects: ReadonlyMap<string, number>;
   /** The script that makes the job's folder from the object cache. */
   readonly script: string;
+  /** Objects hard-linked into the job's deps folder: its removal keeps their records (removeJobDirOnHost). */
+  readonly linked: readonly string[];
 }
 
 const q = shellQuote;
@@ -127,6 +129,41 @@ const checkedPath = (p: string): string => {
   return p;
 };
 
+/** An object of the host's cache, for the staging script (`$O` is the cache folder). */
+const obj = (hash: string): string => `"$O"/${hash.slice(0, 2)}/${hash}`;
+
+const addParents = (set: Set<string>, p: string): void => {
+  for (let d = posix.dirname(p); d !== '.' && !set.has(d); d = posix.dirname(d)) set.add(d);
+};
+
+/** The code snapshot into the current folder (the job's /workflow): copies from the cache, symlinks last. */
+function snapshotLines(snapshot: Manifest, lines: string[], objects: Map<string, number>): { snapLinks: Set<string>; snapFiles: Set<string> } {
+  const snapDirs = new Set<string>();
+  const snapLinks = new Set<string>();
+  const snapFiles = new Set<string>();
+  for (const e of snapshot.entries) {
+    checkedPath(e.path);
+    addParents(snapDirs, e.path);
+    if (e.type === 'dir') snapDirs.add(e.path);
+    if (e.type === 'symlink') snapLinks.add(e.path);
+    if (e.type === 'file') snapFiles.add(e.path);
+  }
+  batched('mkdir -p', [...snapDirs].sort(), lines);
+  const plain: string[] = [];
+  const exec: string[] = [];
+  for (const e of snapshot.entries) {
+    if (e.type !== 'file') continue;
+    objects.set(e.hash, e.size);
+    lines.push(`cp ${obj(e.hash)} ${q(e.path)}`);
+    ((e.mode & 0o111) !== 0 ? exec : plain).push(e.path);
+  }
+  batched('chmod 644', plain, lines);
+  batched('chmod 755', exec, lines);
+  // Symlinks last, so nothing above is written through one (the code's own outward links are kept).
+  for (const e of snapshot.entries) if (e.type === 'symlink') lines.push(`ln -s -- ${q(e.target)} ${q(e.path)}`);
+  return { snapLinks, snapFiles };
+}
+
 /**
  * The job's folder as one shell script, the same tree the local backend makes (materializeSnapshot
  * then stageDeps): the code copied from the cache (copies, because /workflow is writable and a job
@@ -138,37 +175,11 @@ export function stagePlan(layout: HostLayout, plan: StagePlan): StagedOnHost {
   const W = posix.join(plan.jobDir, 'workflow');
   const D = posix.join(plan.jobDir, 'deps');
   const objects = new Map<string, number>();
-  const obj = (hash: string): string => `"$O"/${hash.slice(0, 2)}/${hash}`;
+  const linked: string[] = [];
   // Made one component at a time from the layout's root, refusing any symlink on the way (safe-sh.ts).
   const lines: string[] = [MKDIR_NOFOLLOW, 'set -e', 'umask 022', `O=${q(layout.objects)}`, `rm -rf -- ${q(plan.jobDir)}`, `mkdir_nofollow ${q(layout.root)} ${q(underRoot(layout, W))}`, `cd ${q(W)}`];
 
-  // The code snapshot.
-  const snapDirs = new Set<string>();
-  const addParents = (set: Set<string>, p: string): void => {
-    for (let d = posix.dirname(p); d !== '.' && !set.has(d); d = posix.dirname(d)) set.add(d);
-  };
-  const snapLinks = new Set<string>();
-  const snapFiles = new Set<string>();
-  for (const e of plan.snapshot.entries) {
-    checkedPath(e.path);
-    addParents(snapDirs, e.path);
-    if (e.type === 'dir') snapDirs.add(e.path);
-    if (e.type === 'symlink') snapLinks.add(e.path);
-    if (e.type === 'file') snapFiles.add(e.path);
-  }
-  batched('mkdir -p', [...snapDirs].sort(), lines);
-  const plain: string[] = [];
-  const exec: string[] = [];
-  for (const e of plan.snapshot.entries) {
-    if (e.type !== 'file') continue;
-    objects.set(e.hash, e.size);
-    lines.push(`cp ${obj(e.hash)} ${q(e.path)}`);
-    ((e.mode & 0o111) !== 0 ? exec : plain).push(e.path);
-  }
-  batched('chmod 644', plain, lines);
-  batched('chmod 755', exec, lines);
-  // Symlinks last, so nothing above is written through one (the code's own outward links are kept).
-  for (const e of plan.snapshot.entries) if (e.type === 'symlink') lines.push(`ln -s -- ${q(e.target)} ${q(e.path)}`);
+  const { snapLinks, snapFiles } = snapshotLines(plan.snapshot, lines, objects);
 
   // The deps' artifacts.
   const mounts: DepMount[] = [];
@@ -185,6 +196,7 @@ export function stagePlan(layout: HostLayout, plan: StagePlan): StagedOnHost {
       objects.set(e.hash, e.size);
       if ((e.mode & 0o111) === 0) {
         lines.push(`ln ${obj(e.hash)} ${q(e.path)}`);
+        linked.push(e.hash);
       } else {
         lines.push(`cp ${obj(e.hash)} ${q(e.path)}`);
         execs.push(e.path);
@@ -222,7 +234,8 @@ export function stagePlan(layout: HostLayout, plan: StagePlan): StagedOnHost {
     }
   }
   for (const dir of plan.cacheDirs) lines.push(`mkdir_nofollow ${q(layout.root)} ${q(underRoot(layout, dir))}`);
-  return { workflowDir: W, depsDir: D, mounts, objects, script: `${lines.join('\n')}\n` };
+  lines.push(...recordLines(layout, linked));
+  return { workflowDir: W, depsDir: D, mounts, objects, linked, script: `${lines.join('\n')}\n` };
 }
 
 /** `path` relative to the layout's root, which it must be under. */
@@ -411,37 +424,6 @@ export async function receiveArtifacts(
     }
   }
   return { manifest: makeManifest(listed.entries.values()), missing: listed.missing, skipped: listed.skipped };
-}
-
-/**
- * Keeps the host's object cache under `maxBytes`: removes the least recently used objects (access
- * time, set on every use: object-cache.ts) that no job uses now — none hard-linked into a job's deps folder, none
- * used in the last `guardSeconds` (a job being staged). One exec to list, one to remove.
- */
-export async function evictObjects(connection: SshConnection, layout: HostLayout, maxBytes: number, guardSeconds = 600): Promise<{ readonly removed: number; readonly bytes: number }> {
-  const out = await runScript(connection, 'sizing the object cache', '[ -d "$1" ] || exit 0\nfind "$1" -type f -printf "%A@ %s %n %p\\0"', [layout.objects]);
-  const now = Date.now() / 1000;
-  let total = 0;
-  const candidates: { at: number; size: number; path: string }[] = [];
-  for (const rec of out.toString('utf8').split('\0')) {
-    const m = /^(\S+) (\d+) (\d+) (.*)$/s.exec(rec);
-    if (!m) continue;
-    const size = Number(m[2]);
-    total += size;
-    const at = Number(m[1]);
-    if (Number(m[3]) === 1 && now - at > guardSeconds) candidates.push({ at, size, path: m[4]! });
-  }
-  if (total <= maxBytes) return { removed: 0, bytes: 0 };
-  candidates.sort((a, b) => a.at - b.at);
-  const doomed: string[] = [];
-  let freed = 0;
-  for (const c of candidates) {
-    if (total - freed <= maxBytes) break;
-    doomed.push(c.path);
-    freed += c.size;
-  }
-  if (doomed.length) await runScript(connection, 'trimming the object cache', 'xargs -0 -r rm -f --', [], `${doomed.join('\0')}\0`);
-  return { removed: doomed.length, bytes: freed };
 }
 
 function sftpCall<T>(fn: (cb: (err: Error | null | undefined, value: T) => void) => void): Promise<T> {

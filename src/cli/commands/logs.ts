@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, Option } from 'clipanion';
 import ms from 'ms';
 import { DstackError } from '../../engine/errors.js';
@@ -79,12 +80,12 @@ export class LogsCommand extends DstackCommand {
       print();
       if (this.follow) {
         const { reconcileRuns } = await import('../../engine/reconcile.js');
-        const backend = await session.backend(run.backend);
+        const backend = await session.reachable(run.backend);
         for (;;) {
           const now = store.getRun(run.name);
           if (!now || isFinal(now.status)) break;
           await reconcileRuns(store, [now], () => backend);
-          await new Promise((r) => setTimeout(r, 250));
+          await sleep(250);
           jobs = store.jobs(run.name);
           print();
         }

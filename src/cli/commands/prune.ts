@@ -2,7 +2,7 @@ import { rm } from 'node:fs/promises';
 import { Command, Option } from 'clipanion';
 import ms from 'ms';
 import type { GcResult } from '../../artifacts/gc.js';
-import { DstackError } from '../../engine/errors.js';
+import { DstackError, ExitCode } from '../../engine/errors.js';
 import type { RunRecord, RunStore } from '../../engine/store/types.js';
 import type { ContentHash } from '../../engine/types.js';
 import { DstackCommand } from '../base.js';
@@ -20,11 +20,16 @@ export class PruneCommand extends DstackCommand {
       tag was taken from, with their jobs and logs; then deletes every stored file (artifacts, code snapshots) that no
       remaining run or tag refers to, and says how much space that freed. Files written in the last hour are kept,
       so a run in progress never loses what it is saving. Asks first unless \`-y\`; \`--dry-run\` only counts.
+
+      \`--remote\` does something else: it asks every cloud remote (\`--remote=NAME\`: that one) for this dstack home's
+      instances, terminates those whose job is over or whose dstack process is gone, and lists them. It exits 3 when a
+      cloud could not be asked or an instance could not be terminated.
     `,
     examples: [
       ['See what would go', 'dstack prune --dry-run'],
       ['Remove finished runs older than a day, without asking', 'dstack prune --older-than 1d -y'],
       ['Every finished, untagged run', 'dstack prune --older-than 0s -y'],
+      ['End the cloud instances no live run holds, and list them', 'dstack prune --remote'],
     ],
   });
 
@@ -32,8 +37,10 @@ export class PruneCommand extends DstackCommand {
   yes = Option.Boolean('-y,--yes', false, { description: 'do not ask for confirmation' });
   dryRun = Option.Boolean('--dry-run', false, { description: 'count what would be removed; remove nothing' });
   json = Option.Boolean('--json', false, { description: 'machine-readable output' });
+  remote = Option.String('--remote', { tolerateBoolean: true, description: 'end the cloud instances no live run holds (of every cloud remote, or --remote=NAME)' });
 
   async run(): Promise<number> {
+    if (this.remote !== undefined) return this.pruneMachines(typeof this.remote === 'string' ? this.remote : undefined);
     const age = ms(this.olderThan as Parameters<typeof ms>[0]) as number | undefined;
     if (typeof age !== 'number' || !Number.isFinite(age) || age < 0) {
       throw new DstackError('DS0102', `--older-than expects a duration like 12h, 7d or 0s, got '${this.olderThan}'`);
@@ -69,6 +76,35 @@ export class PruneCommand extends DstackCommand {
       const gc = await collectGarbage({ home: session.home, roots: store.referencedObjects() });
       this.report(runs, gc, false);
       return 0;
+    } finally {
+      await session.close();
+    }
+  }
+
+  /** `--remote`: every cloud remote's instances that no live run holds are terminated and listed. */
+  private async pruneMachines(only: string | undefined): Promise<number> {
+    const session = new Session();
+    try {
+      const { machineBackends, machineTable, sweepBackends } = await import('../machines.js');
+      const backends = await machineBackends(session, only);
+      if (only !== undefined && backends.length === 0) {
+        throw new DstackError('DS0211', `no cloud remote named '${only}'`, { hint: 'see `dstack config list`' });
+      }
+      const sweeps = await sweepBackends(await session.store(), backends);
+      const removed = sweeps.flatMap((s) => (s.result?.swept ?? []).map((m) => ({ backend: s.backend, machine: m, note: m.why })));
+      const failed = sweeps.flatMap((s) => (s.result?.failed ?? []).map((m) => ({ backend: s.backend, id: m.id, error: m.error })));
+      const kept = sweeps.reduce((n, s) => n + (s.result?.kept.length ?? 0), 0);
+      const unreachable = sweeps.filter((s) => s.error);
+      if (this.json) {
+        const out = { removed: removed.map((r) => ({ instance: r.machine.id, remote: r.backend, job: r.machine.job ?? null, why: r.note })), kept, failed, unreachable: unreachable.map((s) => ({ remote: s.backend, error: s.error })) };
+        this.context.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+      } else if (removed.length) {
+        this.context.stdout.write(`${machineTable(removed)}\n`);
+      }
+      for (const f of failed) this.context.stderr.write(`Could not terminate ${f.id} (${f.backend}): ${f.error}\n`);
+      for (const s of unreachable) this.context.stderr.write(`Could not list the instances of ${s.backend}: ${s.error}\n`);
+      if (!this.json) this.context.stderr.write(`Terminated ${plural(removed.length, 'instance')}; ${plural(kept, 'instance')} held by live runs kept\n`);
+      return failed.length || unreachable.length ? ExitCode.backendUnavailable : ExitCode.ok;
     } finally {
       await session.close();
     }

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, Option } from 'clipanion';
 import type { JobRecord, RunRecord } from '../../engine/store/types.js';
 import { isFinal } from '../../engine/types.js';
@@ -12,7 +13,8 @@ export class PsCommand extends DstackCommand {
     description: 'list runs',
     details: `
       Lists unfinished runs and the most recent ones; \`-a\` lists all. With RUN, lists that run's jobs.
-      Runs whose dstack process died are first reconciled with what their containers really did.
+      Runs whose dstack process died are first reconciled with what their containers really did. With cloud remotes
+      configured, the instances that cost money now are listed below the runs, after ending those no live run holds.
     `,
     examples: [
       ['Recent and unfinished runs', 'dstack ps'],
@@ -37,7 +39,7 @@ export class PsCommand extends DstackCommand {
           return 0;
         }
         this.context.stdout.write(`\x1b[H\x1b[2J${text}`);
-        await new Promise((r) => setTimeout(r, 1000));
+        await sleep(1000);
       }
     } finally {
       await session.close();
@@ -56,7 +58,7 @@ export class PsCommand extends DstackCommand {
     if (runs.some((r) => !isFinal(r.status))) {
       const { reconcileRuns } = await import('../../engine/reconcile.js');
       const backends = new Map<string, Awaited<ReturnType<Session['backend']>>>();
-      for (const id of new Set(runs.filter((r) => !isFinal(r.status)).map((r) => r.backend))) backends.set(id, await session.backend(id));
+      for (const id of new Set(runs.filter((r) => !isFinal(r.status)).map((r) => r.backend))) backends.set(id, await session.reachable(id));
       const changed = await reconcileRuns(store, runs, (id) => backends.get(id));
       if (changed.length) runs = runs.map((r) => (changed.includes(r.name) ? (store.getRun(r.name) ?? r) : r));
     }
@@ -74,11 +76,24 @@ export class PsCommand extends DstackCommand {
       return psWithTeam(session.home, { local: runs, json: this.json, stderr: this.context.stderr });
     }
     if (this.json) return `${JSON.stringify(runs.map(runJson), null, 2)}\n`;
-    if (runs.length === 0) return 'No runs yet. Start one with `dstack run WORKFLOW`.\n';
+    const machines = this.watch ? '' : await this.machines(session);
+    if (runs.length === 0) return `No runs yet. Start one with \`dstack run WORKFLOW\`.\n${machines}`;
     return `${table(
       ['RUN', 'WORKFLOW', 'SUBMITTED', 'OWNER', 'STATUS', 'TAG', 'BACKEND', 'DURATION'],
       runs.map((r) => [r.name, r.workflow, formatAgo(r.submittedAt), r.owner, r.status, r.tag ?? '', r.backend, duration(r.submittedAt, r.finishedAt)]),
-    )}\n`;
+    )}\n${machines}`;
+  }
+
+  /** The cloud instances that still cost money, after ending those no live run holds (said on stderr). */
+  private async machines(session: Session): Promise<string> {
+    const { machineBackends, machineTable, sweepBackends, sweptLines } = await import('../machines.js');
+    const backends = await machineBackends(session);
+    if (backends.length === 0) return '';
+    const sweeps = await sweepBackends(await session.store(), backends);
+    for (const line of sweptLines(sweeps)) this.context.stderr.write(`${line}\n`);
+    for (const s of sweeps) if (s.error) this.context.stderr.write(`Could not list the instances of ${s.backend}: ${s.error}\n`);
+    const rows = sweeps.flatMap((s) => (s.result?.kept ?? []).map((machine) => ({ backend: s.backend, machine })));
+    return rows.length ? `\nInstances that cost money now:\n${machineTable(rows)}\n` : '';
   }
 }
 

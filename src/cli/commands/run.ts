@@ -1,13 +1,18 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'clipanion';
+import type { Backend, MachineOffer } from '../../engine/backend.js';
 import { DstackError, ExitCode } from '../../engine/errors.js';
 import type { RunEvent } from '../../engine/events.js';
 import type { Project } from '../../engine/types.js';
+import { choosePlacement, type PlacementChoice } from '../../engine/placement.js';
+import type { JobDecision } from '../../engine/explain.js';
+import type { PreparedRun } from '../../engine/submit.js';
 import { DstackCommand, usageError } from '../base.js';
+import { renderNotices, whichWorkflow } from '../diagnostics-view.js';
 import { owner } from '../home.js';
 import { createRenderer } from '../render.js';
-import { parseRunFlags } from '../run-flags.js';
+import { RUN_FLAG_NAMES, parseRunFlags } from '../run-flags.js';
 import { Session } from '../session.js';
 import { exitCodeOf, superviseRun } from '../supervise.js';
 import { printPlan } from '../plan-view.js';
@@ -25,7 +30,13 @@ export class RunCommand extends DstackCommand {
       input changed since its last run.
 
       Arguments after the workflow that name a declared variable (\`--epochs 10\`) override it; everything else is passed
-      to the workflow as \`\${{ run.args }}\`. Put \`--\` before arguments that look like dstack flags.
+      to WORKFLOW (not to its deps) as \`\${{ run.args }}\`. An argument one edit away from a variable or a dstack flag
+      (\`--epoch\`, \`--dryrun\`) is refused with a suggestion. Put \`--\` before arguments meant for the workflow as they are.
+
+      Without WORKFLOW, lists the workflows that can run and those that cannot (and why). A workflow with an error is
+      refused, with the workflows that depend on it; the others run, and the errors elsewhere are shown as warnings.
+      \`resources.local: true\` in a workflow runs it locally, \`resources.remote: true\` on the default remote;
+      \`--remote\` on the command line wins over both.
 
       Resource and spec overrides for WORKFLOW: \`--cpu N\`, \`--memory SIZE\`, \`--gpu N\`, \`--gpu-name NAME\`,
       \`--gpu-memory SIZE\`, \`--shm-size SIZE\`, \`-i/--interruptible\`, \`-e/--env K=V\`, \`-a/--artifact PATH\`,
@@ -72,16 +83,13 @@ export class RunCommand extends DstackCommand {
     if (flags.rerun && flags.reuse) throw usageError('--rerun and --reuse ask for opposite things; pick one');
     const session = new Session();
     const project = await loadProjectCached(root, { dir: join(session.home, 'project-cache') });
-    if (!flags.workflow) {
-      const names = [...project.workflows.values()].map((w) => `  ${w.name}${w.help ? ` — ${w.help}` : ''}`);
-      throw usageError(`which workflow? \`dstack run\` needs one of:\n${names.join('\n')}`, 'for example: dstack run NAME --dry-run --explain');
-    }
+    if (!flags.workflow) throw whichWorkflow(project);
     if (flags.explain && !flags.dryRun) throw usageError('--explain goes with --dry-run', `dstack run ${flags.workflow} --dry-run --explain`);
     try {
-      const backendId = await backendIdOf(session.home, flags.remote);
+      const backendId = await backendIdOf(session.home, choosePlacement(project.workflows.get(flags.workflow)?.placement, flags.remote), flags.workflow);
       const store = await session.store();
       const external = await externalDeps(session, project, flags.workflow, flags.overrides?.deps);
-      const request = { project, target: flags.workflow, tokens: flags.rest, jobOverrides: flags.overrides, hostEnv: process.env, ...(external ? { external } : {}) };
+      const request = { project, target: flags.workflow, tokens: flags.rest, reservedFlags: RUN_FLAG_NAMES, jobOverrides: flags.overrides, hostEnv: process.env, ...(external ? { external } : {}) };
       const cache = { rerun: flags.rerun, reuse: flags.reuse };
       if (flags.dryRun) {
         const [{ prepareRun }, { takeSnapshot }, { hashTree }, { getJson }, { explainRun }] = await Promise.all([
@@ -96,7 +104,9 @@ export class RunCommand extends DstackCommand {
         const snapshotting = takeSnapshot(root);
         snapshotting.catch(() => undefined);
         const prepared = prepareRun(store, request, '<run-name>');
-        const [backend, artifacts, snapshot] = await Promise.all([session.backend(backendId), session.artifacts(), snapshotting]);
+        renderNotices(this.context.stderr, prepared.plan.notices);
+        const [backend, artifacts, snapshot, { assertSupported }] = await Promise.all([session.backend(backendId), session.artifacts(), snapshotting, import('../../engine/preflight.js')]);
+        assertSupported(backend!, prepared.jobs);
         // Hashed to decide, not stored: only the stat cache learns from a dry run.
         const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store });
         const team = await (await import('../team-record.js')).teamOfRun(session, snapshot.repo.root, this.context.stderr);
@@ -112,24 +122,37 @@ export class RunCommand extends DstackCommand {
           signal: new AbortController().signal,
           ...(team ? { remoteCache: team.cache } : {}),
         }).finally(() => team?.close());
-        printPlan(this.context.stdout, prepared, decisions, { json: flags.json, explain: flags.explain });
+        const offers = backend!.offers ? await offersOf(backend!, prepared, decisions) : undefined;
+        printPlan(this.context.stdout, prepared, decisions, { json: flags.json, explain: flags.explain, ...(offers ? { offers } : {}) });
         return 0;
       }
       const backend = (await session.backend(backendId))!;
-      const [{ takeSnapshot }, { createRun }, { hashTree }, { putJson }, artifacts] = await Promise.all([
+      const [{ takeSnapshot }, { prepareRecordable, recordRun }, { hashTree }, { putJson }, { preflight }, artifacts] = await Promise.all([
         import('../../engine/snapshot.js'),
         import('../../engine/submit.js'),
         import('../../artifacts/tree.js'),
         import('../../artifacts/objects.js'),
+        import('../../engine/preflight.js'),
         session.artifacts(),
-        backend.check(new AbortController().signal),
       ]);
-      const snapshot = await takeSnapshot(root);
+      const name = store.reserveName();
+      const prepared = prepareRecordable(store, request, name);
+      // What the backend cannot run, then its credentials, before anything is recorded or costs
+      // money; the snapshot's git calls meanwhile.
+      const snapshotting = takeSnapshot(root);
+      snapshotting.catch(() => undefined);
+      await preflight(backend, prepared.jobs, new AbortController().signal);
+      if (backend.owned) {
+        // What earlier runs left running in this cloud ends before anything new costs money.
+        const { sweepBackends, sweptLines } = await import('../machines.js');
+        for (const line of sweptLines(await sweepBackends(store, [backend]))) this.context.stderr.write(`${line}\n`);
+      }
+      const snapshot = await snapshotting;
       // The code is stored by content now, so the run sees it as it is at this moment whatever is
       // edited later, and a detached run needs no copy of it.
       const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store, store: artifacts });
       const snapshotHash = await putJson(artifacts, tree.manifest);
-      const { run, jobs } = createRun(store, {
+      const { run, jobs } = recordRun(store, name, prepared, {
         ...request,
         owner: owner(),
         backend: backend.id,
@@ -138,6 +161,7 @@ export class RunCommand extends DstackCommand {
         hostname: hostname(),
       });
       store.setRunSnapshot(run.name, snapshotHash);
+      renderNotices(this.context.stderr, prepared.plan.notices);
       const render: (e: RunEvent) => void = createRenderer({
         stdout: this.context.stdout,
         stderr: this.context.stderr,
@@ -178,15 +202,29 @@ async function externalDeps(session: Session, project: Project, target: string, 
   return externalDepsOf(session, project.root, deps, { fetch: false });
 }
 
-/** `local`, or `ssh:NAME` for `--remote NAME` (the default remote for `--remote` alone). */
-async function backendIdOf(home: string, remote: string | undefined): Promise<string> {
-  if (remote === undefined) return 'local';
-  const { findRemote } = await import('../../backends/ssh/config.js');
-  const found = await findRemote(home, remote === '' ? undefined : remote);
-  if (found.kind !== 'ssh') {
-    throw new DstackError('DS0268', `remote '${found.name}' is a ${found.kind} bucket: it stores runs, it does not run them`, {
-      hint: 'name a pool with --remote NAME (see `dstack config list`); the team bucket is used for caching and `dstack push` by itself',
-    });
+/** For each job that would run, the machines the backend would try, in order (one question per shape of resources). */
+async function offersOf(backend: Backend, prepared: PreparedRun, decisions: readonly JobDecision[]): Promise<(readonly MachineOffer[] | undefined)[]> {
+  const asked = new Map<string, Promise<readonly MachineOffer[]>>();
+  const signal = new AbortController().signal;
+  return Promise.all(
+    prepared.jobs.map((j, i) => {
+      if (decisions[i]?.decision === 'cached') return undefined;
+      const key = JSON.stringify(j.spec.resources);
+      if (!asked.has(key)) asked.set(key, backend.offers!(j.spec, signal));
+      return asked.get(key);
+    }),
+  );
+}
+
+/** `local`, or `KIND:NAME` for a remote (the default remote when none is named). */
+async function backendIdOf(home: string, placement: PlacementChoice, workflow: string): Promise<string> {
+  if (placement.kind === 'local') return 'local';
+  const { registry } = await import('../../backends/index.js');
+  try {
+    return await registry.backendIdFor(home, placement.name ?? '');
+  } catch (e) {
+    // `resources.remote: true` asked for the default remote: say that this is where the request came from.
+    if (placement.why !== 'workflow' || !(e instanceof DstackError)) throw e;
+    throw new DstackError(e.code, `workflow \`${workflow}\` asks to run remotely (\`resources.remote: true\`), but ${e.message}`, e.hint ? { hint: e.hint } : {});
   }
-  return `${found.kind}:${found.name}`;
 }

@@ -1,41 +1,41 @@
 /**
  * Turns one workflow's YAML mapping (already shape-checked by schema.ts) into a WorkflowSpec,
  * reading scalars from their source text (`python: 3.10` stays "3.10") and recording where each
- * field was written. Errors here are about meaning: sizes, paths, providers, dstack 0.7 features
- * this dstack does not offer.
+ * field was written. Errors here are about meaning: sizes and their bounds, paths, image names,
+ * providers, dstack 0.7 features this dstack does not run (yet). Warnings are for what loads but
+ * will not work as written.
  */
 import { posix } from 'node:path';
-import { isAlias, isMap, isScalar, isSeq, Scalar, type Document, type Node, type YAMLMap } from 'yaml';
-import type { DstackError, ErrorCode, SourceLocation } from '../errors.js';
-import { insideRelative } from '../paths.js';
-import type { ArtifactSpec, DepSpec, GpuSpec, Provider, Resources, WorkflowSpec } from '../types.js';
-import { nodeError } from './validate.js';
-import { SIZE_HINT, parseSize } from './units.js';
+import { isMap, isScalar, isSeq, Scalar, type Node, type YAMLMap } from 'yaml';
+import type { DstackError, SourceLocation } from '../errors.js';
+import { artifactPath, insideRelative } from '../paths.js';
+import type { ArtifactSpec, DepSpec, Provider, WorkflowSpec } from '../types.js';
+import { derefNode, type AliasTargets } from './aliases.js';
+import { readResources, type Fail } from './convert-resources.js';
+import { imageReferenceProblem } from './image-ref.js';
+import { LIMITS } from './limits.js';
 import { splitShellWords } from './shell.js';
-import type { SourceFile } from './source-file.js';
-import { didYouMean, suggestion } from './source.js';
+import { nodeError, type SourceFile } from './source-file.js';
+import { didYouMean, shown, suggestion } from './source.js';
 
-/** dstack 0.7 providers that start an interactive app; this dstack runs them as `bash` with `ports`. */
-const NOT_OFFERED = ['code', 'lab', 'notebook', 'ssh', 'python', 'tensorboard', 'torchrun', 'streamlit', 'gradio', 'fastapi'];
+/** dstack 0.7's dev environments: a later dstack brings them; until then such a workflow cannot run. */
+const DEV_ENVIRONMENTS = ['code', 'lab', 'notebook'];
+/** Other dstack 0.7 providers that started an app; this dstack runs them as `bash` with `ports`. */
+const NOT_OFFERED = ['ssh', 'python', 'tensorboard', 'torchrun', 'streamlit', 'gradio', 'fastapi'];
 const PROVIDERS: readonly Provider[] = ['bash', 'docker'];
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const SECRET_RE = /\$\{\{\s*secrets\./;
 
-interface Ctx {
+export interface Ctx {
   readonly src: SourceFile;
-  readonly doc: Document;
+  readonly aliases: AliasTargets;
 }
-
-const deref = (ctx: Ctx, n: unknown): Node | undefined => {
-  const v = isAlias(n) ? n.resolve(ctx.doc) : n;
-  if (!v || typeof v !== 'object' || (isScalar(v) && v.value === null)) return undefined;
-  return v as Node;
-};
 
 /** A field's value node; `key:` with nothing after it counts as absent. */
 function get(ctx: Ctx, map: YAMLMap, key: string): Node | undefined {
   const pair = map.items.find((p) => isScalar(p.key) && String(p.key.value) === key);
-  return deref(ctx, pair?.value);
+  return derefNode(ctx.aliases, pair?.value);
 }
 
 /** A scalar as the user wrote it: strings as parsed, numbers and booleans by their source text. */
@@ -46,188 +46,169 @@ export function scalarText(n: Node | undefined): string {
 }
 
 const items = (ctx: Ctx, n: Node | undefined): Node[] =>
-  isSeq(n) ? n.items.map((i) => deref(ctx, i)).filter((i): i is Node => i !== undefined) : [];
+  isSeq(n) ? n.items.map((i) => derefNode(ctx.aliases, i)).filter((i): i is Node => i !== undefined) : [];
 
-export function convertWorkflow(ctx: Ctx, map: YAMLMap): { spec?: WorkflowSpec; errors: DstackError[] } {
+interface Reader {
+  readonly ctx: Ctx;
+  readonly map: YAMLMap;
+  readonly name: string;
+  /** Appended to messages: " in workflow `train`". */
+  readonly where: string;
+  readonly fail: Fail;
+  readonly warn: Fail;
+  readonly at: (n: Node) => SourceLocation;
+  readonly locations: Map<string, SourceLocation>;
+  /** A field's node, its location recorded under `key`. */
+  readonly field: (key: string) => Node | undefined;
+}
+
+export function convertWorkflow(ctx: Ctx, map: YAMLMap): { spec?: WorkflowSpec; errors: DstackError[]; warnings: DstackError[] } {
   const errors: DstackError[] = [];
-  const fieldLocations = new Map<string, SourceLocation>();
+  const warnings: DstackError[] = [];
+  const locations = new Map<string, SourceLocation>();
   const at = (n: Node): SourceLocation => ctx.src.locate(n.range?.[0] ?? 0);
-  const fail = (n: Node | undefined, code: ErrorCode, message: string, hint?: string): void => {
-    errors.push(nodeError(ctx, n ?? map, code, message, hint));
+  const r: Reader = {
+    ctx,
+    map,
+    name: '',
+    where: '',
+    fail: (n, code, message, hint) => void errors.push(nodeError(ctx, n ?? map, code, message, hint)),
+    warn: (n, code, message, hint) => void warnings.push(nodeError(ctx, n ?? map, code, message, hint)),
+    at,
+    locations,
+    field: (key) => {
+      const n = get(ctx, map, key);
+      if (n) locations.set(key, at(n));
+      return n;
+    },
   };
-  const field = (key: string): Node | undefined => {
-    const n = get(ctx, map, key);
-    if (n) fieldLocations.set(key, at(n));
-    return n;
-  };
-
-  const nameNode = field('name');
-  const name = scalarText(nameNode);
-  if (!nameNode) fail(map, 'DS0004', 'a workflow needs a `name`', 'add `name: my-workflow` to it');
-  else if (!NAME_RE.test(name))
-    fail(nameNode, 'DS0003', `workflow name \`${name}\` may contain only letters, digits, \`-\`, \`_\` and \`.\``);
-  const where = ` in workflow \`${name}\``;
-
-  const provider = readProvider(field('provider'), where, fail);
-  const imageNode = field('image');
-  if (provider === 'docker' && !imageNode)
-    fail(map, 'DS0004', `workflow \`${name}\` uses provider \`docker\` but has no \`image\``, 'add `image: ubuntu` (or any image) to it');
-
-  const lines = (key: string): string[] => {
-    const n = field(key);
-    if (isSeq(n)) {
-      return items(ctx, n).map((item, i) => (fieldLocations.set(`${key}.${i}`, at(item)), scalarText(item)));
-    }
-    const out = scalarText(n).split('\n');
-    while (out.length && out[out.length - 1]!.trim() === '') out.pop();
-    out.forEach((_, i) => fieldLocations.set(`${key}.${i}`, blockLineLocation(ctx.src, n, i)));
-    return out;
-  };
-
-  let entrypoint: string[] | undefined;
-  const epNode = field('entrypoint');
-  if (isSeq(epNode)) entrypoint = lines('entrypoint');
-  else if (epNode) {
-    entrypoint = splitShellWords(scalarText(epNode));
-    if (!entrypoint) fail(epNode, 'DS0003', `unterminated quote in \`entrypoint\`${where}`);
-    else entrypoint.forEach((_, i) => fieldLocations.set(`entrypoint.${i}`, at(epNode)));
-  }
-
-  const deps: DepSpec[] = [];
-  items(ctx, field('deps')).forEach((item, i) => {
-    fieldLocations.set(`deps.${i}`, at(item));
-    const dep = readDep(ctx, item, where, fail);
-    if (dep) deps.push({ ...dep, location: at(item) });
-  });
-
-  const artifacts: ArtifactSpec[] = [];
-  items(ctx, field('artifacts')).forEach((item, i) => {
-    fieldLocations.set(`artifacts.${i}`, at(item));
-    const pathNode = isMap(item) ? get(ctx, item, 'path') : item;
-    const raw = scalarText(pathNode);
-    const path = insideRelative(raw);
-    if (path === undefined)
-      fail(pathNode, 'DS0009', `artifact path \`${raw}\`${where} leaves the working directory`,
-        'artifacts are paths inside the project, such as ./output; to keep a folder outside it between runs, list it under `cache:`');
-    else artifacts.push({ path, mount: isMap(item) && get(ctx, item, 'mount')?.toJSON() === true });
-  });
-
-  const cache: string[] = [];
-  items(ctx, field('cache')).forEach((item, i) => {
-    fieldLocations.set(`cache.${i}`, at(item));
-    const pathNode = isMap(item) ? get(ctx, item, 'path') : item;
-    const raw = scalarText(pathNode);
-    const path = cachePath(raw);
-    if (path === undefined) fail(pathNode, 'DS0009', `cache path \`${raw}\`${where} leaves the working directory`,
-      'use a path inside the project, one under ~/, or an absolute one');
-    else cache.push(path);
-  });
-
-  const env: { name: string; value?: string }[] = [];
-  const envNode = field('env');
-  const addEnv = (n: Node, name: string, value: string | undefined): void => {
-    fieldLocations.set(`env.${name}`, at(n));
-    if (!ENV_NAME_RE.test(name)) fail(n, 'DS0003', `\`${name}\`${where} is not a valid environment variable name`);
-    else env.push(value === undefined ? { name } : { name, value });
-  };
-  if (isSeq(envNode)) {
-    for (const item of items(ctx, envNode)) {
-      const s = scalarText(item);
-      const eq = s.indexOf('=');
-      addEnv(item, eq < 0 ? s : s.slice(0, eq), eq < 0 ? undefined : s.slice(eq + 1));
-    }
-  } else if (isMap(envNode)) {
-    for (const pair of envNode.items) {
-      const value = deref(ctx, pair.value);
-      addEnv(pair.key as Node, scalarText(pair.key as Node), value ? scalarText(value) : undefined);
-    }
-  }
-
-  let ports = 0;
-  const portsNode = field('ports');
-  if (isSeq(portsNode))
-    fail(portsNode, 'DS0013', `a list of ports${where} is not supported`,
-      'give the number of ports to publish, e.g. `ports: 2`; the job reads them from $PORT_0, $PORT_1, …');
-  else if (portsNode) ports = Number(portsNode.toJSON());
-
-  const relPath = (key: string, what: string): string | undefined => {
-    const n = field(key);
-    if (!n) return undefined;
-    const p = insideRelative(scalarText(n));
-    if (p === undefined) fail(n, 'DS0009', `${what} \`${scalarText(n)}\`${where} leaves the working directory`, 'use a relative path inside the project');
-    return p;
-  };
-  const workingDir = relPath('working_dir', '`working_dir`');
-  const inputsNode = field('inputs');
-  const inputs = inputsNode
-    ? items(ctx, inputsNode).map((item, i) => {
-        fieldLocations.set(`inputs.${i}`, at(item));
-        const p = insideRelative(scalarText(item));
-        if (p === undefined) fail(item, 'DS0009', `input path \`${scalarText(item)}\`${where} leaves the working directory`, 'use a relative path inside the project');
-        return p ?? '';
-      })
-    : undefined;
-
-  const resources = readResources(ctx, field('resources'), where, fail, fieldLocations);
-
-  const authNode = field('registry_auth');
-  let registryAuth: WorkflowSpec['registryAuth'];
-  if (isMap(authNode)) {
-    const u = get(ctx, authNode, 'username');
-    const p = get(ctx, authNode, 'password');
-    if (u) fieldLocations.set('registry_auth.username', at(u));
-    if (p) fieldLocations.set('registry_auth.password', at(p));
-    registryAuth = { username: scalarText(u), password: scalarText(p) };
-  }
-
-  const help = field('help');
-  const python = field('python');
+  const name = readName(r);
+  const rw: Reader = { ...r, name, where: ` in workflow \`${shown(name)}\`` };
+  const provider = readProvider(rw);
+  const image = readImage(rw, provider);
+  const help = rw.field('help');
+  const python = rw.field('python');
+  const workingDir = relPath(rw, 'working_dir', '`working_dir`');
+  const inputs = readInputs(rw);
+  const { resources, placement } = readResources(
+    { get: (m, k) => get(ctx, m, k), at, text: scalarText, where: rw.where, fail: rw.fail, locations },
+    rw.field('resources'),
+  );
+  const registryAuth = readRegistryAuth(rw);
+  const entrypoint = readEntrypoint(rw);
   const spec: WorkflowSpec = {
     name,
     ...(help ? { help: scalarText(help) } : {}),
     provider,
-    ...(imageNode ? { image: scalarText(imageNode) } : {}),
+    ...(image !== undefined ? { image } : {}),
     ...(entrypoint ? { entrypoint } : {}),
-    commands: lines('commands'),
-    setup: lines('setup'),
-    deps,
-    artifacts,
-    cache,
-    env,
-    ports,
+    commands: lines(rw, 'commands'),
+    setup: lines(rw, 'setup'),
+    deps: readDeps(rw),
+    artifacts: readArtifacts(rw),
+    cache: readCache(rw),
+    env: readEnv(rw),
+    ports: readPorts(rw),
     ...(workingDir !== undefined ? { workingDir } : {}),
     ...(python ? { python: scalarText(python) } : {}),
     ...(inputs ? { inputs } : {}),
     resources,
     ...(registryAuth ? { registryAuth } : {}),
+    ...(placement ? { placement } : {}),
     location: at(map),
-    fieldLocations,
+    fieldLocations: locations,
   };
-  return errors.length ? { errors } : { spec, errors };
+  return errors.length ? { errors, warnings } : { spec, errors, warnings };
 }
 
-type Fail = (n: Node | undefined, code: ErrorCode, message: string, hint?: string) => void;
+function readName(r: Reader): string {
+  const nameNode = r.field('name');
+  const name = scalarText(nameNode);
+  if (!nameNode) r.fail(r.map, 'DS0004', 'a workflow needs a `name`', 'add `name: my-workflow` to it');
+  else if (name.length > LIMITS.nameLength)
+    r.fail(nameNode, 'DS0019', `workflow name \`${shown(name)}\` is ${name.length} characters long; the most is ${LIMITS.nameLength}`,
+      'names become folder names and container labels: pick a shorter one');
+  else if (!NAME_RE.test(name))
+    r.fail(nameNode, 'DS0003', `workflow name \`${shown(name)}\` may contain only letters, digits, \`-\`, \`_\` and \`.\``);
+  return name;
+}
 
-function readProvider(n: Node | undefined, where: string, fail: Fail): Provider {
+function readProvider(r: Reader): Provider {
+  const n = r.field('provider');
   if (!n) return 'bash';
   const p = scalarText(n);
   if ((PROVIDERS as readonly string[]).includes(p)) return p as Provider;
-  if (NOT_OFFERED.includes(p))
-    fail(n, 'DS0010', `provider '${p}'${where} is not offered by this dstack yet; use provider: bash with ports`,
+  if (DEV_ENVIRONMENTS.includes(p))
+    r.fail(n, 'DS0027', `provider \`${p}\`${r.where} is a dev environment, which this dstack cannot run yet; the workflow is not runnable`,
+      'the rest of the project runs; for a server of your own, use `provider: bash`, `ports: 1`, and start it on 0.0.0.0:$PORT_0');
+  else if (NOT_OFFERED.includes(p))
+    r.fail(n, 'DS0010', `provider '${p}'${r.where} is not offered by this dstack yet; use provider: bash with ports`,
       'e.g. `provider: bash`, `ports: 1`, and start the server in `commands`, listening on 0.0.0.0:$PORT_0');
-  else fail(n, 'DS0003', `unknown provider \`${p}\`${where}${suggestion(didYouMean(p, PROVIDERS, 2))}`, 'expected `bash` or `docker`');
+  else r.fail(n, 'DS0003', `unknown provider \`${shown(p)}\`${r.where}${suggestion(didYouMean(p, PROVIDERS, 2))}`, 'expected `bash` or `docker`');
   return 'bash';
 }
 
-function readDep(ctx: Ctx, item: Node, where: string, fail: Fail): Omit<DepSpec, 'location'> | undefined {
+/**
+ * The image as written. A name with a template is checked once interpolated (resolve.ts); a secret
+ * in it never can be: image names are stored, logged and fingerprinted.
+ */
+function readImage(r: Reader, provider: Provider): string | undefined {
+  const n = r.field('image');
+  if (!n) {
+    if (provider === 'docker')
+      r.fail(r.map, 'DS0004', `workflow \`${shown(r.name)}\` uses provider \`docker\` but has no \`image\``,
+        'add `image: ubuntu` (or any image) to it');
+    return undefined;
+  }
+  const image = scalarText(n);
+  if (SECRET_RE.test(image))
+    r.fail(n, 'DS0021', `\`image\`${r.where} reads a secret; image names are stored and shown, so they cannot hold one`,
+      'put the registry credentials under `registry_auth:` (username and password may read secrets)');
+  else if (!image.includes('${{')) {
+    const problem = imageReferenceProblem(image);
+    if (problem) r.fail(n, 'DS0020', `invalid image \`${shown(image)}\`${r.where}: ${problem}`);
+  }
+  return image;
+}
+
+function lines(r: Reader, key: string): string[] {
+  const n = r.field(key);
+  if (isSeq(n)) return items(r.ctx, n).map((item, i) => (r.locations.set(`${key}.${i}`, r.at(item)), scalarText(item)));
+  const out = scalarText(n).split('\n');
+  while (out.length && out[out.length - 1]!.trim() === '') out.pop();
+  out.forEach((_, i) => r.locations.set(`${key}.${i}`, blockLineLocation(r.ctx.src, n, i)));
+  return out;
+}
+
+function readEntrypoint(r: Reader): string[] | undefined {
+  const n = r.field('entrypoint');
+  if (isSeq(n)) return lines(r, 'entrypoint');
+  if (!n) return undefined;
+  const words = splitShellWords(scalarText(n));
+  if (!words) r.fail(n, 'DS0003', `unterminated quote in \`entrypoint\`${r.where}`);
+  else words.forEach((_, i) => r.locations.set(`entrypoint.${i}`, r.at(n)));
+  return words;
+}
+
+function readDeps(r: Reader): DepSpec[] {
+  const deps: DepSpec[] = [];
+  items(r.ctx, r.field('deps')).forEach((item, i) => {
+    r.locations.set(`deps.${i}`, r.at(item));
+    const dep = readDep(r, item);
+    if (dep) deps.push({ ...dep, location: r.at(item) });
+  });
+  return deps;
+}
+
+function readDep(r: Reader, item: Node): Omit<DepSpec, 'location'> | undefined {
   let kind: 'workflow' | 'tag';
   let name: string;
   let nameNode: Node = item;
   if (isMap(item)) {
-    const wf = get(ctx, item, 'workflow');
-    const tag = get(ctx, item, 'tag');
-    if (wf && tag) return fail(item, 'DS0003', `a dep${where} names both a \`workflow\` and a \`tag\`; give one per dep`), undefined;
-    if (!wf && !tag) return fail(item, 'DS0004', `a dep${where} needs \`workflow: NAME\` or \`tag: NAME\``), undefined;
+    const wf = get(r.ctx, item, 'workflow');
+    const tag = get(r.ctx, item, 'tag');
+    if (wf && tag) return r.fail(item, 'DS0003', `a dep${r.where} names both a \`workflow\` and a \`tag\`; give one per dep`), undefined;
+    if (!wf && !tag) return r.fail(item, 'DS0004', `a dep${r.where} needs \`workflow: NAME\` or \`tag: NAME\``), undefined;
     kind = wf ? 'workflow' : 'tag';
     nameNode = (wf ?? tag)!;
     name = scalarText(nameNode);
@@ -236,52 +217,116 @@ function readDep(ctx: Ctx, item: Node, where: string, fail: Fail): Omit<DepSpec,
     kind = s.startsWith(':') ? 'tag' : 'workflow';
     name = kind === 'tag' ? s.slice(1) : s;
   }
-  if (name.trim() === '') return fail(nameNode, 'DS0003', `a dep${where} has an empty name`), undefined;
+  if (name.trim() === '') return r.fail(nameNode, 'DS0003', `a dep${r.where} has an empty name`), undefined;
   // dstack 0.7's `owner/repo/name`: a workflow or tag of another repository, resolved through the team bucket.
   if (name.includes('/') && (name.split('/').length < 3 || name.split('/').some((p) => p.trim() === '')))
-    return fail(nameNode, 'DS0003', `a dep on another repository${where} is written \`owner/repo/${kind === 'tag' ? 'tag' : 'workflow'}\`, not \`${name}\``,
+    return r.fail(nameNode, 'DS0003', `a dep on another repository${r.where} is written \`owner/repo/${kind === 'tag' ? 'tag' : 'workflow'}\`, not \`${shown(name)}\``,
       'for example `- workflow: acme/datasets/prepare` or `- tag: acme/datasets/v1`'), undefined;
   return { kind, name };
 }
 
-function readResources(ctx: Ctx, n: Node | undefined, where: string, fail: Fail, locs: Map<string, SourceLocation>): Resources {
-  if (!isMap(n)) return {};
-  const f = (key: string): Node | undefined => {
-    const v = get(ctx, n, key);
-    if (v) locs.set(`resources.${key}`, ctx.src.locate(v.range?.[0] ?? 0));
-    return v;
+function readArtifacts(r: Reader): ArtifactSpec[] {
+  const artifacts: ArtifactSpec[] = [];
+  items(r.ctx, r.field('artifacts')).forEach((item, i) => {
+    r.locations.set(`artifacts.${i}`, r.at(item));
+    const pathNode = isMap(item) ? get(r.ctx, item, 'path') : item;
+    const raw = scalarText(pathNode);
+    const p = artifactPath(raw);
+    if ('error' in p) {
+      r.fail(pathNode, 'DS0009', `artifact path \`${shown(raw)}\`${r.where} ${p.error}`,
+        'artifacts are paths inside the project, such as ./output, or absolute paths in the container, such as /opt/venv');
+      return;
+    }
+    const mount = isMap(item) && get(r.ctx, item, 'mount')?.toJSON() === true;
+    if (p.absolute) {
+      r.warn(pathNode, 'DS0025', `artifact \`${shown(p.path)}\`${r.where} is outside /workflow: it is planned, but a run cannot save it yet`,
+        'until dstack saves such paths, keep it under the project (e.g. ./env), or under `cache:` to keep it between runs of this workflow');
+      artifacts.push({ path: p.path, mount, absolute: true });
+    } else artifacts.push({ path: p.path, mount });
+  });
+  return artifacts;
+}
+
+function readCache(r: Reader): string[] {
+  const cache: string[] = [];
+  items(r.ctx, r.field('cache')).forEach((item, i) => {
+    r.locations.set(`cache.${i}`, r.at(item));
+    const pathNode = isMap(item) ? get(r.ctx, item, 'path') : item;
+    const raw = scalarText(pathNode);
+    const path = cachePath(raw);
+    if (path === undefined)
+      r.fail(pathNode, 'DS0009', `cache path \`${shown(raw)}\`${r.where} leaves the working directory`, 'use a path inside the project, one under ~/, or an absolute one');
+    else cache.push(path);
+  });
+  return cache;
+}
+
+function readEnv(r: Reader): { name: string; value?: string }[] {
+  const env: { name: string; value?: string }[] = [];
+  const envNode = r.field('env');
+  const add = (n: Node, name: string, value: string | undefined): void => {
+    r.locations.set(`env.${name}`, r.at(n));
+    if (!ENV_NAME_RE.test(name)) r.fail(n, 'DS0003', `\`${shown(name)}\`${r.where} is not a valid environment variable name`);
+    else env.push(value === undefined ? { name } : { name, value });
   };
-  const size = (v: Node | undefined, label: string): number | undefined => {
-    if (!v) return undefined;
-    const bytes = parseSize(scalarText(v));
-    if (bytes === undefined) fail(v, 'DS0011', `invalid size \`${scalarText(v)}\` for \`${label}\`${where}`, SIZE_HINT);
-    return bytes;
-  };
-  const remote = f('remote');
-  if (remote)
-    fail(remote, 'DS0013', `resources.remote is not supported${where}; pass --remote to dstack run`,
-      'remove `remote:` from the workflow and run it with `dstack run NAME --remote`');
-  const cpu = f('cpu');
-  const memory = size(f('memory'), 'resources.memory');
-  const shmSize = size(f('shm_size'), 'resources.shm_size');
-  const interruptible = f('interruptible');
-  const gpuNode = f('gpu');
-  let gpu: GpuSpec | undefined;
-  if (isScalar(gpuNode)) gpu = { count: Number(gpuNode.value) };
-  else if (isMap(gpuNode)) {
-    const count = get(ctx, gpuNode, 'count');
-    const name = get(ctx, gpuNode, 'name');
-    const mem = size(get(ctx, gpuNode, 'memory'), 'resources.gpu.memory');
-    // `gpu: {name: V100}` in dstack 0.7 means one such GPU.
-    gpu = { count: count ? Number(count.toJSON()) : 1, ...(name ? { name: scalarText(name) } : {}), ...(mem !== undefined ? { memory: mem } : {}) };
+  if (isSeq(envNode)) {
+    for (const item of items(r.ctx, envNode)) {
+      const s = scalarText(item);
+      const eq = s.indexOf('=');
+      add(item, eq < 0 ? s : s.slice(0, eq), eq < 0 ? undefined : s.slice(eq + 1));
+    }
+  } else if (isMap(envNode)) {
+    for (const pair of envNode.items) {
+      const value = derefNode(r.ctx.aliases, pair.value);
+      add(pair.key as Node, scalarText(pair.key as Node), value ? scalarText(value) : undefined);
+    }
   }
-  return {
-    ...(cpu ? { cpu: Number(cpu.toJSON()) } : {}),
-    ...(memory !== undefined ? { memory } : {}),
-    ...(gpu ? { gpu } : {}),
-    ...(shmSize !== undefined ? { shmSize } : {}),
-    ...(interruptible ? { interruptible: interruptible.toJSON() === true } : {}),
-  };
+  return env;
+}
+
+function readPorts(r: Reader): number {
+  const n = r.field('ports');
+  if (!n) return 0;
+  if (isSeq(n)) {
+    r.fail(n, 'DS0013', `a list of ports${r.where} is not supported`,
+      'give the number of ports to publish, e.g. `ports: 2`; the job reads them from $PORT_0, $PORT_1, …');
+    return 0;
+  }
+  const ports = Number(n.toJSON());
+  if (ports > LIMITS.ports) {
+    r.fail(n, 'DS0019', `\`ports\`${r.where} is out of bounds: the most is ${LIMITS.ports}`, 'the number of ports to publish, e.g. `ports: 1`');
+    return 0;
+  }
+  return ports;
+}
+
+function relPath(r: Reader, key: string, what: string): string | undefined {
+  const n = r.field(key);
+  if (!n) return undefined;
+  const p = insideRelative(scalarText(n));
+  if (p === undefined) r.fail(n, 'DS0009', `${what} \`${shown(scalarText(n))}\`${r.where} leaves the working directory`, 'use a relative path inside the project');
+  return p;
+}
+
+function readInputs(r: Reader): string[] | undefined {
+  const n = r.field('inputs');
+  if (!n) return undefined;
+  return items(r.ctx, n).map((item, i) => {
+    r.locations.set(`inputs.${i}`, r.at(item));
+    const p = insideRelative(scalarText(item));
+    if (p === undefined) r.fail(item, 'DS0009', `input path \`${shown(scalarText(item))}\`${r.where} leaves the working directory`, 'use a relative path inside the project');
+    return p ?? '';
+  });
+}
+
+function readRegistryAuth(r: Reader): WorkflowSpec['registryAuth'] {
+  const n = r.field('registry_auth');
+  if (!isMap(n)) return undefined;
+  const u = get(r.ctx, n, 'username');
+  const p = get(r.ctx, n, 'password');
+  if (u) r.locations.set('registry_auth.username', r.at(u));
+  if (p) r.locations.set('registry_auth.password', r.at(p));
+  return { username: scalarText(u), password: scalarText(p) };
 }
 
 /** `~/…` and absolute cache paths are kept (normalised); relative ones must stay inside the project. */

@@ -12,6 +12,8 @@ export interface InterpolationScope {
   readonly runName: string;
   /** `${{ run.args }}`: the leftover arguments, already quoted for the shell and joined. */
   readonly runArgs: string;
+  /** Collects the names of the variables read, when given. */
+  readonly used?: Set<string>;
 }
 
 /** Where a template came from, for errors. */
@@ -53,7 +55,10 @@ function evaluate(expr: string, raw: string, scope: InterpolationScope, origin: 
   if ((m = new RegExp(`^secrets\\.(${SECRET})$`).exec(expr))) return secretMarker(m[1]!);
   if ((m = new RegExp(`^(?:variables\\.)?(${VAR})$`).exec(expr))) {
     const name = m[1]!;
-    if (Object.hasOwn(scope.variables, name)) return scope.variables[name]!;
+    if (Object.hasOwn(scope.variables, name)) {
+      scope.used?.add(name);
+      return scope.variables[name]!;
+    }
     const best = didYouMean(name, Object.keys(scope.variables));
     throw templateError('DS0008', `unknown variable \`${name}\` in ${display(origin)}${suggestion(best)}`, raw, origin,
       `declare it in .dstack/variables.yaml under \`global:\` or \`${origin.workflow}:\``);

@@ -7,8 +7,10 @@
  * `dstack run --dry-run`, and its module ~20 ms more; a hit reads one file (~5 ms).
  *
  * The entry is the Project as `v8.serialize` writes it (Maps and `undefined` survive, so a hit is
- * exactly what loadProject returns). Only successful loads are cached: a project with errors is
- * parsed every time, so its messages are the loader's own. Like the stat cache (artifacts/tree.ts),
+ * exactly what loadProject returns), its diagnostics included: they are plain data, with the
+ * offending line kept, so a hit reports a broken workflow exactly as a fresh load would. Only a
+ * project with no workflows file (the one error loadProject throws) is not cached. Like the stat
+ * cache (artifacts/tree.ts),
  * an entry is not written while a file was modified in the last moments ("racy git": an edit in
  * the same mtime tick, same size, would go unseen). The key also holds the build and Node's
  * version, so a new dstack never reads what an older one wrote.
@@ -32,7 +34,7 @@ export interface ProjectCacheOptions {
 }
 
 /** Bump when the cached shape changes in a way the build identity would not catch. */
-const FORMAT = 1;
+const FORMAT = 2;
 
 interface Entry {
   readonly key: string;
@@ -43,7 +45,7 @@ interface Entry {
 export async function loadProjectCached(root: string, options: ProjectCacheOptions): Promise<Project> {
   const files = await workflowFiles(root);
   const stats = [...files, VARIABLES_FILE].map((f) => ({ f, st: statOrUndefined(join(root, f)) }));
-  const key = JSON.stringify([FORMAT, buildId(), root, stats.map(({ f, st }) => (st ? [f, `${st.size}`, `${st.mtimeNs}`, `${st.ctimeNs}`, `${st.ino}`] : [f]))]);
+  const key = JSON.stringify([FORMAT, buildId(), root, stats.map(({ f, st }) => (st ? [f, st.kind, `${st.size}`, `${st.mtimeNs}`, `${st.ctimeNs}`, `${st.ino}`] : [f]))]);
   const path = join(options.dir, `${createHash('sha256').update(root).digest('hex').slice(0, 32)}.v8`);
 
   const cached = await readEntry(path);
@@ -63,9 +65,20 @@ export async function loadProjectCached(root: string, options: ProjectCacheOptio
   return project;
 }
 
-function statOrUndefined(path: string): { size: bigint; mtimeNs: bigint; ctimeNs: bigint; ino: bigint } | undefined {
-  const st = statSync(path, { bigint: true, throwIfNoEntry: false });
-  return st && st.isFile() ? st : undefined;
+/**
+ * What is at `path` now (through symlinks): a FIFO, a directory or a device in a file's place is
+ * loaded as a diagnostic, so its identity (kind included) keys the entry like a file's does.
+ */
+function statOrUndefined(path: string): { kind: string; size: bigint; mtimeNs: bigint; ctimeNs: bigint; ino: bigint } | undefined {
+  let st;
+  try {
+    st = statSync(path, { bigint: true, throwIfNoEntry: false });
+  } catch {
+    return undefined; // a symlink loop, a permission error: not cacheable as a file, still keyed by name
+  }
+  if (!st) return undefined;
+  const kind = st.isFile() ? 'f' : st.isDirectory() ? 'd' : st.isFIFO() ? 'p' : st.isSocket() ? 's' : 'c';
+  return { kind, size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino };
 }
 
 async function readEntry(path: string): Promise<Entry | undefined> {

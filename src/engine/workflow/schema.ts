@@ -74,8 +74,9 @@ export const resourceProps = {
   gpu: opt(kind('a GPU count or `{count, name, memory}`', { number: count, object: t.isObject(gpuProps) })),
   shm_size: opt(size),
   interruptible: opt(bool),
-  // dstack 0.7's `remote: true`: known here so that it gets its own precise error in convert.ts.
-  remote: opt(any),
+  // dstack 0.7: where the workflow runs (see placement.ts).
+  local: opt(bool),
+  remote: opt(bool),
 };
 export const registryAuthProps = { username: text, password: text };
 

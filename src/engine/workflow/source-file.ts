@@ -3,8 +3,8 @@
  * resolver use on every run: this one needs the YAML library, which a run whose project comes from
  * the parsed-project cache (project-cache.ts) never loads.
  */
-import { LineCounter } from 'yaml';
-import type { SourceLocation } from '../errors.js';
+import { LineCounter, type Node } from 'yaml';
+import { DstackError, type ErrorCode, type SourceLocation } from '../errors.js';
 
 /** One YAML file as read: its path relative to the project root, its text and line index. */
 export class SourceFile {
@@ -25,4 +25,11 @@ export class SourceFile {
   lineText(line: number): string | undefined {
     return this.lines[line - 1];
   }
+}
+
+/** An error at a node of a file: its file:line:col and the line, for the caret. */
+export function nodeError(ctx: { readonly src: SourceFile }, node: Node | null | undefined, code: ErrorCode, message: string, hint?: string): DstackError {
+  const offset = node?.range?.[0] ?? 0;
+  const location = ctx.src.locate(offset);
+  return new DstackError(code, message, { location, lineText: ctx.src.lineText(location.line), hint });
 }

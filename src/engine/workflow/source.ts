@@ -2,10 +2,9 @@
  * Source text helpers shared by the loader, the planner and the resolver: turning offsets into
  * `file:line:col`, fetching the offending line for an error, and the "did you mean" suggestion.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { closest, distance } from 'fastest-levenshtein';
 import type { SourceLocation } from '../errors.js';
+import { readProjectFile } from './read.js';
 
 /**
  * The line a location points at, read again from disk. Used by errors found after loading (the
@@ -16,11 +15,9 @@ export function lineTextAt(root: string, loc: SourceLocation): string | undefine
 }
 
 export function sourceLines(root: string, file: string): string[] | undefined {
-  try {
-    return readFileSync(join(root, file), 'utf8').split(/\r?\n/);
-  } catch {
-    return undefined;
-  }
+  // The file may have been replaced since it was loaded (by a FIFO, even): read it as safely.
+  const r = readProjectFile(root, file);
+  return r.ok ? r.text.split(/\r?\n/) : undefined;
 }
 
 /**
@@ -39,3 +36,6 @@ export function didYouMean(word: string, candidates: Iterable<string>, maxDistan
 export const suggestion = (best: string | undefined): string => (best === undefined ? '' : `; did you mean \`${best}\`?`);
 
 export const formatLocation = (loc: SourceLocation): string => `${loc.file}:${loc.line}:${loc.col}`;
+
+/** A name as messages show it: a 100 KB name must not make a 100 KB message. */
+export const shown = (s: string): string => (s.length > 60 ? `${s.slice(0, 57)}…` : s);

@@ -4,17 +4,21 @@
  * reaches the user without its file:line:col.
  */
 import type * as t from 'typanion';
-import { isAlias, isMap, isScalar, isSeq, type Document, type Node } from 'yaml';
-import { DstackError } from '../errors.js';
+import { isMap, isScalar, isSeq, type Document, type Node } from 'yaml';
+import type { DstackError } from '../errors.js';
+import { MAX_ALIAS_EXPANSION, derefNode, type AliasTargets } from './aliases.js';
 import { MISSING } from './schema.js';
-import type { SourceFile } from './source-file.js';
+import { nodeError, type SourceFile } from './source-file.js';
 import { didYouMean, suggestion } from './source.js';
+
+export { nodeError } from './source-file.js';
 
 type Segment = string | number;
 
 export interface ValidateContext {
   readonly src: SourceFile;
   readonly doc: Document;
+  readonly aliases: AliasTargets;
   /** The node whose JS value was validated. */
   readonly root: Node;
   /** Known keys by path pattern (`resources`, `artifacts[]`), for "did you mean". */
@@ -27,20 +31,19 @@ export interface ValidateContext {
 
 export function validate(schema: t.AnyStrictValidator, node: Node, ctx: Omit<ValidateContext, 'root'>): DstackError[] {
   const errors: string[] = [];
-  if (schema(node.toJS(ctx.doc), { errors })) return [];
+  let value: unknown;
+  try {
+    value = node.toJS(ctx.doc, { maxAliasCount: MAX_ALIAS_EXPANSION });
+  } catch (e) {
+    // The `yaml` package's guard against alias bombs ("Excessive alias count…"); undefined and
+    // self-containing aliases were reported before (aliases.ts), so this is the expansion.
+    if (!(e instanceof ReferenceError)) throw e;
+    const first = [...ctx.aliases.keys()].find((a) => (a.range?.[0] ?? -1) >= (node.range?.[0] ?? 0)) ?? node;
+    return [nodeError(ctx, first, 'DS0018', `YAML aliases here expand to too many values (more than ${MAX_ALIAS_EXPANSION} repeats)`,
+      'write the values out instead of nesting aliases of aliases')];
+  }
+  if (schema(value, { errors })) return [];
   return errors.map((e) => toDstackError(e, { ...ctx, root: node }));
-}
-
-export function nodeError(
-  ctx: { readonly src: SourceFile },
-  node: Node | null | undefined,
-  code: ConstructorParameters<typeof DstackError>[0],
-  message: string,
-  hint?: string,
-): DstackError {
-  const offset = node?.range?.[0] ?? 0;
-  const location = ctx.src.locate(offset);
-  return new DstackError(code, message, { location, lineText: ctx.src.lineText(location.line), hint });
 }
 
 function toDstackError(raw: string, ctx: ValidateContext): DstackError {
@@ -87,7 +90,7 @@ function follow(ctx: ValidateContext, segments: readonly Segment[]): { node: Nod
   let parent: Node | undefined;
   let keyNode: Node | undefined;
   for (const seg of segments) {
-    const cur: unknown = isAlias(node) ? node.resolve(ctx.doc) : node;
+    const cur: unknown = derefNode(ctx.aliases, node) ?? node;
     let next: unknown;
     keyNode = undefined;
     if (isMap(cur)) {

@@ -1,14 +1,22 @@
-/** Remote configuration (host specs, the config file, finding a remote) and shell quoting for SSH commands. */
+/**
+ * Remotes (src/backends/remotes.ts through the built-in plugins): host specs, the config file, each
+ * remote checked by its plugin's schema, finding a remote; and shell quoting for SSH commands.
+ */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { findRemote, formatHostSpec, parseHostSpec, readConfig, writeConfig } from '../../src/backends/ssh/config.js';
+import { registry } from '../../src/backends/index.js';
+import { formatHostSpec, jobsPerHostOf, parseHostSpec, type SshRemote } from '../../src/backends/ssh/remote.js';
 import { boundToChannel, shellJoin, shellQuote } from '../../src/backends/ssh-host/shell.js';
 import { DstackError, formatError } from '../../src/engine/errors.js';
 import { withTimeout } from '../helpers/timeout.js';
+
+const readConfig = (home: string) => registry.remotes(home).read();
+const writeConfig = (home: string, cfg: Parameters<ReturnType<typeof registry.remotes>['write']>[0]) => registry.remotes(home).write(cfg);
+const findRemote = (home: string, name?: string) => registry.remotes(home).find(name);
 
 const fails = async (p: Promise<unknown> | (() => unknown)): Promise<DstackError> => {
   try {
@@ -31,7 +39,7 @@ test('parseHostSpec: users, hosts, ports, IPv6; formatHostSpec round-trips', () 
   assert.is(formatHostSpec({ user: 'a', host: 'h', port: 65535 }), 'a@h:65535');
 });
 
-test('parseHostSpec: every mistake is DS0210, exit 2', async () => {
+test('parseHostSpec: every mistake is DS0210, exit 2', withTimeout(5000, async () => {
   const cases: [string, string][] = [
     ['root@', "invalid --host 'root@': no host after @"],
     ['root@:22', "invalid --host 'root@:22': no host after @"],
@@ -50,7 +58,7 @@ test('parseHostSpec: every mistake is DS0210, exit 2', async () => {
     assert.is(e.code, 'DS0210');
     assert.is(e.exitCode, 2);
   }
-});
+}));
 
 test(
   'config file: absent is empty, written 0600 atomically, unknown keys kept, malformed is DS0210',
@@ -65,14 +73,29 @@ test(
       assert.equal(JSON.parse(readFileSync(join(home, 'config.json'), 'utf8')), { other: { x: 1 }, default: 'lab', remotes: [lab] });
       assert.equal(execFileSync('ls', ['-A', home], { encoding: 'utf8' }), 'config.json\n', 'no temporary file is left');
 
-      // jobsPerHost defaults to 1 in a hand-written file.
-      writeFileSync(join(home, 'config.json'), JSON.stringify({ remotes: [{ name: 'x', kind: 'ssh', hosts: [{ user: 'u', host: 'h', port: 2 }] }] }));
-      assert.equal((await readConfig(home)).remotes[0], { name: 'x', kind: 'ssh', hosts: [{ user: 'u', host: 'h', port: 2 }], jobsPerHost: 1 });
+      // jobsPerHost may be left out of a hand-written file: one job per host.
+      const bare = { name: 'x', kind: 'ssh', hosts: [{ user: 'u', host: 'h', port: 2 }] };
+      writeFileSync(join(home, 'config.json'), JSON.stringify({ remotes: [bare] }));
+      const read = (await readConfig(home)).remotes[0] as SshRemote;
+      assert.equal(read, bare);
+      assert.is(jobsPerHostOf(read), 1);
+      assert.equal(registry.remotes(home).columnsOf(read), { HOSTS: 'u@h:2', 'JOBS/HOST': '1', IDENTITY: '(agent or ~/.ssh)' });
 
-      writeFileSync(join(home, 'config.json'), JSON.stringify({ remotes: [{ name: 'x', kind: 'ssh', hosts: [] }] }));
-      assert.is((await fails(readConfig(home))).message, `${join(home, 'config.json')} is not a valid dstack configuration: remotes[0] (x) has no hosts`);
-      writeFileSync(join(home, 'config.json'), JSON.stringify({ remotes: [{ name: 'x', kind: 'k8s', hosts: [] }] }));
-      assert.is((await fails(readConfig(home))).message, `${join(home, 'config.json')} is not a valid dstack configuration: remotes[0] (x) has an unknown kind "k8s"`);
+      // Each remote is checked by its plugin's schema, naming the field.
+      const invalid = `${join(home, 'config.json')} is not a valid dstack configuration: remotes[0] (x)`;
+      const cases: [unknown, string][] = [
+        [{ ...bare, hosts: [] }, 'hosts: expected to have a length of at least 1 elements (got 0)'],
+        [{ ...bare, hosts: [{ user: 'u', host: 'h', port: 0 }] }, 'hosts[0].port: expected to be in the [1; 65535] range (got 0)'],
+        [{ ...bare, identiy: '/k' }, 'identiy: extraneous property (got "/k")'],
+        [{ ...bare, jobsPerHost: 0 }, 'jobsPerHost: expected to be at least 1 (got 0)'],
+        [{ name: 'x', kind: 'k8s', hosts: [] }, 'has an unknown kind "k8s" (this dstack knows ssh, aws, folder, s3)'],
+      ];
+      for (const [remote, why] of cases) {
+        writeFileSync(join(home, 'config.json'), JSON.stringify({ remotes: [remote] }));
+        const e = await fails(readConfig(home));
+        assert.is(e.message, `${invalid} ${why}`);
+        assert.is(e.code, 'DS0210');
+      }
       writeFileSync(join(home, 'config.json'), '[]');
       const e = await fails(readConfig(home));
       assert.is(e.code, 'DS0210');
@@ -90,11 +113,11 @@ test(
     try {
       assert.is(
         formatError(await fails(findRemote(home))),
-        'error DS0211: no remote is configured\n  = add one: dstack config ssh --name NAME --host user@host[:port]',
+        'error DS0211: no remote is configured\n  = add one: dstack config ssh --name NAME --host user@host[:port], or dstack config aws --name NAME --region REGION --bucket BUCKET',
       );
       assert.is(
         formatError(await fails(findRemote(home, 'lab'))),
-        "error DS0211: no remote named 'lab'\n  = add one: dstack config ssh --name NAME --host user@host[:port]",
+        "error DS0211: no remote named 'lab'\n  = add one: dstack config ssh --name NAME --host user@host[:port], or dstack config aws --name NAME --region REGION --bucket BUCKET",
       );
       const lab = { name: 'lab', kind: 'ssh' as const, hosts: [{ user: 'a', host: 'h', port: 22 }], jobsPerHost: 1 };
       const gpu = { ...lab, name: 'gpu' };

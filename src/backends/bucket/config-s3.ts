@@ -1,9 +1,9 @@
 import { Command, Option } from 'clipanion';
 import { DstackError } from '../../engine/errors.js';
 import { checkBucketName, type S3Remote } from '../../remote-store/config.js';
-import { DstackCommand } from '../base.js';
-import { saveBucketRemote } from '../bucket-config.js';
-import { dstackHome } from '../home.js';
+import { DstackCommand } from '../command.js';
+import { checkRemoteName } from '../remotes.js';
+import { saveBucketRemote } from './save.js';
 
 export class ConfigS3Command extends DstackCommand {
   static override paths = [['config', 's3']];
@@ -35,7 +35,7 @@ export class ConfigS3Command extends DstackCommand {
       throw new DstackError('DS0210', `invalid --prefix '${this.prefix}'`, { hint: 'a key prefix such as dstack or team/ml' });
     }
     const remote: S3Remote = {
-      name: this.name,
+      name: checkRemoteName(this.name),
       kind: 's3',
       bucket: checkBucketName(this.bucket),
       ...(this.prefix ? { prefix: this.prefix.replace(/^\/+|\/+$/g, '') } : {}),
@@ -43,7 +43,7 @@ export class ConfigS3Command extends DstackCommand {
       ...(this.profile ? { profile: this.profile } : {}),
     };
     if (this.create) await this.ensureBucket(remote);
-    const { replaced } = await saveBucketRemote(dstackHome(), remote, this.force);
+    const { replaced } = await saveBucketRemote(await this.context.remotes(), remote, this.force);
     this.context.stderr.write(`${replaced ? 'Replaced' : 'Saved'} remote '${this.name}': the team bucket s3://${remote.bucket}; send a run there with \`dstack push RUN\`\n`);
     return 0;
   }

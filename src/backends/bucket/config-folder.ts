@@ -2,9 +2,9 @@ import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Command, Option } from 'clipanion';
 import { DstackError } from '../../engine/errors.js';
-import { DstackCommand } from '../base.js';
-import { saveBucketRemote } from '../bucket-config.js';
-import { dstackHome } from '../home.js';
+import { DstackCommand } from '../command.js';
+import { checkRemoteName } from '../remotes.js';
+import { saveBucketRemote } from './save.js';
 
 export class ConfigFolderCommand extends DstackCommand {
   static override paths = [['config', 'folder']];
@@ -34,7 +34,7 @@ export class ConfigFolderCommand extends DstackCommand {
         hint: `create it (or mount the share there) first: mkdir -p ${path}`,
       });
     }
-    const { replaced } = await saveBucketRemote(dstackHome(), { name: this.name, kind: 'folder', path }, this.force);
+    const { replaced } = await saveBucketRemote(await this.context.remotes(), { name: checkRemoteName(this.name), kind: 'folder', path }, this.force);
     this.context.stderr.write(`${replaced ? 'Replaced' : 'Saved'} remote '${this.name}': the team bucket in ${path}; send a run there with \`dstack push RUN\`\n`);
     return 0;
   }

@@ -52,7 +52,7 @@ export async function superviseRun(options: SuperviseOptions): Promise<RunOutcom
   process.on('SIGUSR2', onAbort);
   process.on('SIGHUP', onTerm);
   const { teamOfRun } = await import('./team-record.js');
-  const team = await teamOfRun(session, run.repo.root, options.stderr);
+  const team = await teamOfRun(session, run.repo.root, options.stderr, run.backend);
   // A run on a remote backend is the team's to see: recorded in the bucket as it starts and ends.
   const remoteRun = run.backend !== 'local';
   try {

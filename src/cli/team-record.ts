@@ -20,9 +20,12 @@ export interface TeamOfRun {
   readonly close: () => Promise<void>;
 }
 
-/** Undefined when no team bucket is configured (or several, and none is the default). */
-export async function teamOfRun(session: Session, root: string, stderr: NodeJS.WritableStream): Promise<TeamOfRun | undefined> {
-  const remote = await defaultTeamRemote(session.home).catch(() => undefined);
+/**
+ * Undefined when no team bucket is configured (or several, and none is the default). A run on a
+ * remote with a bucket of its own (`aws:NAME`, its `--bucket`) uses that one.
+ */
+export async function teamOfRun(session: Session, root: string, stderr: NodeJS.WritableStream, backendId?: string): Promise<TeamOfRun | undefined> {
+  const remote = await defaultTeamRemote(session.home, backendId).catch(() => undefined);
   if (!remote) return undefined;
   let opened: Promise<{ team: TeamStore; repo: string; cache: RemoteCache }> | undefined;
   let warned = false;

@@ -31,9 +31,20 @@ export async function teamRemote(home: string, name?: string): Promise<BucketRem
   throw new DstackError('DS0267', `several team buckets are configured (${buckets.map((b) => b.name).join(', ')})`, { hint: 'name one with --remote NAME' });
 }
 
-/** The team bucket when exactly one can be chosen without asking; undefined otherwise (no error). */
-export async function defaultTeamRemote(home: string): Promise<BucketRemote | undefined> {
+/**
+ * The team bucket when one can be chosen without asking: for a run on a remote that has a bucket of
+ * its own (an AWS remote's `bucket`), that one; else the only one, or the default remote's.
+ * Undefined otherwise (no error).
+ */
+export async function defaultTeamRemote(home: string, backendId?: string): Promise<BucketRemote | undefined> {
   try {
+    const colon = backendId?.indexOf(':') ?? -1;
+    if (colon > 0) {
+      const { registry } = await import('../backends/index.js');
+      const own = (await registry.remotes(home).read()).remotes.find((r) => r.kind === backendId!.slice(0, colon) && r.name === backendId!.slice(colon + 1));
+      const bucket = own && bucketOf(own);
+      if (bucket) return bucket;
+    }
     return await teamRemote(home);
   } catch (e) {
     if (e instanceof DstackError && (e.code === 'DS0267' || e.code === 'DS0210')) return undefined;

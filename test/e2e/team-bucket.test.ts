@@ -169,6 +169,26 @@ function scenario(kind: string, makeTeam: () => Promise<Team>): void {
     }
   }));
 
+  test('the bucket is a remote like the others: config list shows it, --remote refuses it, config delete removes it', withTimeout(60_000, async () => {
+    const listed = JSON.parse(ok(await alice.run(['config', 'list', '--json']), 'config list --json').stdout) as { default: string | null; remotes: { name: string; kind: string }[] };
+    assert.equal([listed.default, listed.remotes.map((r) => [r.name, r.kind])], [null, [['team', team.config[1]]]], 'a bucket never becomes the default remote');
+    const table = ok(await alice.run(['config', 'list']), 'config list').stdout;
+    assert.match(table, new RegExp(`^NAME +KIND +BUCKET\\nteam +${team.config[1]} +\\S+`));
+    const refused = await alice.run(['run', 'train', '--remote', 'team']);
+    assert.equal(
+      [refused.exitCode, refused.stderr],
+      [2, `error DS0268: remote 'team' is a ${team.config[1]} bucket: it stores runs, it does not run them\n  = name a pool or a cloud with --remote NAME (see \`dstack config list\`); the team bucket serves the cache and \`dstack push\` by itself\n`],
+    );
+    const lone = await createProject({ workflows: WORKFLOWS, env: team.env });
+    try {
+      ok(await lone.run(team.config), 'config');
+      ok(await lone.run(['config', 'delete', 'team', '-y']), 'config delete');
+      assert.equal((await lone.json<{ remotes: unknown[] }>(['config', 'list', '--json'])).remotes, []);
+    } finally {
+      await lone.cleanup();
+    }
+  }));
+
   test('nothing left behind', withTimeout(30_000, async () => assertNoContainersLeft()));
   test.run();
 }

@@ -109,7 +109,7 @@ export class RunCommand extends DstackCommand {
         assertSupported(backend!, prepared.jobs);
         // Hashed to decide, not stored: only the stat cache learns from a dry run.
         const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store });
-        const team = await (await import('../team-record.js')).teamOfRun(session, snapshot.repo.root, this.context.stderr);
+        const team = await (await import('../team-record.js')).teamOfRun(session, snapshot.repo.root, this.context.stderr, backendId);
         const decisions = await explainRun({
           store,
           backend: backend!,

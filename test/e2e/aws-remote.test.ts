@@ -15,6 +15,7 @@ import { assertNoCrash, containersOf, createProject, runNameOf, type Project, ty
 import { startFaultProxy, type FaultProxy } from '../helpers/ec2-faults.js';
 import { liveInstances, motoClient, startInstanceWatcher, sweepInstanceContainers, type InstanceWatcher } from '../helpers/instances.js';
 import { motoEnv, startMoto, type Moto } from '../helpers/moto.js';
+import { createBucket, testS3Client } from '../helpers/s3.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 const FIXTURE = new URL('../../fixtures/mnist', import.meta.url).pathname;
@@ -193,13 +194,23 @@ test(
   }),
 );
 
-test('the trivial job: hello on EC2, its instance terminated after', withTimeout(180_000, async () => {
-  const p = await awsProject();
-  const r = await p.run(['run', 'hello', '--remote'], { timeoutMs: 170_000 });
-  assertNoCrash(r);
-  assert.is(r.exitCode, 0, r.stderr);
-  assert.is(r.stdout, 'hello-from-ec2\n');
-  assert.equal(await liveInstances(ec2), []);
+test('the trivial job: hello on EC2, its instance terminated after, the run recorded in the remote\'s --bucket for the team', withTimeout(180_000, async () => {
+  const s3 = testS3Client(moto.endpoint);
+  try {
+    await createBucket(s3, 'dstack-test');
+    const p = await awsProject();
+    const r = await p.run(['run', 'hello', '--remote'], { timeoutMs: 170_000 });
+    assertNoCrash(r);
+    assert.is(r.exitCode, 0, r.stderr);
+    assert.is(r.stdout, 'hello-from-ec2\n');
+    assert.not.match(r.stderr, /warning: the team bucket/);
+    assert.equal(await liveInstances(ec2), []);
+    // The AWS remote's bucket is the team's: the run is there with no push, its log too.
+    const team = await p.json<{ run: string; backend: string; status: string }[]>(['ps', '--remote', '--json']);
+    assert.equal(team.map((x) => [x.run, x.backend, x.status]), [[runNameOf(r.stderr), 'aws:cloud', 'done']]);
+  } finally {
+    s3.destroy();
+  }
 }));
 
 test('sweep: no instance container and no job container of this process is left', withTimeout(30_000, async () => {

@@ -11,6 +11,13 @@ import type { DstackContext } from './command.js';
 import type { AnyPlugin } from './plugin.js';
 import { Remotes } from './remotes.js';
 
+/** What `--remote NAME` of a remote that stores runs and runs none (a team bucket) says. */
+export function storesOnlyError(name: string, kind: string): DstackError {
+  return new DstackError('DS0268', `remote '${name}' is a ${kind} bucket: it stores runs, it does not run them`, {
+    hint: 'name a pool or a cloud with --remote NAME (see `dstack config list`); the team bucket serves the cache and `dstack push` by itself',
+  });
+}
+
 export interface OpenOptions {
   readonly home: string;
   /** Passed to the plugin as is: knobs for tests (see BackendOpenOptions.settings). */
@@ -40,12 +47,7 @@ export class BackendRegistry {
   async backendIdFor(home: string, remote: string | undefined): Promise<string> {
     if (remote === undefined) return this.defaultKind;
     const found = await this.remotes(home).find(remote === '' ? undefined : remote);
-    const plugin = this.find(found.kind);
-    if (plugin?.storesOnly) {
-      throw new DstackError('DS0268', `remote '${found.name}' is a ${found.kind} bucket: it stores runs, it does not run them`, {
-        hint: 'name a pool or a cloud with --remote NAME (see `dstack config list`); the team bucket serves the cache and `dstack push` by itself',
-      });
-    }
+    if (this.find(found.kind)?.storesOnly) throw storesOnlyError(found.name, found.kind);
     return `${found.kind}:${found.name}`;
   }
 

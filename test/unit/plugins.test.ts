@@ -129,6 +129,34 @@ test(
   }),
 );
 
+test(
+  'the team bucket\'s remotes are plugins that store runs and run none: saved, listed, never the default, refused by --remote (DS0268), deleted',
+  withTimeout(10_000, async () => {
+    const home = mkdtempSync(join(tmpdir(), 'dstack-plugins-'));
+    try {
+      const saved = await dstack(home, ['config', 'folder', '--name', 'team', '--path', home], builtIn);
+      assert.equal([saved.code, saved.err], [0, `Saved remote 'team': the team bucket in ${home}; send a run there with \`dstack push RUN\`\n`]);
+      const listed = await dstack(home, ['config', 'list'], builtIn);
+      assert.equal(listed.out.split('\n')[0]!.split(/ +/), ['NAME', 'KIND', 'BUCKET']);
+      assert.match(listed.out, new RegExp(`^team +folder +${home}$`, 'm'));
+      assert.is(JSON.parse(readFileSync(join(home, 'config.json'), 'utf8')).default, undefined, 'not the default remote');
+      const refused = await builtIn.backendIdFor(home, 'team').then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      assert.ok(refused instanceof DstackError);
+      assert.is(formatError(refused), "error DS0268: remote 'team' is a folder bucket: it stores runs, it does not run them\n  = name a pool or a cloud with --remote NAME (see `dstack config list`); the team bucket serves the cache and `dstack push` by itself");
+      const none = await builtIn.backendIdFor(home, '').catch((e: unknown) => e);
+      assert.is((none as DstackError).code, 'DS0211', '--remote alone finds no default');
+      const deleted = await dstack(home, ['config', 'delete', 'team', '-y'], builtIn);
+      assert.is(deleted.code, 0, deleted.err);
+      assert.equal(JSON.parse(readFileSync(join(home, 'config.json'), 'utf8')).remotes, []);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
+  }),
+);
+
 test('two plugins of one kind are refused', () => {
   assert.throws(() => new BackendRegistry([localPlugin, sshPlugin, sshPlugin]), /two backend plugins of kind 'ssh'/);
 });

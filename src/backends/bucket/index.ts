@@ -6,16 +6,9 @@
  * only when a bucket is opened (src/remote-store/config.ts `openBucket`).
  */
 import type { Backend } from '../../engine/backend.js';
-import { DstackError } from '../../engine/errors.js';
-import type { Plugin } from '../plugin.js';
 import type { FolderRemote, S3Remote } from '../../remote-store/config.js';
-
-/** What `dstack run --remote NAME` says of a bucket remote. */
-export function notARunner(name: string, kind: string): DstackError {
-  return new DstackError('DS0268', `remote '${name}' is a ${kind} bucket: it stores runs, it does not run them`, {
-    hint: 'name a pool or a cloud with --remote NAME (see `dstack config list`); the team bucket serves the cache and `dstack push` by itself',
-  });
-}
+import type { Plugin } from '../plugin.js';
+import { storesOnlyError } from '../registry.js';
 
 const s3Where = (r: S3Remote): string => `s3://${r.bucket}${r.prefix ? `/${r.prefix.replace(/^\/+|\/+$/g, '')}` : ''}${r.region ? ` (${r.region})` : ''}`;
 
@@ -28,7 +21,7 @@ export const folderPlugin: Plugin<FolderRemote> = {
   columns: (r) => ({ BUCKET: r.path }),
   commands: async () => [(await import('./config-folder.js')).ConfigFolderCommand],
   open: (options): Backend => {
-    throw notARunner(options.remote?.name ?? 'folder', 'folder');
+    throw storesOnlyError(options.remote?.name ?? 'folder', 'folder');
   },
 };
 
@@ -41,6 +34,6 @@ export const s3Plugin: Plugin<S3Remote> = {
   columns: (r) => ({ BUCKET: s3Where(r) }),
   commands: async () => [(await import('./config-s3.js')).ConfigS3Command],
   open: (options): Backend => {
-    throw notARunner(options.remote?.name ?? 's3', 's3');
+    throw storesOnlyError(options.remote?.name ?? 's3', 's3');
   },
 };

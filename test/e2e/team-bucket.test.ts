@@ -3,8 +3,10 @@
  * through the real SDK): alice runs and pushes; bob sees the run in `ps --remote`, reuses its job
  * as a cached dep ("cached by alice's run … (bucket)"), pulls it and copies a file out
  * byte-identical; a second push sends nothing; two pushes of one tag name race and one wins.
- * Their projects are two folders with the same repository id, as two clones would be.
+ * Their projects are two folders with the same repository id, as two clones would be. Two more
+ * members with repositories of their own try 0.7's deps on another repository (owner/repo/name).
  */
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -166,6 +168,36 @@ function scenario(kind: string, makeTeam: () => Promise<Team>): void {
       );
     } finally {
       await lone.cleanup();
+    }
+  }));
+
+  test("deps on another repository, as in 0.7 (`workflow: acme/data/prep`, `tag: acme/data/v1`), resolve through the bucket", withTimeout(240_000, async () => {
+    const repo = `acme/data-${randomBytes(4).toString('hex')}`;
+    const dana = await createProject({ workflows: WORKFLOWS, env: { ...team.env, DSTACK_OWNER: 'dana' } });
+    const uses = (dep: string): string => `workflows:\n  - name: use\n    image: ${IMAGE}\n    deps:\n      - ${dep}\n    commands:\n      - cat data/a.txt\n`;
+    const carol = await createProject({ workflows: uses(`workflow: ${repo}/prep`), env: { ...team.env, DSTACK_OWNER: 'carol' } });
+    try {
+      // dana's clone has a remote URL: its identity is github.com/acme/data-…, which `acme/data-…` names.
+      execFileSync('git', ['init', '-q'], { cwd: dana.dir });
+      execFileSync('git', ['remote', 'add', 'origin', `https://github.com/${repo}.git`], { cwd: dana.dir });
+      for (const p of [dana, carol]) ok(await p.run(team.config), 'config');
+      const made = runNameOf(ok(await dana.run(['run', 'prep']), 'dana runs prep').stderr);
+      ok(await dana.run(['push', made]), 'dana pushes');
+      ok(await dana.run(['tags', 'add', 'v1', made]), 'dana tags');
+      ok(await dana.run(['push', ':v1']), 'dana pushes the tag');
+      const plan = ok(await carol.run(['run', 'use', '--dry-run']), 'plan');
+      assert.match(plan.stdout, /use +runs/);
+      assert.is(ok(await carol.run(['run', 'use']), 'the workflow dep').stdout, 'shared-data\n');
+      await writeFile(join(carol.dir, '.dstack', 'workflows.yaml'), uses(`tag: ${repo}/v1`));
+      assert.is(ok(await carol.run(['run', 'use']), 'the tag dep').stdout, 'shared-data\n');
+      await writeFile(join(carol.dir, '.dstack', 'workflows.yaml'), uses(`workflow: ${repo}/nope`));
+      const missing = await carol.run(['run', 'use']);
+      assertNoCrash(missing);
+      assert.is(missing.exitCode, 2, missing.stderr);
+      assert.match(missing.stderr, new RegExp(`^error DS0272: no successful run of nope in github\\.com/${repo} in the team bucket\\n  --> \\.dstack/workflows\\.yaml:5:9\\n`), missing.stderr);
+    } finally {
+      await dana.cleanup();
+      await carol.cleanup();
     }
   }));
 

@@ -12,6 +12,7 @@ import type { DstackContext } from '../backends/command.js';
 import type { BackendRegistry } from '../backends/registry.js';
 import { reportError } from './base.js';
 import { dstackHome } from './home.js';
+import { stdio } from './output.js';
 import { VERSION } from './version.js';
 
 /** The backend plugins, loaded only by the commands that need them. */
@@ -59,10 +60,13 @@ export interface MainOptions {
 
 export async function main(argv: readonly string[], options: MainOptions = {}): Promise<number> {
   const backends = options.backends ?? builtIn;
+  // The process's own streams go through the guarded writer: a reader that goes away stops the
+  // writing, never the command (a test's injected streams are its own).
+  const own = options.stdout && options.stderr ? undefined : stdio();
   const context: DstackContext = {
     ...Cli.defaultContext,
-    ...(options.stdout ? { stdout: options.stdout as typeof Cli.defaultContext.stdout } : {}),
-    ...(options.stderr ? { stderr: options.stderr as typeof Cli.defaultContext.stderr } : {}),
+    stdout: (options.stdout ?? own?.stdout) as typeof Cli.defaultContext.stdout,
+    stderr: (options.stderr ?? own?.stderr) as typeof Cli.defaultContext.stderr,
     remotes: async () => (await backends()).remotes(dstackHome()),
   };
   if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-v')) {

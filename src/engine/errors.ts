@@ -105,6 +105,8 @@ export const Codes = {
   DS0237: { title: 'instance did not start running', exit: ExitCode.backendUnavailable },
   DS0238: { title: 'instance address unknown', exit: ExitCode.backendUnavailable },
   DS0239: { title: 'caller address unknown', exit: ExitCode.backendUnavailable },
+  // the first hour: stopping, pulls, shared deps (issue 8); DS0130–DS0139 and DS0290–DS0299
+  DS0130: { title: 'Docker engine has no init', exit: ExitCode.backendUnavailable },
 } as const;
 export type ErrorCode = keyof typeof Codes;
 

@@ -25,6 +25,7 @@ import type { ArtifactStore, Manifest } from '../../artifacts/types.js';
 import type { BackendHandle, JobContext, LogSink, Machine, RunningJob, StageInput } from '../../engine/backend.js';
 import { DstackError } from '../../engine/errors.js';
 import type { ArtifactSpec } from '../../engine/types.js';
+import { artifactFolders } from '../docker/artifact-dirs.js';
 import { LABEL_HOME, LABEL_JOB, LABEL_RUN, cacheMounts, createOptions, freePorts } from '../docker/container.js';
 import { saveWithDeps, stageDeps, type DepMount } from '../docker/deps.js';
 import type { DockerClient } from '../docker/docker.js';
@@ -113,6 +114,9 @@ export class LocalMachine implements Machine {
     await materializeSnapshot(input.store, input.snapshot, this.workflowDir);
     const staged = await stageDeps({ deps: input.deps, store: input.store, depsDir: this.depsDir, workflowDir: this.workflowDir });
     this.depMounts = staged.mounts;
+    const folders = artifactFolders(ctx.spec.artifacts, { snapshot: input.snapshot, depPaths: staged.mounts.map((m) => m.path) });
+    // Best effort: whatever stands in the way (a dep's symlink) is the job's to meet, as without this.
+    for (const f of folders) await mkdir(join(this.workflowDir, f), { recursive: true }).catch(() => undefined);
   }
 
   async start(ctx: JobContext, env: Readonly<Record<string, string>>, logs: LogSink): Promise<RunningJob> {

@@ -20,6 +20,7 @@ import type { ArtifactStore, Manifest, ManifestEntry } from '../../artifacts/typ
 import { DstackError } from '../../engine/errors.js';
 import { insideRelative } from '../../engine/paths.js';
 import { asContentHash, type ArtifactSpec, type ContentHash } from '../../engine/types.js';
+import { artifactFolders } from '../docker/artifact-dirs.js';
 import { mergeDeps, topLevel, type DepMount } from '../docker/deps.js';
 import type { SshConnection } from './connect.js';
 import type { HostLayout } from './host-layout.js';
@@ -98,6 +99,8 @@ export interface StagePlan {
   readonly deps: readonly Manifest[];
   /** Host folders to make for `cache:` mounts. */
   readonly cacheDirs: readonly string[];
+  /** The job's artifacts: their folders are made in /workflow before it starts (artifact-dirs.ts). */
+  readonly artifacts?: readonly ArtifactSpec[];
 }
 
 export interface StagedOnHost {
@@ -136,6 +139,9 @@ export function stagePlan(layout: HostLayout, plan: StagePlan): StagedOnHost {
   const code = snapshotLines(script, plan.snapshot);
   const mounts = plan.deps.length > 0 ? depsLines(script, plan.deps, code, { W, D }) : [];
   batched('mkdir -p', plan.cacheDirs, script.lines);
+  // Best effort, as locally: whatever stands in the way (a dep's symlink) is the job's to meet.
+  const folders = artifactFolders(plan.artifacts ?? [], { snapshot: plan.snapshot, depPaths: mounts.map((m) => m.path) });
+  for (let i = 0; i < folders.length; i += 200) script.lines.push(`mkdir -p -- ${folders.slice(i, i + 200).map((f) => q(posix.join(W, checkedPath(f)))).join(' ')} 2>/dev/null || true`);
   return { workflowDir: W, depsDir: D, mounts, objects: script.objects, script: `${script.lines.join('\n')}\n` };
 }
 

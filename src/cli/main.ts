@@ -13,6 +13,7 @@ import type { BackendRegistry } from '../backends/registry.js';
 import { reportError } from './base.js';
 import { dstackHome } from './home.js';
 import { stdio } from './output.js';
+import { namePlaceholders, unknownCommand } from './usage-text.js';
 import { VERSION } from './version.js';
 
 /** The backend plugins, loaded only by the commands that need them. */
@@ -74,7 +75,7 @@ export async function main(argv: readonly string[], options: MainOptions = {}): 
     return 0;
   }
   const colored = Boolean(process.stdout.isTTY) && !options.stdout && !process.env.NO_COLOR;
-  const cli = new Cli<DstackContext>({ binaryLabel: 'dstack — run ML workflows in Docker', binaryName: 'dstack', binaryVersion: VERSION, enableColors: colored });
+  const cli = new DstackCli({ binaryLabel: 'dstack — run ML workflows in Docker', binaryName: 'dstack', binaryVersion: VERSION, enableColors: colored });
   for (const c of await commandsFor(argv[0], backends)) cli.register(c);
   cli.register(Builtins.HelpCommand);
   cli.register(Builtins.VersionCommand);
@@ -83,6 +84,12 @@ export async function main(argv: readonly string[], options: MainOptions = {}): 
     command = cli.process([...argv], context);
   } catch (e) {
     // Parse errors: unknown command or option, missing argument.
+    const paths = cli.definitions().map((d) => d.path.split(' ').slice(1));
+    if (e instanceof Error && (e.message.startsWith('Command not found') || unknownSubcommand(argv, paths))) {
+      const { message, hint } = unknownCommand(argv, paths);
+      context.stderr.write(`error DS0100: ${message}\n  = ${hint}\n`);
+      return 2;
+    }
     const text = cli.error(e, { colored: false }).replace(/^Unknown Syntax Error: /, '').trimEnd();
     context.stderr.write(`error DS0100: ${text}\n  = see \`dstack --help\`\n`);
     return 2;
@@ -91,5 +98,23 @@ export async function main(argv: readonly string[], options: MainOptions = {}): 
     return await cli.run(command, context);
   } catch (e) {
     return reportError(e, context.stderr);
+  }
+}
+
+/** `dstack secrets remve`: a group (whose bare name may be a command itself) and a word none of its commands has. */
+function unknownSubcommand(argv: readonly string[], paths: readonly (readonly string[])[]): boolean {
+  const [group, word] = argv;
+  const subs = paths.filter((p) => p.length > 1 && p[0] === group).map((p) => p[1]);
+  return subs.length > 0 && word !== undefined && !word.startsWith('-') && !subs.includes(word);
+}
+
+/** Usage text with named option values (`--since DURATION`, not clipanion's `--since #0`). */
+class DstackCli extends Cli<DstackContext> {
+  override usage(...args: Parameters<Cli<DstackContext>['usage']>): string {
+    return namePlaceholders(super.usage(...args));
+  }
+
+  override error(...args: Parameters<Cli<DstackContext>['error']>): string {
+    return namePlaceholders(super.error(...args));
   }
 }

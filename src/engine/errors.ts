@@ -107,6 +107,8 @@ export const Codes = {
   DS0239: { title: 'caller address unknown', exit: ExitCode.backendUnavailable },
   // the first hour: stopping, pulls, shared deps (issue 8); DS0130–DS0139 and DS0290–DS0299
   DS0130: { title: 'Docker engine has no init', exit: ExitCode.backendUnavailable },
+  DS0290: { title: 'image needs registry credentials', exit: ExitCode.usage },
+  DS0291: { title: 'registry refused the credentials', exit: ExitCode.usage },
 } as const;
 export type ErrorCode = keyof typeof Codes;
 

@@ -9,7 +9,7 @@ import type { Manifest, ManifestEntry } from '../../src/artifacts/types.js';
 import { asContentHash } from '../../src/engine/types.js';
 import { DockerApiError, endpointFromEnv } from '../../src/backends/docker/docker.js';
 import { startError } from '../../src/backends/docker/job-container.js';
-import { splitImage } from '../../src/backends/docker/pull.js';
+import { registryAuthHeader, splitImage } from '../../src/backends/docker/pull.js';
 import { DstackError } from '../../src/engine/errors.js';
 import type { JobSpec } from '../../src/engine/types.js';
 import { jobSpec } from '../helpers/spec.js';
@@ -188,6 +188,17 @@ test('an engine with no docker-init: DS0130 says where and how to get one; other
   const remote = startError(missing, 'r/train', [], 'on root@gpu1:22') as DstackError;
   assert.ok(remote.message.startsWith('the Docker engine on root@gpu1:22 has no init program'), remote.message);
   assert.is((startError(new DockerApiError(500, 'something else'), 'r/train', []) as DstackError).code, 'DS0203');
+});
+
+test('X-Registry-Auth is URL-safe base64 with its padding, whatever the length (the engine reads nothing otherwise)', () => {
+  for (const password of ['p', 'pw', 'pwd', 'pwd?>', 'ü~~~']) {
+    const header = registryAuthHeader({ username: 'alice', password }, '127.0.0.1:5000/private/app');
+    assert.is(header.length % 4, 0, `padded for a password of ${password.length}`);
+    assert.match(header, /^[A-Za-z0-9_-]+=*$/);
+    assert.equal(JSON.parse(Buffer.from(header, 'base64url').toString('utf8')), { username: 'alice', password, serveraddress: '127.0.0.1:5000' });
+  }
+  const hub = JSON.parse(Buffer.from(registryAuthHeader({ username: 'u', password: 'p' }, 'library/python'), 'base64url').toString('utf8')) as { serveraddress: string };
+  assert.is(hub.serveraddress, 'https://index.docker.io/v1/');
 });
 
 test.run();

@@ -32,4 +32,9 @@ test("nothing at or under a dep's path (mounted read-only); beside it is fine", 
   assert.equal(artifactFolders(art('data', 'data/more', 'data2', 'out'), { snapshot: makeManifest([]), depPaths: ['data'] }), ['data2', 'out']);
 });
 
+test('a path outside /workflow (/opt/venv, ~/.cache/x) makes no folder, and the walk ends', () => {
+  const outside: ArtifactSpec[] = ['/root/.cache/pip', '/opt/venv', '~/.cache/x'].map((path) => ({ path, mount: false, absolute: true }));
+  assert.equal(artifactFolders([...outside, ...art('out')], none), ['out']);
+});
+
 test.run();

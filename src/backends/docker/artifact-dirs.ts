@@ -20,6 +20,9 @@ export function artifactFolders(artifacts: readonly ArtifactSpec[], taken: { rea
   const underDep = (p: string): boolean => taken.depPaths.some((d) => p === d || p.startsWith(`${d}/`));
   const out = new Set<string>();
   for (const a of artifacts) {
+    // A path outside /workflow (an environment: `/opt/venv`, `~/.cache/x`) is the image's own:
+    // nothing to make here (and walking an absolute one's parents would never reach '.').
+    if (a.absolute || posix.isAbsolute(a.path)) continue;
     const folder = looksLikeFile(posix.basename(a.path)) ? posix.dirname(a.path) : a.path;
     if (folder === '' || folder === '.' || underDep(folder)) continue;
     let blocked = false;

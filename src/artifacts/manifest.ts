@@ -29,13 +29,66 @@ export function symlinkTargetInside(linkPath: string, target: string): string | 
   return insideRelative(n);
 }
 
-export function escapingSymlinkError(linkPath: string, target: string): DstackError {
-  return new DstackError('DS0302', `symlink '${linkPath}' points outside the working directory (to '${target}')`, {
+/** `detail`: how it gets out when the link alone does not show it ("through the symlink 'b'"). */
+export function escapingSymlinkError(linkPath: string, target: string, detail?: string): DstackError {
+  return new DstackError('DS0302', `symlink '${linkPath}' points outside the working directory (to '${target}'${detail ? `, ${detail}` : ''})`, {
     hint: 'artifacts may only hold symlinks that resolve inside /workflow; copy the file instead',
   });
 }
 
-/** Throws DS0302 on the first entry that could write outside the destination. */
+/** The detail for escapingSymlinkError when the link that leads out is another one. */
+export const throughLink = (path: string, via: string): string | undefined => (via === path ? undefined : `through the symlink '${via}'`);
+
+/** Enough hops for any real chain (Linux gives up at 40 too); a longer one is a loop and leads nowhere. */
+const MAX_HOPS = 40;
+
+/**
+ * The symlinks of `entries` that lead out of the tree when followed through the tree's own links,
+ * the way the kernel follows them: `a -> b` with `b -> ../..`, or `l -> d/up/..` with `d/up -> ..`
+ * (each link alone looks inside). `via` is the link that left. Lexical for paths the tree does not
+ * have. A manifest may come from a bucket someone else can write to: this runs on every one written.
+ */
+export function escapingLinks(entries: readonly ManifestEntry[]): { readonly path: string; readonly target: string; readonly via: string }[] {
+  const links = new Map<string, string>();
+  for (const e of entries) if (e.type === 'symlink') links.set(e.path, e.target);
+  const out: { path: string; target: string; via: string }[] = [];
+  for (const [path, target] of links) {
+    const via = leaves(links, path);
+    if (via !== undefined) out.push({ path, target, via });
+  }
+  return out;
+}
+
+/** The link through which `path` leaves the tree, or undefined when it stays inside (or loops). */
+function leaves(links: ReadonlyMap<string, string>, path: string): string | undefined {
+  const done: string[] = [];
+  let todo = path.split('/');
+  let hops = 0;
+  // The last link followed: the one whose target climbs out when a `..` does.
+  let via = path;
+  while (todo.length) {
+    const part = todo.shift()!;
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      if (done.length === 0) return via;
+      done.pop();
+      continue;
+    }
+    const here = [...done, part].join('/');
+    const target = links.get(here);
+    if (target === undefined) {
+      done.push(part);
+      continue;
+    }
+    if (++hops > MAX_HOPS) return undefined;
+    if (target.startsWith('/') || target === '') return here;
+    via = here;
+    todo = [...target.split('/'), ...todo];
+  }
+  return undefined;
+}
+
+/** Throws DS0302 on the first entry that could write outside the destination, or lead out of it. */
 export function validateManifest(manifest: Manifest): void {
   if (manifest.version !== 1 || !Array.isArray(manifest.entries)) {
     throw new DstackError('DS0301', `unsupported manifest version ${String(manifest.version)}`);
@@ -62,6 +115,8 @@ export function validateManifest(manifest: Manifest): void {
         throw new DstackError('DS0302', `artifact entry '${path}' has an unknown type`);
     }
   }
+  const out = escapingLinks(manifest.entries)[0];
+  if (out) throw escapingSymlinkError(out.path, out.target, throughLink(out.path, out.via));
 }
 
 const isMode = (m: unknown): m is number => typeof m === 'number' && Number.isInteger(m) && m >= 0 && m <= 0o777;

@@ -3,9 +3,10 @@
  * store, so they are stored once, named by their content, and pruned like any other object.
  */
 import { randomBytes } from 'node:crypto';
-import { readFile, unlink, writeFile } from 'node:fs/promises';
+import { unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DstackError } from '../engine/errors.js';
 import type { ContentHash } from '../engine/types.js';
 import type { ArtifactStore } from './types.js';
 
@@ -20,12 +21,17 @@ export async function putJson(store: ArtifactStore, value: unknown): Promise<Con
   }
 }
 
-/** The JSON object under `hash`; undefined when the store does not have it (pruned, never stored). */
+/**
+ * The JSON object under `hash`, its bytes verified; undefined when the store does not have it
+ * (pruned, never stored) or has it damaged (then quarantined, so it is not there any more either).
+ */
 export async function getJson<T>(store: ArtifactStore, hash: ContentHash): Promise<T | undefined> {
+  const chunks: Buffer[] = [];
   try {
-    return JSON.parse(await readFile(store.objectPath(hash), 'utf8')) as T;
+    for await (const chunk of store.objects.get(hash)) chunks.push(chunk as Buffer);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    if (e instanceof DstackError && (e.code === 'DS0303' || e.code === 'DS0304')) return undefined;
     throw e;
   }
+  return JSON.parse(Buffer.concat(chunks).toString('utf8')) as T;
 }

@@ -7,15 +7,16 @@
  * write within the same mtime tick as our read would leave size and mtime unchanged, and the cache
  * would vouch for content it never saw). See https://git-scm.com/docs/racy-git.
  */
-import { lstat, mkdir, readlink, rm, symlink } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { lstat, readlink, rm, symlink } from 'node:fs/promises';
+import { join, posix } from 'node:path';
+import { mkdirNoFollow } from '../engine/safe-fs.js';
 import { DstackError } from '../engine/errors.js';
 import { insideRelative } from '../engine/paths.js';
 import type { StatKey } from '../engine/store/types.js';
 import { treeHashOf } from '../engine/fingerprint.js';
 import type { ContentHash } from '../engine/types.js';
 import { hashFile } from './hash.js';
-import { makeManifest, symlinkTargetInside } from './manifest.js';
+import { escapingLinks, makeManifest, symlinkTargetInside } from './manifest.js';
 import type { ArtifactStore, Manifest, ManifestEntry } from './types.js';
 import { forEachLimit } from '../engine/limit.js';
 
@@ -110,13 +111,16 @@ export async function hashTree(options: HashTreeOptions): Promise<HashedTree> {
  * artifacts materialized afterwards replace such a link rather than follow it (see materialize).
  */
 export async function materializeSnapshot(store: ArtifactStore, snapshot: Manifest, dest: string): Promise<void> {
-  const outward = snapshot.entries.filter((e): e is Extract<ManifestEntry, { type: 'symlink' }> => e.type === 'symlink' && symlinkTargetInside(e.path, e.target) === undefined);
+  const chained = new Set(escapingLinks(snapshot.entries).map((l) => l.path));
+  const outward = snapshot.entries.filter(
+    (e): e is Extract<ManifestEntry, { type: 'symlink' }> => e.type === 'symlink' && (symlinkTargetInside(e.path, e.target) === undefined || chained.has(e.path)),
+  );
   if (outward.length === 0) return store.materialize(snapshot, dest);
   await store.materialize(makeManifest(snapshot.entries.filter((e) => !outward.includes(e as never))), dest);
   for (const l of outward) {
     if (insideRelative(l.path) !== l.path) throw new DstackError('DS0302', `snapshot entry '${l.path}' leaves the working directory`);
     const to = join(dest, l.path);
-    await mkdir(dirname(to), { recursive: true });
+    await mkdirNoFollow(dest, posix.dirname(l.path), { what: `the code's symlink '${l.path}'`, replaceFiles: true });
     await rm(to, { force: true, recursive: true });
     await symlink(l.target, to);
   }

@@ -30,6 +30,7 @@ const COMMANDS: Readonly<Record<string, Loader>> = {
   cp: async () => [(await import('./commands/cp.js')).CpCommand],
   tags: async () => (await import('./commands/tags.js')).tagsCommands,
   prune: async () => [(await import('./commands/prune.js')).PruneCommand],
+  store: async () => [(await import('./commands/store-verify.js')).StoreVerifyCommand],
   secrets: async () => (await import('./commands/secrets.js')).secretsCommands,
   // `config list|delete` are generic; `config <kind>` comes from each plugin.
   config: async (backends) => {

@@ -2,7 +2,7 @@
  * What a command needs from the outside world, opened lazily so `dstack --version` and `dstack ps`
  * never load dockerode, and nothing is created in the dstack home before it is needed.
  */
-import type { ArtifactStore } from '../artifacts/types.js';
+import type { LocalArtifactStore } from '../artifacts/local-store.js';
 import type { Backend } from '../engine/backend.js';
 import type { RunStore } from '../engine/store/types.js';
 import { dstackHome } from './home.js';
@@ -10,7 +10,7 @@ import { dstackHome } from './home.js';
 export class Session {
   readonly home: string;
   #store: RunStore | undefined;
-  #artifacts: ArtifactStore | undefined;
+  #artifacts: LocalArtifactStore | undefined;
   readonly #backends = new Map<string, Backend>();
 
   constructor(env: NodeJS.ProcessEnv = process.env) {
@@ -25,10 +25,15 @@ export class Session {
     return this.#store;
   }
 
-  async artifacts(): Promise<ArtifactStore> {
+  async artifacts(): Promise<LocalArtifactStore> {
     if (!this.#artifacts) {
       const { LocalArtifactStore } = await import('../artifacts/local-store.js');
-      this.#artifacts = new LocalArtifactStore({ home: this.home });
+      this.#artifacts = new LocalArtifactStore({
+        home: this.home,
+        // A missing or damaged object stops the jobs that made it being cache hits: the next run
+        // re-makes it instead of failing on it forever (issue 7 §2).
+        onFault: async (hash) => void (await this.store()).forgetCacheHitsWith(hash),
+      });
     }
     return this.#artifacts;
   }

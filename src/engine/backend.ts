@@ -24,7 +24,7 @@
  * - A machine lost mid-job ends the job with a cause (`ExitInfo.lost`): `preempted` (the cloud took
  *   a spot instance back) ends it `interrupted`, anything else `failed`.
  */
-import type { ArtifactStore, Manifest } from '../artifacts/types.js';
+import type { ArtifactStore, Manifest } from './objects.js';
 import type { ArtifactSpec, JobSpec, JobStatus, RunName, JobId } from './types.js';
 import type { SecretSource } from './secrets.js';
 import type * as t from 'typanion';

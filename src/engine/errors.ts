@@ -86,6 +86,13 @@ export const Codes = {
   DS0300: { title: 'run store error', exit: ExitCode.backendUnavailable },
   DS0301: { title: 'artifact error', exit: ExitCode.usage },
   DS0302: { title: 'unsafe artifact entry', exit: ExitCode.usage },
+  // The store never serves wrong bytes; nothing is followed out of a job's folders (issue 7 §1–§2).
+  // DS0303–DS0319 are this block's; the unused ones are reserved for it.
+  DS0303: { title: 'stored object missing', exit: ExitCode.backendUnavailable },
+  DS0304: { title: 'stored object damaged', exit: ExitCode.backendUnavailable },
+  DS0305: { title: 'refused to follow a symlink', exit: ExitCode.usage },
+  DS0306: { title: 'store verification found damage', exit: ExitCode.backendUnavailable },
+  DS0307: { title: 'object damaged in transfer', exit: ExitCode.backendUnavailable },
   // interruption
   DS0400: { title: 'interrupted', exit: ExitCode.interrupted },
   // backend plugins, the lifecycle of machines that cost money, instances (issue 9): DS0213–DS0229

@@ -10,8 +10,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import pLimit from 'p-limit';
-import type { Manifest } from '../artifacts/types.js';
-import type { ArtifactStore } from '../artifacts/types.js';
+import type { ArtifactStore, Manifest } from './objects.js';
 import type { Backend, BackendHandle, ExitInfo, JobContext, Machine } from './backend.js';
 import type { ControlMode, RunControl } from './control.js';
 import { DstackError, isDstackError } from './errors.js';

@@ -4,7 +4,7 @@
  * repository. Decided the way the executor decides (same fingerprints), without running, pulling or
  * storing anything. A job whose dep must run cannot be decided before that dep's artifacts exist.
  */
-import type { Manifest, ManifestEntry } from '../artifacts/types.js';
+import type { Manifest, ManifestEntry } from './objects.js';
 import type { Backend } from './backend.js';
 import { isDstackError } from './errors.js';
 import { CACHED_PREFIX, fingerprintOf, fingerprintParts, inputsHasher, selectInputs } from './fingerprint.js';

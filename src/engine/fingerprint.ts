@@ -7,7 +7,7 @@
  * The parts are kept (FingerprintParts) so `--explain` can say which one changed.
  */
 import crypto, { createHash } from 'node:crypto';
-import type { Manifest, ManifestEntry } from '../artifacts/types.js';
+import type { Manifest, ManifestEntry } from './objects.js';
 import { insideRelative } from './paths.js';
 import { asContentHash, type ContentHash, type Fingerprint, type FingerprintParts, type JobSpec } from './types.js';
 

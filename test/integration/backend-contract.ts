@@ -17,9 +17,10 @@
  * mid-job (`loseMachine`: a preempted fake-cloud instance, a killed pool host, a container removed
  * behind local's back) ends the job with its cause — `interrupted` when preempted, `failed` otherwise.
  */
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { buffer } from 'node:stream/consumers';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { ArtifactStore, Manifest } from '../../src/artifacts/types.js';
@@ -226,7 +227,7 @@ export function registerBackendContract(name: string, factory: ContractFactory):
         ['dir:out', 'file:out/a.txt:7', 'dir:out/sub', 'file:out/sub/b.txt:1'],
       );
       const contents: Record<string, string> = {};
-      for (const e of manifest.entries) if (e.type === 'file') contents[e.path] = await readFile(store.objectPath(e.hash), 'utf8');
+      for (const e of manifest.entries) if (e.type === 'file') contents[e.path] = (await buffer(store.objects.get(e.hash))).toString('utf8');
       assert.equal(contents, { 'out/a.txt': 'result\n', 'out/sub/b.txt': 'b' });
 
       const handle = lastHandle(h);

@@ -178,7 +178,7 @@ test(
       );
       const file = manifest.entries.find((e) => e.path === 'out/a.txt');
       assert.ok(file && file.type === 'file', JSON.stringify(manifest));
-      assert.is(await readFile(store.objectPath(file.hash), 'utf8'), 'result\n');
+      assert.is(await readFile(store.objects.path(file.hash), 'utf8'), 'result\n');
       assert.ok(j.h.notices.some((n) => n.kind === 'info' && n.message.includes("'nope'")));
     });
   }),
@@ -504,7 +504,7 @@ test(
     const second = await depManifest(store, { 'data/sub/b.txt': 'b-from-second', 'notes.txt': 'second' }, ['data/sub', 'notes.txt']);
     const weights = first.entries.find((e) => e.path === 'model/w.bin');
     assert.ok(weights && weights.type === 'file');
-    const object = store.objectPath(weights.hash);
+    const object = store.objects.path(weights.hash);
 
     const script = [
       'cat model/w.bin; echo " $(cat model/latest) $(cat data/a.txt) $(cat data/sub/b.txt) $(cat notes.txt) $(cat out/x.txt)"',
@@ -571,7 +571,7 @@ test(
       assert.equal(paths, ['dir:data', 'file:data/a.txt', 'dir:data/sub', 'file:data/sub/b.txt', 'dir:out', 'file:out/x.txt', 'file:out/y.txt']);
       const b = saved.entries.find((e) => e.path === 'data/sub/b.txt');
       assert.ok(b && b.type === 'file');
-      assert.is(await readFile(store.objectPath(b.hash), 'utf8'), 'b-from-second');
+      assert.is(await readFile(store.objects.path(b.hash), 'utf8'), 'b-from-second');
     } finally {
       await machine.teardown();
     }

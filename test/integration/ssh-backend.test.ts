@@ -169,7 +169,7 @@ test(
       const tool = byPath.get('out/tool.sh');
       assert.ok(tool?.type === 'file' && tool.mode === 0o755);
       const data = byPath.get('out/data.txt');
-      assert.ok(data?.type === 'file' && (await readFile(store.objectPath(data.hash), 'utf8')) === 'data-a\n');
+      assert.ok(data?.type === 'file' && (await readFile(store.objects.path(data.hash), 'utf8')) === 'data-a\n');
       assert.ok(a.h.notices.some((n) => n.kind === 'info' && n.message === "artifact 'absent' was not found in /workflow"));
       assert.ok(a.machine.received.objects >= 1);
 

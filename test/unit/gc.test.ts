@@ -56,7 +56,7 @@ function withFixture(fn: (f: Fixture) => Promise<void>): () => Promise<void> {
           const t = (Date.now() - ms) / 1000;
           walk(join(home, 'objects'), (p) => utimesSync(p, t, t));
         },
-        exists: (hash) => existsSync(objects.objectPath(hash)),
+        exists: (hash) => existsSync(objects.objects.path(hash)),
       });
     } finally {
       rmSync(root, { recursive: true, force: true });
@@ -136,8 +136,8 @@ test(
     const a = await f.put('a');
     const b = await f.put('b');
     const now = Date.now();
-    utimesSync(f.objects.objectPath(a), (now - MIN_OBJECT_AGE_MS + 60_000) / 1000, (now - MIN_OBJECT_AGE_MS + 60_000) / 1000);
-    utimesSync(f.objects.objectPath(b), (now - MIN_OBJECT_AGE_MS - 60_000) / 1000, (now - MIN_OBJECT_AGE_MS - 60_000) / 1000);
+    utimesSync(f.objects.objects.path(a), (now - MIN_OBJECT_AGE_MS + 60_000) / 1000, (now - MIN_OBJECT_AGE_MS + 60_000) / 1000);
+    utimesSync(f.objects.objects.path(b), (now - MIN_OBJECT_AGE_MS - 60_000) / 1000, (now - MIN_OBJECT_AGE_MS - 60_000) / 1000);
     const r = await collectGarbage({ home: f.home, roots: new Set(), now });
     assert.equal([r.objects, r.young], [1, 1]);
     assert.ok(f.exists(a));

@@ -36,7 +36,7 @@ test('createOptions: limits, gpu, ports, working dir, labels, env', () => {
   assert.equal(o.Labels, { 'dstack.run': 'r' });
   assert.equal(o.ExposedPorts, { '40001/tcp': {} });
   const hc = o.HostConfig ?? {};
-  assert.equal(hc.Binds, ['/h/jobs/r_train/workflow:/workflow', '/h/cache/abc/train/root/.cache/pip:/root/.cache/pip']);
+  assert.equal(hc.Binds, ['/h/jobs/r_train/workflow:/workflow', '/h/cache/abc/train/root%2F.cache%2Fpip:/root/.cache/pip']);
   assert.is(hc.Memory, 2 ** 30);
   assert.is(hc.NanoCpus, 1_500_000_000);
   assert.is(hc.ShmSize, 2 ** 26);
@@ -124,13 +124,18 @@ test('mergeDeps: an entry that escapes is refused (DS0302)', () => {
   }
 });
 
-test('cacheMounts: ~, absolute and relative paths; duplicates and the root dropped', () => {
+test('cacheMounts: ~, absolute and relative paths; duplicates and the root dropped; each a leaf of its own on the host', () => {
   assert.equal(cacheMounts(['~/.cache/pip', '/data/', 'models', './models', '~', '/', '.'], '/home/me'), [
-    { target: '/home/me/.cache/pip', source: 'home/me/.cache/pip' },
+    { target: '/home/me/.cache/pip', source: 'home%2Fme%2F.cache%2Fpip' },
     { target: '/data', source: 'data' },
-    { target: '/workflow/models', source: 'workflow/models' },
-    { target: '/home/me', source: 'home/me' },
+    { target: '/workflow/models', source: 'workflow%2Fmodels' },
+    { target: '/home/me', source: 'home%2Fme' },
   ]);
+  // Never one inside another (a job could plant a link on the way to the other), and never the same for two paths.
+  assert.equal(
+    cacheMounts(['/a%2Fb', '/a/b'], '/r').map((m) => m.source),
+    ['a%252Fb', 'a%2Fb'],
+  );
 });
 
 test('demuxer: frames split across chunks and several frames in one chunk', () => {

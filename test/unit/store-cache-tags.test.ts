@@ -138,4 +138,39 @@ test(
   }),
 );
 
+test(
+  'forgetCacheHitsWith: every done job whose manifest holds the object stops being a hit (reuses of it too); others stay',
+  withStore((store, clock) => {
+    const fpA = 'a'.repeat(64) as Fingerprint;
+    const fpB = 'b'.repeat(64) as Fingerprint;
+    const both: Manifest = { version: 1, size: 6, entries: [...manifest('1').entries, { type: 'file', path: 'out/y', size: 3, mode: 0o644, hash: h('2') }] };
+    const r1 = makeRun(store);
+    const a1 = r1.jobs[0]!.id;
+    const b1 = r1.jobs[1]!.id;
+    store.setJobFingerprint(a1, fpA, parts());
+    store.setJobManifest(a1, both);
+    store.setJobStatus(a1, 'done');
+    store.setJobFingerprint(b1, fpB, parts());
+    store.setJobManifest(b1, manifest('3'));
+    store.setJobStatus(b1, 'done');
+    clock.t += 1000;
+    // A later run that reused a1: its record copies the manifest, so it goes too.
+    const r2 = makeRun(store);
+    const a2 = r2.jobs[0]!.id;
+    store.setJobFingerprint(a2, fpA, parts());
+    store.setJobManifest(a2, both);
+    store.setJobStatus(a2, 'done', { reason: `cached: ${a1}` });
+    assert.is(store.findCacheHit(fpA)?.id, a2);
+
+    assert.is(store.forgetCacheHitsWith(h('2')), 2);
+    assert.is(store.findCacheHit(fpA), undefined);
+    assert.is(store.findCacheHit(fpB)?.id, b1);
+    // The records themselves stay: ls and cp still list what the run made.
+    assert.equal(store.getJob(a1)?.manifest, both);
+    assert.is(store.getJob(a1)?.status, 'done');
+    assert.is(store.forgetCacheHitsWith(h('2')), 0);
+    assert.is(store.forgetCacheHitsWith('not a hash' as never), 0);
+  }),
+);
+
 test.run();

@@ -137,7 +137,7 @@ test(
 
       const a = first.manifest.entries.find((e) => e.path === 'a.txt')!;
       if (a.type !== 'file') throw new Error('a.txt is a file');
-      rmSync(store.objectPath(a.hash), { force: true });
+      rmSync(store.objects.path(a.hash), { force: true });
       const reads: string[] = [];
       await hashTree({ root: dir, files, cache, store, onRead: (p) => reads.push(p) });
       assert.equal(reads, ['a.txt']);

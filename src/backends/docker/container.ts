@@ -25,8 +25,10 @@ export interface CacheMount {
 }
 
 /**
- * `~/.cache/pip` → /root/.cache/pip, `/data` stays, `data` → /workflow/data. The host side mirrors
- * the container path, so two entries never share a folder.
+ * `~/.cache/pip` → /root/.cache/pip, `/data` stays, `data` → /workflow/data. On the host each is one
+ * folder directly in the workflow's cache folder, named by the container path with `/` as `%2F`
+ * (`root%2F.cache%2Fpip`): never one inside another, so no job can write into a folder on the way to
+ * another entry's (it would plant a symlink there for the next run to bind: issue 7 §1).
  */
 export function cacheMounts(cache: readonly string[], home: string = DEFAULT_HOME): CacheMount[] {
   const out = new Map<string, CacheMount>();
@@ -36,7 +38,7 @@ export function cacheMounts(cache: readonly string[], home: string = DEFAULT_HOM
     const abs = isHomePath(p) ? home + p.slice(1) : p.startsWith('/') ? p : `${WORKFLOW_DIR}/${p}`;
     const target = posix.normalize(abs).replace(/\/+$/, '');
     if (target === '' || target === '/' || target === WORKFLOW_DIR) continue;
-    out.set(target, { target, source: target.slice(1) });
+    out.set(target, { target, source: target.slice(1).replace(/%/g, '%25').replace(/\//g, '%2F') });
   }
   return [...out.values()];
 }

@@ -9,11 +9,13 @@
  * the object. The price: a job cannot write into (or under) its deps' artifact paths, and a code file
  * at such a path is hidden by the dep's artifact.
  */
-import { constants, chmod, copyFile, link, lstat, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { copyObjectTo } from '../../artifacts/object-io.js';
 import { join, posix } from 'node:path';
-import type { ArtifactStore, Manifest, ManifestEntry } from '../../artifacts/types.js';
+import { isFileObjectStore, type ArtifactStore, type Manifest, type ManifestEntry, type SkippedEntry } from '../../artifacts/types.js';
 import { makeManifest, validateManifest } from '../../artifacts/manifest.js';
-import type { ArtifactSpec } from '../../engine/types.js';
+import type { ArtifactSpec, ContentHash } from '../../engine/types.js';
+import type { BackendNotice } from '../../engine/backend.js';
 import { DstackError } from '../../engine/errors.js';
 import { forEachLimit } from '../../engine/limit.js';
 
@@ -27,6 +29,8 @@ export interface DepMount {
 /** What `stageDeps` made. Symlinks at the top of the tree are written into /workflow itself: a link has no bytes to protect. */
 export interface StagedDeps {
   readonly mounts: readonly DepMount[];
+  /** Objects hard-linked under the deps folder: removing the folder goes through `FileObjectStore.unlinking`. */
+  readonly linked: readonly ContentHash[];
 }
 
 /**
@@ -82,7 +86,7 @@ export interface StageDepsOptions {
 
 export async function stageDeps(o: StageDepsOptions): Promise<StagedDeps> {
   await rm(o.depsDir, { recursive: true, force: true });
-  if (o.deps.length === 0) return { mounts: [] };
+  if (o.deps.length === 0) return { mounts: [], linked: [] };
   const tree = mergeDeps(o.deps);
   const tops = topLevel(tree);
   await mkdir(o.depsDir, { recursive: true });
@@ -99,30 +103,25 @@ export async function stageDeps(o: StageDepsOptions): Promise<StagedDeps> {
   for (const d of dirs) await ensureDir(d.path);
 
   const files = [...tree.values()].filter((e): e is Extract<ManifestEntry, { type: 'file' }> => e.type === 'file');
+  const objects = o.store.objects;
+  const linked: ContentHash[] = [];
   await forEachLimit(files, IO_CONCURRENCY, async (f) => {
     await ensureDir(posix.dirname(f.path));
-    const from = o.store.objectPath(f.hash);
     const to = join(o.depsDir, f.path);
     // The object's 0444 is shared by every link: an executable needs its own inode to carry +x.
-    if ((f.mode & 0o111) === 0) {
+    if ((f.mode & 0o111) === 0 && isFileObjectStore(objects)) {
       try {
-        await link(from, to);
+        // Checked first (cheaply when it was hashed before and is unchanged since): a link hands
+        // the job the object's own bytes, with no copy to verify on the way.
+        await objects.link(f.hash, to);
+        linked.push(f.hash);
         return;
       } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code ?? '';
-        if (code === 'ENOENT') throw missingObject(f, e);
-        if (!NO_LINK.has(code)) throw e;
+        if (!NO_LINK.has((e as NodeJS.ErrnoException).code ?? '')) throw e;
       }
     }
-    try {
-      await copyFile(from, to, constants.COPYFILE_FICLONE);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw missingObject(f, e);
-      throw e;
-    }
-    await chmod(to, f.mode);
+    await copyObjectTo(objects, f, to);
   });
-
   for (const e of tree.values()) {
     if (e.type !== 'symlink') continue;
     await ensureDir(posix.dirname(e.path));
@@ -146,7 +145,7 @@ export async function stageDeps(o: StageDepsOptions): Promise<StagedDeps> {
       mounts.push({ path: e.path, type: 'file' });
     }
   }
-  return { mounts };
+  return { mounts, linked };
 }
 
 /**
@@ -180,7 +179,14 @@ export interface SaveWithDepsOptions {
   /** The deps' top-level paths, mounted read-only over /workflow (`DepMount.path`). */
   readonly depPaths: readonly string[];
   /** Saves paths found under the job's /workflow folder or under its deps folder. */
-  readonly save: (from: 'workflow' | 'deps', specs: readonly ArtifactSpec[]) => Promise<{ readonly manifest: Manifest; readonly missing: readonly string[] }>;
+  readonly save: (from: 'workflow' | 'deps', specs: readonly ArtifactSpec[]) => Promise<Saved>;
+}
+
+/** What a save found: the manifest, the paths that were not there, the fifos, sockets and devices left out. */
+export interface Saved {
+  readonly manifest: Manifest;
+  readonly missing: readonly string[];
+  readonly skipped: readonly SkippedEntry[];
 }
 
 /**
@@ -188,7 +194,7 @@ export interface SaveWithDepsOptions {
  * read from the deps' folder, not from its empty mount point in /workflow. Shared by every machine
  * that stages deps this way (local, and the SSH pool's hosts).
  */
-export async function saveWithDeps(o: SaveWithDepsOptions): Promise<{ readonly manifest: Manifest; readonly missing: readonly string[] }> {
+export async function saveWithDeps(o: SaveWithDepsOptions): Promise<Saved> {
   const { artifacts, depPaths: mounted } = o;
   const under = (path: string, root: string): boolean => root === '' || path === root || path.startsWith(`${root}/`);
   // Dep paths an artifact covers, and artifacts that lie inside a dep path.
@@ -203,10 +209,17 @@ export async function saveWithDeps(o: SaveWithDepsOptions): Promise<{ readonly m
   const entries = new Map<string, ManifestEntry>();
   for (const e of own.manifest.entries) if (!mounted.some((m) => under(e.path, m))) entries.set(e.path, e);
   for (const e of deps.manifest.entries) entries.set(e.path, e);
-  return { manifest: makeManifest(entries.values()), missing: own.missing.filter((p) => !fromDeps.has(p) || deps.missing.includes(p)) };
+  return {
+    manifest: makeManifest(entries.values()),
+    missing: own.missing.filter((p) => !fromDeps.has(p) || deps.missing.includes(p)),
+    skipped: [...own.skipped, ...deps.skipped],
+  };
 }
 
-function missingObject(f: { readonly path: string; readonly hash: string }, cause: unknown): DstackError {
-  return new DstackError('DS0301', `artifact object ${f.hash} for '${f.path}' is missing from the store`, { cause });
-}
 
+
+/** Tells the user what collecting left out: paths that were not there, fifos, sockets and devices. */
+export function notifyUnsaved(ctx: { readonly notify: (n: BackendNotice) => void }, missing: readonly string[], skipped: readonly SkippedEntry[]): void {
+  for (const path of missing) ctx.notify({ kind: 'info', message: `artifact '${path}' was not found in /workflow` });
+  for (const s of skipped) ctx.notify({ kind: 'info', message: `warning: artifact entry '${s.path}' is a ${s.kind}; not saved` });
+}

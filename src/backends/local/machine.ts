@@ -17,17 +17,18 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
-import { join, resolve, sep } from 'node:path';
+import { rm } from 'node:fs/promises';
+import { join, posix, relative, resolve, sep } from 'node:path';
 import { makeManifest } from '../../artifacts/manifest.js';
 import { materializeSnapshot } from '../../artifacts/tree.js';
-import type { ArtifactStore, Manifest } from '../../artifacts/types.js';
+import { isFileObjectStore, type ArtifactStore, type Manifest } from '../../artifacts/types.js';
 import type { BackendHandle, JobContext, LogSink, Machine, RunningJob, StageInput } from '../../engine/backend.js';
 import { DstackError } from '../../engine/errors.js';
-import type { ArtifactSpec } from '../../engine/types.js';
+import { mkdirNoFollow } from '../../engine/safe-fs.js';
+import type { ArtifactSpec, ContentHash } from '../../engine/types.js';
 import { artifactFolders } from '../docker/artifact-dirs.js';
 import { LABEL_HOME, LABEL_JOB, LABEL_RUN, cacheMounts, createOptions, freePorts } from '../docker/container.js';
-import { saveWithDeps, stageDeps, type DepMount } from '../docker/deps.js';
+import { notifyUnsaved, saveWithDeps, stageDeps, type DepMount } from '../docker/deps.js';
 import type { DockerClient } from '../docker/docker.js';
 import { JobContainer, hasGpuSupport } from '../docker/job-container.js';
 import { pinnedImage, registryAuthOf, type ImageCache } from '../docker/pull.js';
@@ -69,6 +70,9 @@ export class LocalMachine implements Machine {
   private repoKey = 'none';
   /** The image's HOME, learnt by bootstrap. */
   private imageHome: string | undefined;
+  /** Set by stage(): where the deps' objects come from, and which were hard-linked into the job's folder. */
+  private store: ArtifactStore | undefined;
+  private linked: readonly ContentHash[] = [];
   /** The image id the container is created from, pinned by bootstrap. */
   private imageId: string | undefined;
 
@@ -108,24 +112,32 @@ export class LocalMachine implements Machine {
 
   async stage(ctx: JobContext, input: StageInput): Promise<void> {
     this.repoKey = createHash('sha256').update(input.repoRoot).digest('hex').slice(0, 16);
+    this.store = input.store;
     // Recorded before anything is written, so a crash mid-copy still leaves something to reap.
     ctx.recordHandle(this.handle());
     await rm(this.workflowDir, { recursive: true, force: true });
+    await mkdirNoFollow(this.home, relative(this.home, this.workflowDir), { what: `the folder of job ${ctx.job}` });
     await materializeSnapshot(input.store, input.snapshot, this.workflowDir);
     const staged = await stageDeps({ deps: input.deps, store: input.store, depsDir: this.depsDir, workflowDir: this.workflowDir });
     this.depMounts = staged.mounts;
+    this.linked = staged.linked;
     const folders = artifactFolders(ctx.spec.artifacts, { snapshot: input.snapshot, depPaths: staged.mounts.map((m) => m.path) });
-    // Best effort: whatever stands in the way (a dep's symlink) is the job's to meet, as without this.
-    for (const f of folders) await mkdir(join(this.workflowDir, f), { recursive: true }).catch(() => undefined);
+    // Best effort: whatever stands in the way (a symlink, never followed) is the job's to meet, as without this.
+    for (const f of folders) await mkdirNoFollow(this.workflowDir, f, { what: 'an artifact folder' }).catch(() => undefined);
   }
 
   async start(ctx: JobContext, env: Readonly<Record<string, string>>, logs: LogSink): Promise<RunningJob> {
     const { spec } = ctx;
-    const cacheDir = join(this.home, 'cache', this.repoKey, spec.workflow.replace(/[/\\]/g, '_'));
+    const cacheRel = posix.join('cache', this.repoKey, spec.workflow.replace(/[/\\]/g, '_'));
+    const cacheDir = join(this.home, cacheRel);
+    // Right before the engine binds them: no folder on the way may be a symlink (a job that wrote one
+    // into a folder it was given must not get another run to bind the link's target: issue 7 §1).
     const [ports] = await Promise.all([
       freePorts(spec.ports),
-      mkdir(this.workflowDir, { recursive: true }),
-      ...cacheMounts(spec.cache, this.imageHome).map((m) => mkdir(join(cacheDir, m.source), { recursive: true })),
+      mkdirNoFollow(this.home, relative(this.home, this.workflowDir), { what: `the folder of job ${ctx.job}` }),
+      ...cacheMounts(spec.cache, this.imageHome).map((m) =>
+        mkdirNoFollow(this.home, posix.join(cacheRel, m.source), { what: `the cache folder of ${m.target} for ${spec.workflow}` }),
+      ),
     ]);
     const create = createOptions({
       spec,
@@ -162,18 +174,22 @@ export class LocalMachine implements Machine {
       for (const a of artifacts) ctx.notify({ kind: 'info', message: `artifact '${a.path}' was not found in /workflow` });
       return makeManifest([]);
     }
-    const { manifest, missing } = await saveWithDeps({
+    const { manifest, missing, skipped } = await saveWithDeps({
       artifacts,
       depPaths: this.depMounts.map((m) => m.path),
       save: (from, specs) => store.save(from === 'workflow' ? this.workflowDir : this.depsDir, specs),
     });
-    for (const path of missing) ctx.notify({ kind: 'info', message: `artifact '${path}' was not found in /workflow` });
+    notifyUnsaved(ctx, missing, skipped);
     return manifest;
   }
 
   async teardown(): Promise<void> {
     // The container first: while it runs it may still be writing into the folder.
     await this.container.remove();
-    await removeJobDir(this.home, this.jobDir);
+    const objects = this.store?.objects;
+    const remove = (): Promise<void> => removeJobDir(this.home, this.jobDir);
+    // The deps' hard links go too: the store keeps its objects' "already verified" records across that.
+    if (objects && isFileObjectStore(objects) && this.linked.length) await objects.unlinking(this.linked, remove);
+    else await remove();
   }
 }

@@ -22,13 +22,14 @@ import type { BackendHandle, JobContext, LogSink, Machine, RunningJob, StageInpu
 import { DstackError } from '../../engine/errors.js';
 import type { ArtifactSpec } from '../../engine/types.js';
 import { LABEL_HOME, LABEL_JOB, LABEL_RUN, cacheMounts, createOptions } from '../docker/container.js';
-import { saveWithDeps, type DepMount } from '../docker/deps.js';
+import { notifyUnsaved, saveWithDeps, type DepMount } from '../docker/deps.js';
 import { JobContainer, hasGpuSupport } from '../docker/job-container.js';
 import { pinnedImage, registryAuthOf } from '../docker/pull.js';
 import { layoutOf, type HostLayout } from './host-layout.js';
+import { evictObjects, removeJobDirOnHost } from './object-cache.js';
 import type { SshConnection } from './session.js';
 import type { HostEngine } from './host-engine.js';
-import { evictObjects, materializeOnHost, receiveArtifacts, sendObjects, stagePlan } from './transfer.js';
+import { materializeOnHost, receiveArtifacts, sendObjects, stagePlan } from './transfer.js';
 import { openTunnel, type Tunnel } from './tunnel.js';
 
 /** Labels that tie a container to the pool and the host that runs it (reaping finds it by them). */
@@ -77,6 +78,8 @@ export class RemoteMachine implements Machine {
   private workflowDir: string | undefined;
   private depsDir: string | undefined;
   private depMounts: readonly DepMount[] = [];
+  /** Objects of the host's cache hard-linked into the job's folder (see removeJobDirOnHost). */
+  private linked: readonly string[] = [];
   private repoKey = 'none';
   private imageHome: string | undefined;
   /** The image id the container is created from, pinned by bootstrap. */
@@ -156,6 +159,7 @@ export class RemoteMachine implements Machine {
     this.workflowDir = plan.workflowDir;
     this.depsDir = plan.depsDir;
     this.depMounts = plan.mounts;
+    this.linked = plan.linked;
   }
 
   private cacheDir(layout: HostLayout, ctx: JobContext): string {
@@ -220,12 +224,12 @@ export class RemoteMachine implements Machine {
       for (const a of artifacts) ctx.notify({ kind: 'info', message: `artifact '${a.path}' was not found in /workflow` });
       return makeManifest([]);
     }
-    const { manifest, missing } = await saveWithDeps({
+    const { manifest, missing, skipped } = await saveWithDeps({
       artifacts,
       depPaths: this.depMounts.map((m) => m.path),
       save: (from, specs) => receiveArtifacts(this.connection, layout, from === 'workflow' ? workflowDir : depsDir, specs, store, this.received),
     });
-    for (const path of missing) ctx.notify({ kind: 'info', message: `artifact '${path}' was not found in /workflow` });
+    notifyUnsaved(ctx, missing, skipped);
     return manifest;
   }
 
@@ -240,12 +244,8 @@ export class RemoteMachine implements Machine {
     if (!this.connection.closed) {
       // The container first: while it runs it may still be writing into the folder.
       await this.container.remove().catch((e: unknown) => errors.push(e));
-      if (this.jobDir) {
-        const r = await this.connection.exec(`rm -rf -- '${this.jobDir.replace(/'/g, `'\\''`)}'`).catch((e: unknown) => {
-          errors.push(e);
-          return undefined;
-        });
-        if (r && r.code !== 0) errors.push(new Error(`rm of ${this.jobDir} on ${this.connection.label}: ${r.stderr.toString('utf8').trim()}`));
+      if (this.jobDir && this.layout) {
+        await removeJobDirOnHost(this.connection, this.layout, this.jobDir, this.linked).catch((e: unknown) => errors.push(e));
       }
       if (this.layout && errors.length === 0) await evictObjects(this.connection, this.layout, this.o.cacheBytes).catch(() => undefined);
     } else {

@@ -14,9 +14,10 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import type { SFTPWrapper } from 'ssh2';
 import { escapingSymlinkError, makeManifest, symlinkTargetInside } from '../../artifacts/manifest.js';
-import type { ArtifactStore, Manifest, ManifestEntry } from '../../artifacts/types.js';
+import { isFileObjectStore, type ArtifactStore, type Manifest, type ManifestEntry, type SkippedEntry } from '../../artifacts/types.js';
 import { DstackError } from '../../engine/errors.js';
 import { insideRelative } from '../../engine/paths.js';
 import { asContentHash, type ArtifactSpec, type ContentHash } from '../../engine/types.js';
@@ -25,6 +26,8 @@ import { mergeDeps, topLevel, type DepMount } from '../docker/deps.js';
 import type { SshConnection } from './connect.js';
 import type { HostLayout } from './host-layout.js';
 import { shellQuote } from './shell.js';
+import { acceptUploads, checkOnHost, RECORD_PATHS, recordLines, recordsOf } from './object-cache.js';
+import { MKDIR_NOFOLLOW, REFUSED_LINK_EXIT, refusedOnHost } from './safe-sh.js';
 import { forEachLimit } from '../../engine/limit.js';
 
 const PARALLEL_FILES = 8;
@@ -39,28 +42,15 @@ async function runScript(connection: SshConnection, what: string, script: string
   return r.stdout;
 }
 
-/**
- * Of `hashes`, those the host's cache lacks. The others get a fresh mtime: the cache is evicted
- * least recently used first (see `evictObjects`). Makes the folders the missing ones will go to.
- */
-export async function missingOnHost(connection: SshConnection, layout: HostLayout, hashes: readonly string[]): Promise<string[]> {
-  const script = [
-    'mkdir -p "$1" "$2" && cd "$1" || exit 3',
-    // Present objects go down the pipe to `touch`, missing hashes to fd 3 (stdout).
-    '{ while read -r h; do d=${h%"${h#??}"}; if [ -f "$d/$h" ]; then printf "%s\\n" "$d/$h"; else [ -d "$d" ] || mkdir -p "$d"; printf "%s\\n" "$h" >&3; fi; done | xargs -r touch -c --; } 3>&1',
-  ].join('\n');
-  const out = await runScript(connection, 'looking up the object cache', script, [layout.objects, layout.objectsTmp], hashes.length ? `${hashes.join('\n')}\n` : '');
-  return out.toString('utf8').split('\n').filter((h) => /^[0-9a-f]{64}$/.test(h));
-}
-
 export interface SentStats {
   readonly bytes: number;
   readonly objects: number;
 }
 
 /**
- * Makes sure the host holds every object of `sizes`: uploads only what it lacks, each to a temp name
- * then renamed (so a half upload is never taken for an object), its size checked on arrival.
+ * Makes sure the host holds every object of `sizes`, sound: what it lacks (or holds damaged) is sent,
+ * read from the local store only after it is proved sound there, uploaded under a temp name and
+ * hashed on the host before it takes its name (checkOnHost, acceptUploads).
  */
 export async function sendObjects(
   connection: SshConnection,
@@ -69,26 +59,41 @@ export async function sendObjects(
   sizes: ReadonlyMap<string, number>,
   signal: AbortSignal,
 ): Promise<SentStats> {
-  const missing = await missingOnHost(connection, layout, [...sizes.keys()]);
+  const { missing } = await checkOnHost(connection, layout, sizes);
   if (missing.length === 0) return { bytes: 0, objects: 0 };
   const sftp = await connection.sftp();
+  const objects = store.objects;
   let bytes = 0;
-  await forEachLimit(missing, PARALLEL_FILES, async (hash) => {
-    signal.throwIfAborted();
-    const expected = sizes.get(hash) ?? -1;
-    const tmp = posix.join(layout.objectsTmp, `${process.pid}-${randomBytes(6).toString('hex')}`);
-    const local = store.objectPath(asContentHash(hash));
-    try {
-      await sftpCall<void>((cb) => sftp.fastPut(local, tmp, { mode: 0o444, concurrency: 16 }, cb));
-      const st = await sftpCall<{ size: number }>((cb) => sftp.stat(tmp, cb));
-      if (st.size !== expected) throw new DstackError('DS0301', `object ${hash} arrived on ${connection.label} with ${st.size} bytes, not ${expected}`);
-      await sftpCall<void>((cb) => sftp.ext_openssh_rename(tmp, layout.objectPath(hash), cb));
-      bytes += expected;
-    } catch (e) {
-      await sftpCall<void>((cb) => sftp.unlink(tmp, cb)).catch(() => undefined);
-      throw sftpError(e, connection, `sending object ${hash}`);
-    }
-  });
+  const uploads: { tmp: string; hash: string }[] = [];
+  try {
+    await forEachLimit(missing, PARALLEL_FILES, async (hash) => {
+      signal.throwIfAborted();
+      const size = sizes.get(hash) ?? -1;
+      const tmp = posix.join(layout.objectsTmp, `${process.pid}-${randomBytes(6).toString('hex')}`);
+      uploads.push({ tmp, hash });
+      try {
+        if (isFileObjectStore(objects)) {
+          // Proved sound first (cheaply when it was hashed before); fastPut reads out of order, so it cannot hash on the way.
+          const local = await objects.verifiedPath(asContentHash(hash));
+          await sftpCall<void>((cb) => sftp.fastPut(local, tmp, { mode: 0o444, concurrency: 16 }, cb));
+        } else {
+          await pipeline(objects.get(asContentHash(hash), { size, signal }), sftp.createWriteStream(tmp, { mode: 0o444 }));
+        }
+      } catch (e) {
+        throw sftpError(e, connection, `sending object ${hash}`);
+      }
+      bytes += size;
+    });
+  } catch (e) {
+    await runScript(connection, 'removing partial uploads', 'cd "$1" && xargs -r rm -f --', [layout.objectsTmp], uploads.map((u) => `${posix.basename(u.tmp)}\n`).join('')).catch(() => undefined);
+    throw e;
+  }
+  const wrong = await acceptUploads(connection, layout, uploads);
+  if (wrong.length > 0) {
+    throw new DstackError('DS0307', `${wrong.length === 1 ? `object ${wrong[0]}` : `${wrong.length} objects`} arrived on ${connection.label} with other bytes than were sent`, {
+      hint: 'the connection or the disk on that host damages data; run the job again, or take the host out of the pool',
+    });
+  }
   return { bytes, objects: missing.length };
 }
 
@@ -97,7 +102,7 @@ export interface StagePlan {
   readonly jobDir: string;
   readonly snapshot: Manifest;
   readonly deps: readonly Manifest[];
-  /** Host folders to make for `cache:` mounts. */
+  /** Host folders to make for `cache:` mounts, under `layout.root`. */
   readonly cacheDirs: readonly string[];
   /** The job's artifacts: their folders are made in /workflow before it starts (artifact-dirs.ts). */
   readonly artifacts?: readonly ArtifactSpec[];
@@ -111,6 +116,8 @@ export interface StagedOnHost {
   readonly objects: ReadonlyMap<string, number>;
   /** The script that makes the job's folder from the object cache. */
   readonly script: string;
+  /** Objects hard-linked into the job's deps folder: its removal keeps their records (removeJobDirOnHost). */
+  readonly linked: readonly string[];
 }
 
 const q = shellQuote;
@@ -125,51 +132,26 @@ const checkedPath = (p: string): string => {
   return p;
 };
 
-/**
- * The job's folder as one shell script, the same tree the local backend makes (materializeSnapshot
- * then stageDeps): the code copied from the cache (copies, because /workflow is writable and a job
- * writing through a hard link would change the cached object), then the deps' merged artifacts as
- * hard links under `deps/` (copies for executables, whose mode a shared inode cannot carry), each
- * top-level path left as an empty mount point in `workflow/` to be bind-mounted read-only.
- */
-export function stagePlan(layout: HostLayout, plan: StagePlan): StagedOnHost {
-  const W = posix.join(plan.jobDir, 'workflow');
-  const D = posix.join(plan.jobDir, 'deps');
-  const script: Script = { lines: ['set -e', 'umask 022', `O=${q(layout.objects)}`, `rm -rf -- ${q(plan.jobDir)}`, `mkdir -p -- ${q(W)}`, `cd ${q(W)}`], objects: new Map() };
-  const code = snapshotLines(script, plan.snapshot);
-  const mounts = plan.deps.length > 0 ? depsLines(script, plan.deps, code, { W, D }) : [];
-  batched('mkdir -p', plan.cacheDirs, script.lines);
-  // Best effort, as locally: whatever stands in the way (a dep's symlink) is the job's to meet.
-  const folders = artifactFolders(plan.artifacts ?? [], { snapshot: plan.snapshot, depPaths: mounts.map((m) => m.path) });
-  for (let i = 0; i < folders.length; i += 200) script.lines.push(`mkdir -p -- ${folders.slice(i, i + 200).map((f) => q(posix.join(W, checkedPath(f)))).join(' ')} 2>/dev/null || true`);
-  return { workflowDir: W, depsDir: D, mounts, objects: script.objects, script: `${script.lines.join('\n')}\n` };
-}
-
-/** A staging script being written, and the objects it reads from the host's cache. */
-interface Script {
-  readonly lines: string[];
-  readonly objects: Map<string, number>;
-}
-
+/** An object of the host's cache, for the staging script (`$O` is the cache folder). */
 const obj = (hash: string): string => `"$O"/${hash.slice(0, 2)}/${hash}`;
+
 const addParents = (set: Set<string>, p: string): void => {
   for (let d = posix.dirname(p); d !== '.' && !set.has(d); d = posix.dirname(d)) set.add(d);
 };
 
-/** The code snapshot into the current folder; its symlinks and files, which the deps' mount points must respect. */
-function snapshotLines(script: Script, snapshot: Manifest): { readonly links: ReadonlySet<string>; readonly files: ReadonlySet<string> } {
-  const { lines, objects } = script;
-  const dirs = new Set<string>();
-  const links = new Set<string>();
-  const files = new Set<string>();
+/** The code snapshot into the current folder (the job's /workflow): copies from the cache, symlinks last. */
+function snapshotLines(snapshot: Manifest, lines: string[], objects: Map<string, number>): { snapLinks: Set<string>; snapFiles: Set<string> } {
+  const snapDirs = new Set<string>();
+  const snapLinks = new Set<string>();
+  const snapFiles = new Set<string>();
   for (const e of snapshot.entries) {
     checkedPath(e.path);
-    addParents(dirs, e.path);
-    if (e.type === 'dir') dirs.add(e.path);
-    if (e.type === 'symlink') links.add(e.path);
-    if (e.type === 'file') files.add(e.path);
+    addParents(snapDirs, e.path);
+    if (e.type === 'dir') snapDirs.add(e.path);
+    if (e.type === 'symlink') snapLinks.add(e.path);
+    if (e.type === 'file') snapFiles.add(e.path);
   }
-  batched('mkdir -p', [...dirs].sort(), lines);
+  batched('mkdir -p', [...snapDirs].sort(), lines);
   const plain: string[] = [];
   const exec: string[] = [];
   for (const e of snapshot.entries) {
@@ -182,65 +164,97 @@ function snapshotLines(script: Script, snapshot: Manifest): { readonly links: Re
   batched('chmod 755', exec, lines);
   // Symlinks last, so nothing above is written through one (the code's own outward links are kept).
   for (const e of snapshot.entries) if (e.type === 'symlink') lines.push(`ln -s -- ${q(e.target)} ${q(e.path)}`);
-  return { links, files };
-}
-
-/** The deps' merged artifacts under D, and their mount points in W. */
-function depsLines(script: Script, deps: readonly Manifest[], code: ReturnType<typeof snapshotLines>, at: { readonly W: string; readonly D: string }): DepMount[] {
-  const { lines, objects } = script;
-  const tree = mergeDeps(deps);
-  lines.push(`mkdir -p -- ${q(at.D)}`, `cd ${q(at.D)}`);
-  const dirs = [...tree.values()].filter((e): e is Extract<ManifestEntry, { type: 'dir' }> => e.type === 'dir');
-  const depDirs = new Set<string>(dirs.map((d) => d.path));
-  for (const e of tree.values()) addParents(depDirs, e.path);
-  batched('mkdir -p', [...depDirs].sort(), lines);
-  const execs: string[] = [];
-  for (const e of tree.values()) {
-    if (e.type !== 'file') continue;
-    objects.set(e.hash, e.size);
-    if ((e.mode & 0o111) === 0) {
-      lines.push(`ln ${obj(e.hash)} ${q(e.path)}`);
-    } else {
-      lines.push(`cp ${obj(e.hash)} ${q(e.path)}`);
-      execs.push(e.path);
-    }
-  }
-  batched('chmod 755', execs, lines);
-  for (const e of tree.values()) if (e.type === 'symlink') lines.push(`ln -s -- ${q(e.target)} ${q(e.path)}`);
-  // Modes last, deepest first, so a read-only folder does not stop its own entries being written.
-  for (const d of dirs.sort((a, b) => (a.path < b.path ? 1 : -1))) if (d.mode !== 0o755) lines.push(`chmod ${d.mode.toString(8)} -- ${q(d.path)}`);
-  lines.push(`cd ${q(at.W)}`);
-  return topLevel(tree).flatMap((e) => mountPoint(lines, e, code) ?? []);
+  return { snapLinks, snapFiles };
 }
 
 /**
- * Makes `/workflow/<path>` free for a dep's mount point (folders on the way must be real folders
- * there) and returns the mount; a symlink is written in place, with nothing to mount.
+ * The job's folder as one shell script, the same tree the local backend makes (materializeSnapshot
+ * then stageDeps): the code copied from the cache (copies, because /workflow is writable and a job
+ * writing through a hard link would change the cached object), then the deps' merged artifacts as
+ * hard links under `deps/` (copies for executables, whose mode a shared inode cannot carry), each
+ * top-level path left as an empty mount point in `workflow/` to be bind-mounted read-only.
  */
-function mountPoint(lines: string[], e: ManifestEntry, code: ReturnType<typeof snapshotLines>): DepMount | undefined {
-  const parts = e.path.split('/');
-  for (let i = 1; i < parts.length; i++) {
-    const above = parts.slice(0, i).join('/');
-    if (code.links.has(above)) {
-      throw new DstackError('DS0302', `dep artifact '${e.path}' would be mounted through the symlink '${above}' of the code`, {
-        hint: 'remove the symlink from the code or change the artifact path',
-      });
+export function stagePlan(layout: HostLayout, plan: StagePlan): StagedOnHost {
+  const W = posix.join(plan.jobDir, 'workflow');
+  const D = posix.join(plan.jobDir, 'deps');
+  const objects = new Map<string, number>();
+  const linked: string[] = [];
+  // Made one component at a time from the layout's root, refusing any symlink on the way (safe-sh.ts).
+  const lines: string[] = [MKDIR_NOFOLLOW, 'set -e', 'umask 022', `O=${q(layout.objects)}`, `rm -rf -- ${q(plan.jobDir)}`, `mkdir_nofollow ${q(layout.root)} ${q(underRoot(layout, W))}`, `cd ${q(W)}`];
+
+  const { snapLinks, snapFiles } = snapshotLines(plan.snapshot, lines, objects);
+
+  // The deps' artifacts.
+  const mounts: DepMount[] = [];
+  if (plan.deps.length > 0) {
+    const tree = mergeDeps(plan.deps);
+    lines.push(`mkdir -p -- ${q(D)}`, `cd ${q(D)}`);
+    const dirs = [...tree.values()].filter((e): e is Extract<ManifestEntry, { type: 'dir' }> => e.type === 'dir');
+    const depDirs = new Set<string>(dirs.map((d) => d.path));
+    for (const e of tree.values()) addParents(depDirs, e.path);
+    batched('mkdir -p', [...depDirs].sort(), lines);
+    const execs: string[] = [];
+    for (const e of tree.values()) {
+      if (e.type !== 'file') continue;
+      objects.set(e.hash, e.size);
+      if ((e.mode & 0o111) === 0) {
+        lines.push(`ln ${obj(e.hash)} ${q(e.path)}`);
+        linked.push(e.hash);
+      } else {
+        lines.push(`cp ${obj(e.hash)} ${q(e.path)}`);
+        execs.push(e.path);
+      }
     }
-    if (code.files.has(above)) lines.push(`rm -f -- ${q(above)}`);
+    batched('chmod 755', execs, lines);
+    for (const e of tree.values()) if (e.type === 'symlink') lines.push(`ln -s -- ${q(e.target)} ${q(e.path)}`);
+    // Modes last, deepest first, so a read-only folder does not stop its own entries being written.
+    for (const d of dirs.sort((a, b) => (a.path < b.path ? 1 : -1))) if (d.mode !== 0o755) lines.push(`chmod ${d.mode.toString(8)} -- ${q(d.path)}`);
+
+    // Mount points in /workflow: folders on the way must be real folders there.
+    lines.push(`cd ${q(W)}`);
+    for (const e of topLevel(tree)) {
+      const parts = e.path.split('/');
+      for (let i = 1; i < parts.length; i++) {
+        const above = parts.slice(0, i).join('/');
+        if (snapLinks.has(above)) {
+          throw new DstackError('DS0302', `dep artifact '${e.path}' would be mounted through the symlink '${above}' of the code`, {
+            hint: 'remove the symlink from the code or change the artifact path',
+          });
+        }
+        if (snapFiles.has(above)) lines.push(`rm -f -- ${q(above)}`);
+      }
+      if (parts.length > 1) lines.push(`mkdir -p -- ${q(posix.dirname(e.path))}`);
+      lines.push(`rm -rf -- ${q(e.path)}`);
+      if (e.type === 'symlink') {
+        lines.push(`ln -s -- ${q(e.target)} ${q(e.path)}`);
+      } else if (e.type === 'dir') {
+        lines.push(`mkdir -- ${q(e.path)}`);
+        mounts.push({ path: e.path, type: 'dir' });
+      } else {
+        lines.push(`: > ${q(e.path)}`);
+        mounts.push({ path: e.path, type: 'file' });
+      }
+    }
   }
-  if (parts.length > 1) lines.push(`mkdir -p -- ${q(posix.dirname(e.path))}`);
-  lines.push(`rm -rf -- ${q(e.path)}`);
-  if (e.type === 'symlink') {
-    lines.push(`ln -s -- ${q(e.target)} ${q(e.path)}`);
-    return undefined;
-  }
-  lines.push(e.type === 'dir' ? `mkdir -- ${q(e.path)}` : `: > ${q(e.path)}`);
-  return { path: e.path, type: e.type };
+  for (const dir of plan.cacheDirs) lines.push(`mkdir_nofollow ${q(layout.root)} ${q(underRoot(layout, dir))}`);
+  lines.push(...recordLines(layout, linked));
+  // Best effort, as locally: whatever stands in the way (a symlink) is the job's to meet; never followed.
+  const folders = artifactFolders(plan.artifacts ?? [], { snapshot: plan.snapshot, depPaths: mounts.map((m) => m.path) });
+  for (const f of folders) lines.push(`(mkdir_nofollow ${q(W)} ${q(checkedPath(f))}) 2>/dev/null || true`);
+  return { workflowDir: W, depsDir: D, mounts, objects, linked, script: `${lines.join('\n')}\n` };
+}
+
+/** `path` relative to the layout's root, which it must be under. */
+function underRoot(layout: HostLayout, path: string): string {
+  const rel = posix.relative(layout.root, posix.normalize(path));
+  if (rel === '' || rel.startsWith('..') || posix.isAbsolute(rel)) throw new Error(`${path} is not under ${layout.root}`);
+  return rel;
 }
 
 /** Runs the staging script on the host: one exec. */
 export async function materializeOnHost(connection: SshConnection, staged: StagedOnHost): Promise<void> {
   const r = await connection.exec('sh -s', { stdin: staged.script });
+  if (r.code === REFUSED_LINK_EXIT) throw refusedOnHost(connection.label, r.stderr.toString('utf8'));
   if (r.code !== 0) {
     throw new DstackError('DS0209', `making the job's folder failed on ${connection.label} (exit ${r.code}): ${r.stderr.toString('utf8').trim().slice(0, 500)}`);
   }
@@ -251,23 +265,8 @@ interface Listed {
   /** Paths of files, by hash, for fetching. */
   readonly files: Map<string, string>;
   readonly missing: string[];
+  readonly skipped: SkippedEntry[];
 }
-
-/** Lists artifact paths under $1 (the rest of the arguments): the tree, then the files' sha256 (see `listOnHost`). */
-const LIST_SCRIPT = [
-  'cd "$1" || exit 3',
-  'shift',
-  'printf "R\\0%s\\0" "$(pwd -P)"',
-  'for p in "$@"; do',
-  '  if [ -e "$p" ] || [ -L "$p" ]; then',
-  '    printf "P\\0%s\\0%s\\0" "$p" "$(cd "$(dirname -- "$p")" && pwd -P)"',
-  '    find "$p" -printf "%y\\0%m\\0%s\\0%p\\0%l\\0"',
-  '    printf "E\\0"',
-  '  else printf "M\\0%s\\0" "$p"; fi',
-  'done',
-  'printf "H\\0"',
-  'for p in "$@"; do if [ -e "$p" ] || [ -L "$p" ]; then find "$p" -type f -print0; fi; done | xargs -0 -r sha256sum -z',
-].join('\n');
 
 /**
  * The artifact paths under `root` on the host, as the local store would save them: files (exec bit
@@ -284,13 +283,29 @@ async function listOnHost(connection: SshConnection, root: string, specs: readon
     }
     return rel;
   });
-
-  const out = await runScript(connection, 'listing the artifacts', LIST_SCRIPT, [root, ...rels.map((r) => (r === '' ? '.' : r))]);
+  const script = [
+    'cd "$1" || exit 3',
+    'shift',
+    'printf "R\\0%s\\0" "$(pwd -P)"',
+    'for p in "$@"; do',
+    '  if [ -e "$p" ] || [ -L "$p" ]; then',
+    '    printf "P\\0%s\\0%s\\0" "$p" "$(cd "$(dirname -- "$p")" && pwd -P)"',
+    '    find "$p" -printf "%y\\0%m\\0%s\\0%p\\0%l\\0"',
+    '    printf "E\\0"',
+    // Where each link ends up after the whole chain (LOOP when it never does): `a -> b`, `b -> /etc` leaves.
+    '    find "$p" -type l -exec sh -c \'for l; do printf "L\\0%s\\0%s\\0" "$l" "$(realpath -m -- "$l" 2>/dev/null || printf LOOP)"; done\' sh {} +',
+    '  else printf "M\\0%s\\0" "$p"; fi',
+    'done',
+    'printf "H\\0"',
+    'for p in "$@"; do if [ -e "$p" ] || [ -L "$p" ]; then find "$p" -type f -print0; fi; done | xargs -0 -r sha256sum -z',
+  ].join('\n');
+  const out = await runScript(connection, 'listing the artifacts', script, [root, ...rels.map((r) => (r === '' ? '.' : r))]);
   const fields = out.toString('utf8').split('\0');
   const norm = (p: string): string => (p === '.' ? '' : p.startsWith('./') ? p.slice(2) : p);
   const entries = new Map<string, ManifestEntry>();
   const pending = new Map<string, { mode: number; size: number }>();
   const missing: string[] = [];
+  const skipped: SkippedEntry[] = [];
   let i = 0;
   let realRoot = '';
   const next = (): string => fields[i++] ?? '';
@@ -318,8 +333,17 @@ async function listOnHost(connection: SshConnection, root: string, specs: readon
           if (path !== '') entries.set(path, { type: 'dir', path, mode: 0o755 });
         } else if (type === 'f') {
           pending.set(path, { mode: mode & 0o111 ? 0o755 : 0o644, size });
+        } else {
+          // Reading a fifo would hang, a device could be anything: not artifacts, and the user is told.
+          skipped.push({ path: path || '.', kind: type === 'p' ? 'fifo' : type === 's' ? 'socket' : 'device' });
         }
-        // Sockets, fifos and devices are not artifacts.
+      }
+    } else if (tag === 'L') {
+      const path = norm(next());
+      const resolved = next();
+      if (resolved !== 'LOOP' && resolved !== realRoot && !resolved.startsWith(`${realRoot}/`)) {
+        const e = entries.get(path);
+        throw escapingSymlinkError(path, e?.type === 'symlink' ? e.target : '?', `resolving to '${resolved}' on ${connection.label}`);
       }
     } else if (tag === 'H') break;
     else throw new DstackError('DS0209', `unexpected answer from ${connection.label} while listing the artifacts`);
@@ -340,7 +364,7 @@ async function listOnHost(connection: SshConnection, root: string, specs: readon
   for (const [path] of pending) {
     if (!entries.has(path)) throw new DstackError('DS0301', `artifact file '${path}' on ${connection.label} could not be read`);
   }
-  return { entries, files, missing };
+  return { entries, files, missing, skipped };
 }
 
 export interface ReceivedStats {
@@ -359,7 +383,7 @@ export async function receiveArtifacts(
   specs: readonly ArtifactSpec[],
   store: ArtifactStore,
   stats?: { bytes: number; objects: number },
-): Promise<{ readonly manifest: Manifest; readonly missing: readonly string[] }> {
+): Promise<{ readonly manifest: Manifest; readonly missing: readonly string[]; readonly skipped: readonly SkippedEntry[] }> {
   const listed = await listOnHost(connection, root, specs);
   // Into the host's cache too (hard links; the job has ended): a dependent job staged on this host
   // then needs none of them sent back up.
@@ -368,8 +392,13 @@ export async function receiveArtifacts(
     await runScript(
       connection,
       'caching the artifacts',
-      'O=$1; R=$2; while IFS=" " read -r h p; do d=$O/${h%"${h#??}"}; [ -f "$d/$h" ] && continue; mkdir -p "$d"; ln -- "$R/$p" "$d/$h" 2>/dev/null || cp -- "$R/$p" "$d/$h"; chmod 444 "$d/$h"; done 2>/dev/null; exit 0',
-      [layout.objects, root],
+      // sha256sum just read these bytes (the job has ended), so each new object is recorded as verified.
+      [
+        'O=$1; R=$2; V=$3; L=$(mktemp) || exit 0',
+        'while IFS=" " read -r h p; do d=$O/${h%"${h#??}"}; [ -f "$d/$h" ] && continue; mkdir -p "$d"; { ln -- "$R/$p" "$d/$h" 2>/dev/null || cp -- "$R/$p" "$d/$h"; } && chmod 444 "$d/$h" && printf "%s\\n" "$d/$h" >> "$L"; done 2>/dev/null',
+        `${RECORD_PATHS} < "$L"; rm -f "$L"; exit 0`,
+      ].join('\n'),
+      [layout.objects, root, recordsOf(layout)],
       keep.map(([hash, path]) => `${hash} ${path}\n`).join(''),
     ).catch(() => undefined);
   }
@@ -400,38 +429,7 @@ export async function receiveArtifacts(
       await rm(dir, { recursive: true, force: true });
     }
   }
-  return { manifest: makeManifest(listed.entries.values()), missing: listed.missing };
-}
-
-/**
- * Keeps the host's object cache under `maxBytes`: removes the least recently used objects (mtime,
- * refreshed on every use) that no job uses now — none hard-linked into a job's deps folder, none
- * used in the last `guardSeconds` (a job being staged). One exec to list, one to remove.
- */
-export async function evictObjects(connection: SshConnection, layout: HostLayout, maxBytes: number, guardSeconds = 600): Promise<{ readonly removed: number; readonly bytes: number }> {
-  const out = await runScript(connection, 'sizing the object cache', '[ -d "$1" ] || exit 0\nfind "$1" -type f -printf "%T@ %s %n %p\\0"', [layout.objects]);
-  const now = Date.now() / 1000;
-  let total = 0;
-  const candidates: { at: number; size: number; path: string }[] = [];
-  for (const rec of out.toString('utf8').split('\0')) {
-    const m = /^(\S+) (\d+) (\d+) (.*)$/s.exec(rec);
-    if (!m) continue;
-    const size = Number(m[2]);
-    total += size;
-    const at = Number(m[1]);
-    if (Number(m[3]) === 1 && now - at > guardSeconds) candidates.push({ at, size, path: m[4]! });
-  }
-  if (total <= maxBytes) return { removed: 0, bytes: 0 };
-  candidates.sort((a, b) => a.at - b.at);
-  const doomed: string[] = [];
-  let freed = 0;
-  for (const c of candidates) {
-    if (total - freed <= maxBytes) break;
-    doomed.push(c.path);
-    freed += c.size;
-  }
-  if (doomed.length) await runScript(connection, 'trimming the object cache', 'xargs -0 -r rm -f --', [], `${doomed.join('\0')}\0`);
-  return { removed: doomed.length, bytes: freed };
+  return { manifest: makeManifest(listed.entries.values()), missing: listed.missing, skipped: listed.skipped };
 }
 
 function sftpCall<T>(fn: (cb: (err: Error | null | undefined, value: T) => void) => void): Promise<T> {

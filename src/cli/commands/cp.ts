@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { Command, Option } from 'clipanion';
-import { makeManifest, symlinkTargetInside } from '../../artifacts/manifest.js';
+import { escapingLinks, makeManifest, symlinkTargetInside } from '../../artifacts/manifest.js';
 import type { ManifestEntry } from '../../artifacts/types.js';
 import { DstackError } from '../../engine/errors.js';
 import { insideRelative } from '../../engine/paths.js';
@@ -18,6 +18,9 @@ export class CpCommand extends DstackCommand {
       Copies SRC, a file or a folder among the artifacts of RUN (or of the tag TAG, written \`:TAG\`), to DST, like
       \`cp -r\`: when DST is an existing folder, SRC lands inside it under its own name; otherwise DST becomes the copy.
       \`.\` as SRC copies every artifact. File modes (the executable bit) are kept. See what there is with \`dstack ls\`.
+      Every file is checked against its hash as it is copied, and the copy is written beside DST first: when a stored
+      file turns out damaged or missing (error DS0304 or DS0303, exit 3), DST is left as it was. Symlinks that would
+      point outside DST are skipped with a warning.
     `,
     examples: [
       ['One file into the current folder', 'dstack cp wet-mangust-1 model/weights.pt .'],
@@ -65,14 +68,20 @@ export class CpCommand extends DstackCommand {
         });
       }
 
-      // A symlink that points out of what is copied would dangle at best and escape DST at worst.
+      // A symlink that points out of what is copied would dangle at best and escape DST at worst,
+      // whether alone or through another link of the copy (`a -> b`, `b -> ..`).
+      const chained = new Set(escapingLinks(picked).map((l) => l.path));
       const kept = picked.filter((e) => {
-        if (e.type !== 'symlink' || symlinkTargetInside(e.path, e.target) !== undefined) return true;
+        if (e.type !== 'symlink' || (symlinkTargetInside(e.path, e.target) !== undefined && !chained.has(e.path))) return true;
         this.context.stderr.write(`warning: skipped the symlink ${e.path} -> ${e.target}: it points outside what is copied\n`);
         return false;
       });
       const manifest = makeManifest(kept);
-      await (await session.artifacts()).materialize(manifest, target);
+      const { copyOut } = await import('../../artifacts/copy-out.js');
+      const { droppedLinks } = await copyOut(await session.artifacts(), manifest, target);
+      for (const l of droppedLinks) {
+        this.context.stderr.write(`warning: removed the symlink ${l.path} -> ${l.target}: among the files already in ${this.dst} it points outside\n`);
+      }
       const files = kept.filter((e) => e.type === 'file').length;
       this.context.stderr.write(`Copied ${files} file${files === 1 ? '' : 's'} (${formatBytes(manifest.size)}) to ${this.dst}\n`);
       return 0;

@@ -84,6 +84,7 @@ export class TagsAddCommand extends DstackCommand {
     if (saved.missing.length) {
       throw new DstackError('DS0107', `no such file or folder: ${saved.missing.join(', ')}`, { hint: `paths are relative to ${process.cwd()}` });
     }
+    for (const s of saved.skipped) this.context.stderr.write(`warning: '${s.path}' is a ${s.kind}; not tagged\n`);
     return { name: this.name, manifest: saved.manifest, createdAt: Date.now() };
   }
 }

@@ -8,7 +8,7 @@
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import type { Manifest } from '../../artifacts/types.js';
+import type { Manifest } from '../objects.js';
 import type { BackendHandle } from '../backend.js';
 import { DstackError } from '../errors.js';
 import type { ContentHash, Fingerprint, FingerprintParts, JobId, JobStatus, RunName } from '../types.js';
@@ -303,6 +303,11 @@ class SqliteRunStore implements RunStore {
       allFingerprintParts: p('SELECT fingerprint_parts FROM jobs WHERE fingerprint_parts IS NOT NULL').pluck(),
       allSnapshots: p('SELECT snapshot FROM runs WHERE snapshot IS NOT NULL').pluck(),
       allTagManifests: p('SELECT manifest FROM tags').pluck(),
+      // A hash is 64 hex digits: found in a manifest's JSON only as that object's `hash`.
+      forgetHitsWith: p(
+        `UPDATE jobs SET fingerprint = NULL
+         WHERE fingerprint IS NOT NULL AND manifest IS NOT NULL AND instr(manifest, ?) > 0`,
+      ),
     };
   }
 
@@ -650,6 +655,11 @@ class SqliteRunStore implements RunStore {
         return out;
       })(),
     );
+  }
+
+  forgetCacheHitsWith(hash: ContentHash): number {
+    if (!/^[0-9a-f]{64}$/.test(hash)) return 0;
+    return this.guard(() => this.s.forgetHitsWith.run(hash).changes);
   }
 
   close(): void {

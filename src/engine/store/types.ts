@@ -2,7 +2,7 @@
  * The run store contract: one SQLite database in the dstack home (`store.db`), WAL, safe under several
  * dstack processes at once. Implementation: ./sqlite.ts.
  */
-import type { Manifest } from '../../artifacts/types.js';
+import type { Manifest } from '../objects.js';
 import type { BackendHandle } from '../backend.js';
 import type { ContentHash, Fingerprint, FingerprintParts, JobId, JobSpec, JobStatus, RepoInfo, RunName } from '../types.js';
 
@@ -174,6 +174,13 @@ export interface RunStore {
    * collects garbage must read them and keep what they list too.
    */
   referencedObjects(): Set<ContentHash>;
+
+  /**
+   * The object `hash` turned out missing or damaged: every `done` job whose manifest refers to it
+   * stops being a cache hit (its fingerprint is cleared), so the next run re-runs the job that made
+   * it instead of failing on it forever. Returns how many jobs that was.
+   */
+  forgetCacheHitsWith(hash: ContentHash): number;
 
   close(): void;
 }

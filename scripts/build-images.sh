@@ -10,15 +10,15 @@
 #   dstack/python:3.11-ml        Debian bookworm minbase + python3, numpy, scikit-learn (fixtures/mnist)
 #   dstack-test/sshhost:latest   Debian bookworm minbase + openssh-server: a "machine of the pool" for the
 #                                SSH tests (see build_sshhost and test/helpers/ssh-hosts.ts)
-set -euo pipefail
+set -Eeuo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+STEP_PREFIX=build-images
+trap on_failure ERR
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 need_pkg() { # command package
-  command -v "$1" >/dev/null 2>&1 || [ -e "$1" ] || {
-    as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$2" >/dev/null
-  }
+  command -v "$1" >/dev/null 2>&1 || [ -e "$1" ] || { step "installing $2 with apt"; apt_install "$2"; }
 }
 mirror() { # the Debian mirror this machine already uses
   local m
@@ -26,8 +26,9 @@ mirror() { # the Debian mirror this machine already uses
   [ -n "$m" ] || m=$(grep -hoE '^deb +\S+' /etc/apt/sources.list 2>/dev/null | head -1 | awk '{print $2}')
   echo "${m:-http://deb.debian.org/debian}"
 }
-# An image's label is a hash of the function that builds it: editing one recipe rebuilds only that image.
-recipe_hash() { declare -f "$1" mirror | sha256sum | cut -c1-16; }
+# An image's label is a hash of the function that builds it: editing one recipe rebuilds only that
+# image. Its messages are not part of the recipe: rewording one rebuilds nothing.
+recipe_hash() { declare -f "$1" mirror | grep -vE '^[[:space:]]*step ' | sha256sum | cut -c1-16; }
 have_image() { # name hash
   [ "$(docker image inspect -f '{{ index .Config.Labels "dstack.recipe" }}' "$1" 2>/dev/null || true)" = "$2" ]
 }
@@ -51,10 +52,9 @@ build_python() {
   have_image "$name" "$h" && { echo "image $name is up to date"; return; }
   need_pkg debootstrap debootstrap
   local root; root=$(mktemp -d /var/tmp/dstack-rootfs.XXXXXX)
-  echo "building $name with debootstrap (about a minute)…"
-  as_root debootstrap --variant=minbase --include=python3,python3-numpy,python3-sklearn,ca-certificates \
-    bookworm "$root" "$(mirror)" >/tmp/dstack-debootstrap.log 2>&1 || {
-      tail -20 /tmp/dstack-debootstrap.log >&2; exit 1; }
+  step "building $name: a Debian root with debootstrap, then docker import" '3–5 minutes; progress every 20 s'
+  with_progress /tmp/dstack-debootstrap.log as_root debootstrap --variant=minbase \
+    --include=python3,python3-numpy,python3-sklearn,ca-certificates bookworm "$root" "$(mirror)"
   as_root rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
     "$root"/usr/share/man/* "$root"/usr/share/locale/* "$root"/usr/share/info/*
   as_root tar -C "$root" -c . | docker import \
@@ -81,17 +81,14 @@ build_sshhost() {
   have_image "$name" "$h" && { echo "image $name is up to date"; return; }
   need_pkg debootstrap debootstrap
   local root; root=$(mktemp -d /var/tmp/dstack-rootfs.XXXXXX)
-  echo "building $name with debootstrap (about a minute)…"
-  as_root debootstrap --variant=minbase bookworm "$root" "$(mirror)" >/tmp/dstack-debootstrap.log 2>&1 || {
-      tail -20 /tmp/dstack-debootstrap.log >&2; exit 1; }
+  step "building $name: a Debian root with debootstrap and openssh-server, then docker import" '3–5 minutes; progress every 20 s'
+  with_progress /tmp/dstack-debootstrap.log as_root debootstrap --variant=minbase bookworm "$root" "$(mirror)"
   # Without this, openssh-server's post-install would start sshd on this machine's port 22.
   printf '#!/bin/sh\nexit 101\n' | as_root tee "$root/usr/sbin/policy-rc.d" >/dev/null
   as_root chmod 755 "$root/usr/sbin/policy-rc.d"
   as_root cp /etc/resolv.conf "$root/etc/resolv.conf"
-  { as_root chroot "$root" apt-get update -qq &&
-    DEBIAN_FRONTEND=noninteractive as_root chroot "$root" apt-get install -y -qq --no-install-recommends \
-      openssh-server coreutils; } >>/tmp/dstack-debootstrap.log 2>&1 || {
-      tail -20 /tmp/dstack-debootstrap.log >&2; exit 1; }
+  with_progress /tmp/dstack-sshhost-apt.log as_root chroot "$root" sh -c 'apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server coreutils'
   # Host keys made by the post-install would be shared by every container: each makes its own.
   as_root rm -f "$root/usr/sbin/policy-rc.d" "$root/etc/resolv.conf" "$root"/etc/ssh/ssh_host_*
   as_root rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \

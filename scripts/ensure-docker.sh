@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # Make sure a Docker engine answers on this machine. Installs Debian's docker.io when there is no
 # dockerd, starts it in the background when /var/run/docker.sock does not answer /_ping, and never
-# stops a daemon it did not start. Used by the README's setup command and by .ci/run.
-set -euo pipefail
+# stops or restarts a daemon it did not start. Used by scripts/setup.sh and by .ci/run.
+#
+# A daemon it starts itself gets `--registry-mirror http://127.0.0.1:5055` (DSTACK_REGISTRY_MIRROR;
+# empty: none): the tests run a registry there, so Docker Hub names (python:3.11-slim) resolve
+# from this machine and never from Docker Hub. When nothing listens there, the engine falls back
+# to Docker Hub as it would without a mirror.
+set -Eeuo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+STEP_PREFIX=ensure-docker
+trap on_failure ERR
 
 sock=${DOCKER_HOST:-unix:///var/run/docker.sock}
 sock=${sock#unix://}
+mirror=${DSTACK_REGISTRY_MIRROR-http://127.0.0.1:5055}
 
 # Node is always here; curl may not be.
 ping() {
@@ -14,16 +25,18 @@ ping() {
 
 if ping; then exit 0; fi
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-
 if ! command -v dockerd >/dev/null 2>&1; then
-  echo "ensure-docker: no Docker engine installed; installing Debian's docker.io" >&2
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq docker.io >/dev/null
+  step "installing Debian's docker.io (no Docker engine is installed)" 'about a minute'
+  apt_install docker.io
 fi
 
-echo "ensure-docker: starting dockerd in the background (log: /tmp/dstack-dockerd.log)" >&2
-as_root sh -c 'nohup dockerd >/tmp/dstack-dockerd.log 2>&1 &'
+flags=()
+# A mirror set in daemon.json as well as on the command line stops dockerd from starting.
+if [ -n "$mirror" ] && ! grep -qs '"registry-mirrors"' /etc/docker/daemon.json; then flags+=(--registry-mirror "$mirror"); fi
+step "starting dockerd ${flags[*]} in the background (log: /tmp/dstack-dockerd.log)"
+STEP_LOG=/tmp/dstack-dockerd.log
+# shellcheck disable=SC2016
+as_root sh -c 'nohup dockerd "$@" >/tmp/dstack-dockerd.log 2>&1 &' dockerd "${flags[@]}"
 for _ in $(seq 1 100); do
   if ping; then exit 0; fi
   sleep 0.2

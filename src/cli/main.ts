@@ -12,6 +12,8 @@ import type { DstackContext } from '../backends/command.js';
 import type { BackendRegistry } from '../backends/registry.js';
 import { reportError } from './base.js';
 import { dstackHome } from './home.js';
+import { stdio } from './output.js';
+import { namePlaceholders, unknownCommand } from './usage-text.js';
 import { VERSION } from './version.js';
 
 /** The backend plugins, loaded only by the commands that need them. */
@@ -62,10 +64,13 @@ export interface MainOptions {
 
 export async function main(argv: readonly string[], options: MainOptions = {}): Promise<number> {
   const backends = options.backends ?? builtIn;
+  // The process's own streams go through the guarded writer: a reader that goes away stops the
+  // writing, never the command (a test's injected streams are its own).
+  const own = options.stdout && options.stderr ? undefined : stdio();
   const context: DstackContext = {
     ...Cli.defaultContext,
-    ...(options.stdout ? { stdout: options.stdout as typeof Cli.defaultContext.stdout } : {}),
-    ...(options.stderr ? { stderr: options.stderr as typeof Cli.defaultContext.stderr } : {}),
+    stdout: (options.stdout ?? own?.stdout) as typeof Cli.defaultContext.stdout,
+    stderr: (options.stderr ?? own?.stderr) as typeof Cli.defaultContext.stderr,
     remotes: async () => (await backends()).remotes(dstackHome()),
   };
   if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-v')) {
@@ -73,7 +78,7 @@ export async function main(argv: readonly string[], options: MainOptions = {}): 
     return 0;
   }
   const colored = Boolean(process.stdout.isTTY) && !options.stdout && !process.env.NO_COLOR;
-  const cli = new Cli<DstackContext>({ binaryLabel: 'dstack — run ML workflows in Docker', binaryName: 'dstack', binaryVersion: VERSION, enableColors: colored });
+  const cli = new DstackCli({ binaryLabel: 'dstack — run ML workflows in Docker', binaryName: 'dstack', binaryVersion: VERSION, enableColors: colored });
   for (const c of await commandsFor(argv[0], backends)) cli.register(c);
   cli.register(Builtins.HelpCommand);
   cli.register(Builtins.VersionCommand);
@@ -82,6 +87,12 @@ export async function main(argv: readonly string[], options: MainOptions = {}): 
     command = cli.process([...argv], context);
   } catch (e) {
     // Parse errors: unknown command or option, missing argument.
+    const paths = cli.definitions().map((d) => d.path.split(' ').slice(1));
+    if (e instanceof Error && (e.message.startsWith('Command not found') || unknownSubcommand(argv, paths))) {
+      const { message, hint } = unknownCommand(argv, paths);
+      context.stderr.write(`error DS0100: ${message}\n  = ${hint}\n`);
+      return 2;
+    }
     const text = cli.error(e, { colored: false }).replace(/^Unknown Syntax Error: /, '').trimEnd();
     context.stderr.write(`error DS0100: ${text}\n  = see \`dstack --help\`\n`);
     return 2;
@@ -90,5 +101,23 @@ export async function main(argv: readonly string[], options: MainOptions = {}): 
     return await cli.run(command, context);
   } catch (e) {
     return reportError(e, context.stderr);
+  }
+}
+
+/** `dstack secrets remve`: a group (whose bare name may be a command itself) and a word none of its commands has. */
+function unknownSubcommand(argv: readonly string[], paths: readonly (readonly string[])[]): boolean {
+  const [group, word] = argv;
+  const subs = paths.filter((p) => p.length > 1 && p[0] === group).map((p) => p[1]);
+  return subs.length > 0 && word !== undefined && !word.startsWith('-') && !subs.includes(word);
+}
+
+/** Usage text with named option values (`--since DURATION`, not clipanion's `--since #0`). */
+class DstackCli extends Cli<DstackContext> {
+  override usage(...args: Parameters<Cli<DstackContext>['usage']>): string {
+    return namePlaceholders(super.usage(...args));
+  }
+
+  override error(...args: Parameters<Cli<DstackContext>['error']>): string {
+    return namePlaceholders(super.error(...args));
   }
 }

@@ -17,6 +17,11 @@ export interface RenderOptions {
    * unless by then every other job was reused (then only this one prints, as plainly as a lone job).
    */
   readonly prefix?: boolean;
+  /**
+   * How whoever reads this output aborts a graceful stop. Default: Ctrl-C again (the foreground CLI);
+   * the detached supervisor has no terminal, so it names the command instead.
+   */
+  readonly abortBy?: string;
 }
 
 export function createRenderer(options: RenderOptions): (event: RunEvent) => void {
@@ -116,7 +121,7 @@ export function createRenderer(options: RenderOptions): (event: RunEvent) => voi
         say(`  ${event.workflow}: saved ${event.files} artifact file${event.files === 1 ? '' : 's'} (${formatBytes(event.bytes)})`);
         break;
       case 'stopping':
-        say(event.mode === 'graceful' ? 'Stopping gracefully (artifacts are saved); press Ctrl-C again to abort' : 'Aborting');
+        say(event.mode === 'graceful' ? `Stopping gracefully (artifacts are saved); ${options.abortBy ?? 'press Ctrl-C again'} to abort` : 'Aborting');
         break;
       case 'run-finished':
         flush();

@@ -112,6 +112,10 @@ export const Codes = {
   DS0237: { title: 'instance did not start running', exit: ExitCode.backendUnavailable },
   DS0238: { title: 'instance address unknown', exit: ExitCode.backendUnavailable },
   DS0239: { title: 'caller address unknown', exit: ExitCode.backendUnavailable },
+  // the first hour: stopping, pulls, shared deps (issue 8); DS0130–DS0139 and DS0290–DS0299
+  DS0130: { title: 'Docker engine has no init', exit: ExitCode.backendUnavailable },
+  DS0290: { title: 'image needs registry credentials', exit: ExitCode.usage },
+  DS0291: { title: 'registry refused the credentials', exit: ExitCode.usage },
   // The team bucket: S3 or a shared folder, push/pull, remote runs, one cache (issue 11).
   // DS0260–DS0289 are this block's; the unused ones are reserved for it.
   DS0260: { title: 'bucket not found', exit: ExitCode.backendUnavailable },

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { EC2Client } from '@aws-sdk/client-ec2';
-import { assertNoCrash, containersOf, createProject, runNameOf, type Project, type PsRunWithJobs } from '../helpers/cli.js';
+import { assertNoCrash, containersOf, createProject, runNameOf, sleep, type Project, type PsRunWithJobs } from '../helpers/cli.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/ec2-faults.js';
 import { liveInstances, motoClient, startInstanceWatcher, sweepInstanceContainers, type InstanceWatcher } from '../helpers/instances.js';
 import { motoEnv, startMoto, type Moto } from '../helpers/moto.js';
@@ -30,6 +30,13 @@ const WORKFLOWS = `workflows:
     commands:
       - echo sleeper-started
       - sleep 1000
+  - name: saver
+    image: ${IMAGE}
+    commands:
+      - echo kept > out/kept.txt
+      - echo saver-started
+      - sleep 1000
+    artifacts: [out]
   - name: gpu
     image: ${IMAGE}
     commands:
@@ -191,6 +198,35 @@ test(
     // No dstack command runs from here on: only the instance itself can end it.
     await watcher.waitGone(id!, 120_000);
     assert.equal(await liveInstances(ec2), []);
+  }),
+);
+
+test(
+  'dstack stop of a detached plain shell job on an instance: SIGTERM reaches it under the init (exit 143, not 137 after the grace), its artifact folder was made before it, its artifacts are saved, the instance terminated',
+  withTimeout(240_000, async () => {
+    const p = await awsProject({ env: { DSTACK_STOP_GRACE: '60' } });
+    const r = await p.run(['run', 'saver', '--remote', '-d'], { timeoutMs: 60_000 });
+    assertNoCrash(r);
+    assert.is(r.exitCode, 0, r.stderr);
+    const name = r.stdout.trim();
+    for (const deadline = Date.now() + 180_000; !(await p.run(['logs', name])).stdout.includes('saver-started\n'); await sleep(500)) {
+      if (Date.now() > deadline) throw new Error(`run ${name} never printed saver-started`);
+    }
+    const stop = await p.run(['stop', name], { timeoutMs: 120_000 });
+    assertNoCrash(stop);
+    assert.is(stop.exitCode, 0, stop.stderr);
+    assert.match(stop.stderr, new RegExp(`^Stopping ${name}: waiting for saver \\(running\\) to exit on SIGTERM \\(SIGKILL after 60 s\\) and save its artifacts\n`));
+    const run = await p.json<PsRunWithJobs>(['ps', name, '--json']);
+    assert.equal(
+      [run.status, run.jobs.map((j) => [j.status, j.exitCode, j.artifacts])],
+      ['stopped', [['stopped', 143, ['out/kept.txt']]]],
+    );
+    const out = join(p.dir, 'kept.txt');
+    assert.is((await p.run(['cp', name, 'out/kept.txt', out])).exitCode, 0);
+    assert.is(await readFile(out, 'utf8'), 'kept\n');
+    for (const deadline = Date.now() + 60_000; (await liveInstances(ec2)).length > 0; await sleep(500)) {
+      if (Date.now() > deadline) throw new Error('the instance outlived its stopped run');
+    }
   }),
 );
 

@@ -122,7 +122,7 @@ test(
   'unknown command: DS0100',
   withTimeout(20_000, async () => {
     const r = await inProject(undefined, ['bogus']);
-    expectUsage(r, 'error DS0100: Command not found');
+    expectUsage(r, "error DS0100: unknown command 'bogus'\n");
   }),
 );
 

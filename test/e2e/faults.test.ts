@@ -6,10 +6,12 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { assertNoContainersLeft, assertNoCrash, containersOf, createProject, runNameOf, type PsJob } from '../helpers/cli.js';
+import { NOWHERE } from '../helpers/registry.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 const IMAGE = 'dstack-test/busybox:latest';
-const MISSING = 'dstack-test/nonexistent-e2e:latest';
+// On a loopback registry where nothing answers: the engine's attempt never leaves this machine.
+const MISSING = `${NOWHERE}/dstack-test/nonexistent-e2e:latest`;
 
 test(
   'an image that is neither local nor pullable (offline): exit 3, DS0201 names it',

@@ -108,11 +108,11 @@ test(
     const job = (name: string, commands: string[], artifacts: string[]): string =>
       `  - name: ${name}\n    image: ${IMAGE}\n    env: [CANARY=${canary.dir}]\n    commands:\n${commands.map((c) => `      - ${JSON.stringify(c)}\n`).join('')}    artifacts: [${artifacts.join(', ')}]\n`;
     const p = await createProject({
-      workflows: `workflows:\n${job('direct', ['ln -s "$CANARY" out'], ['out'])}${job('chain', ['mkdir res', 'ln -s ../b res/a', 'ln -s "$CANARY/secret.txt" b'], ['res'])}${job(
+      workflows: `workflows:\n${job('direct', ['rmdir out', 'ln -s "$CANARY" out'], ['out'])}${job('chain', ['mkdir -p res', 'ln -s ../b res/a', 'ln -s "$CANARY/secret.txt" b'], ['res'])}${job(
         'sneaky',
         ['mkdir -p res/d', 'ln -s .. res/d/up', 'ln -s d/up/../.. res/s'],
         ['res'],
-      )}${job('under', ['ln -s "$CANARY" via'], ['via/secret.txt'])}${job('specials', ['mkdir out', 'echo fine > out/ok.txt', 'mkfifo out/pipe', 'mknod out/null c 1 3'], ['out'])}`,
+      )}${job('under', ['rm -rf via', 'ln -s "$CANARY" via'], ['via/secret.txt'])}${job('specials', ['mkdir -p out', 'echo fine > out/ok.txt', 'mkfifo out/pipe', 'mknod out/null c 1 3'], ['out'])}`,
     });
     try {
       const expected: Record<string, RegExp> = {

@@ -163,7 +163,7 @@ test(
   'artifacts on the host: a chain of links out is refused (DS0302); a fifo is named, not saved',
   withTimeout(120_000, async () => {
     const q = await createProject({
-      workflows: `workflows:\n  - name: chain\n    image: ${IMAGE}\n    env: [CANARY=${canary.dir}]\n    commands: [mkdir res, ln -s ../b res/a, 'ln -s "$CANARY" b']\n    artifacts: [res]\n  - name: fifo\n    image: ${IMAGE}\n    commands: [mkdir out, echo ok > out/ok.txt, mkfifo out/pipe]\n    artifacts: [out]\n`,
+      workflows: `workflows:\n  - name: chain\n    image: ${IMAGE}\n    env: [CANARY=${canary.dir}]\n    commands: [mkdir -p res, ln -s ../b res/a, 'ln -s "$CANARY" b']\n    artifacts: [res]\n  - name: fifo\n    image: ${IMAGE}\n    commands: [mkdir -p out, echo ok > out/ok.txt, mkfifo out/pipe]\n    artifacts: [out]\n`,
     });
     try {
       await configurePool(q, [host]);

@@ -178,7 +178,7 @@ test(
       const stop = await p.run(['stop', name]);
       assert.is(stop.exitCode, 0, stop.stderr);
       assertNoCrash(stop);
-      assert.is(stop.stderr, `Run ${name} stopped\n`);
+      assert.is(stop.stderr, `Stopping ${name}: the dstack process that ran it is gone; removing its containers here (artifacts are not saved)\nRun ${name} stopped\n`);
       const run = await runOf(p, name);
       assert.equal(
         [run.status, run.jobs[0]!.status, run.jobs[0]!.reason],
@@ -212,7 +212,7 @@ test(
       const stop = await p.run(['stop', name]);
       assert.is(stop.exitCode, 0, stop.stderr);
       assertNoCrash(stop);
-      assert.is(stop.stderr, `Run ${name} stopped\n`);
+      assert.is(stop.stderr, `Stopping ${name}: waiting for graceful (running) to exit on SIGTERM (SIGKILL after 30 s) and save its artifacts\nRun ${name} stopped\n`);
       const first = await bg.result;
       assert.is(first.exitCode, 130, first.stderr);
       assertNoCrash(first);
@@ -249,7 +249,7 @@ test(
       const stop = await p.run(['stop', '-x', name]);
       assert.is(stop.exitCode, 0, stop.stderr);
       assertNoCrash(stop);
-      assert.is(stop.stderr, `Run ${name} aborted\n`);
+      assert.is(stop.stderr, `Aborting ${name}: killing stubborn (running); nothing is saved\nRun ${name} aborted\n`);
       const first = await bg.result;
       assert.is(first.exitCode, 130, first.stderr);
       assertNoCrash(first);

@@ -32,6 +32,7 @@ interface PruneJson {
   objects: number;
   tempFiles: number;
   bytes: number;
+  keptLive: number;
   keptYoung: number;
 }
 
@@ -108,7 +109,10 @@ test(
         lines.slice(1).map((l) => l.split(/ +/)[0]),
         [gone1, gone2],
       );
-      assert.match(dry.stderr, /^Would free \d+(\.\d)? kB: 2 runs, \d+ objects, 1 temp file\nKept 1 unreferenced object written in the last hour: a run may still be saving it\n$/);
+      assert.match(
+        dry.stderr,
+        /^Would free \d+(\.\d)? kB: 2 runs, \d+ objects, 1 temp file\nWould keep \d+ objects: \d+ used by the 1 run and 2 tags that remain; 1 unreferenced but written in the last hour \(a run may still be saving it; prune again later to free it\)\n$/,
+      );
       const dryJson = await p.json<PruneJson>(['prune', '--older-than', '0s', '--dry-run', '--json']);
       assert.equal(dryJson.runs, [gone1, gone2]);
       assert.equal(objectFiles(p.home), before, 'a dry run deletes nothing');
@@ -122,6 +126,7 @@ test(
       assert.equal(pruned, { ...dryJson, dryRun: false });
       assert.equal(pruned.runs, [gone1, gone2]);
       assert.is(pruned.keptYoung, 1);
+      assert.is(pruned.keptLive, objectFiles(p.home).size - 1, 'every other object is kept for what remains');
       assert.is(pruned.tempFiles, 1);
       assert.ok(pruned.bytes >= 10_000, `freed ${pruned.bytes} bytes`);
 
@@ -148,7 +153,10 @@ test(
       const again = await p.run(['prune', '--older-than', '0s', '-y']);
       ok(again, 'prune again');
       assert.is(again.stdout, '');
-      assert.is(again.stderr, 'Freed 0 B: 0 runs, 0 objects\nKept 1 unreferenced object written in the last hour: a run may still be saving it\n');
+      assert.is(
+        again.stderr,
+        `Freed 0 B: 0 runs, 0 objects\nKept ${after.size} objects: ${after.size - 1} used by the 1 run and 2 tags that remain; 1 unreferenced but written in the last hour (a run may still be saving it; prune again later to free it)\n`,
+      );
     } finally {
       await removeContainers(p.home);
     }

@@ -65,7 +65,11 @@ test(
       assert.not.ok(r.stdout.includes(VALUE) || r.stderr.includes(VALUE) || r.stdout.includes('on-the-command-line'), 'a value was printed');
     }
 
-    const del = await p.run(['secrets', 'delete', 'PEM']);
+    const refused = await p.run(['secrets', 'delete', 'PEM']);
+    assert.is(refused.exitCode, 2);
+    assert.is(refused.stderr, 'error DS0103: Delete secret PEM: refused without confirmation\n  = pass -y to confirm: dstack secrets delete PEM -y\n');
+    assert.equal(await p.json(['secrets', 'list', '--json']), ['API_TOKEN', 'PEM'], 'a refused delete deletes nothing');
+    const del = await p.run(['secrets', 'delete', 'PEM', '-y']);
     assert.is(del.exitCode, 0, del.stderr);
     assert.is(del.stderr, 'Deleted secret PEM\n');
     assert.is(modeOf(file), '600');
@@ -80,7 +84,7 @@ test(
       const r = await p.run(['run', 'show']);
       assert.is(r.exitCode, 0, r.stderr);
       assert.is(r.stdout, `len=${VALUE.length}\n`);
-      const del = await p.run(['secrets', 'delete', 'API_TOKEN']);
+      const del = await p.run(['secrets', 'delete', 'API_TOKEN', '--yes']);
       assert.is(del.exitCode, 0, del.stderr);
       const after = await p.run(['run', 'show']);
       assert.is(after.exitCode, 2, after.stderr);
@@ -106,7 +110,7 @@ test(
     const empty = await withInput(p, ['secrets', 'add', 'EMPTY'], '\n');
     assert.is(empty.exitCode, 2);
     assert.is(empty.stderr, 'error DS0100: no value given for secret EMPTY\n  = type it at the prompt, or pipe it in: dstack secrets add EMPTY < FILE\n');
-    const unknown = await p.run(['secrets', 'delete', 'NOPE']);
+    const unknown = await p.run(['secrets', 'delete', 'NOPE', '-y']);
     assert.is(unknown.exitCode, 2);
     assert.is(unknown.stderr, "error DS0016: no secret named 'NOPE'\n  = list them with `dstack secrets list`\n");
     assert.equal(await p.json(['secrets', 'list', '--json']), []);

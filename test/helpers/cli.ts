@@ -13,7 +13,7 @@ import { execa, type ResultPromise } from 'execa';
 import * as assert from 'uvu/assert';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
-const BIN = join(ROOT, 'bin', 'dstack');
+export const BIN = join(ROOT, 'bin', 'dstack');
 const BUNDLE = join(ROOT, 'dist', 'dstack.mjs');
 
 export interface CliResult {

@@ -306,6 +306,48 @@ export function registerBackendContract(name: string, factory: ContractFactory):
   );
 
   test(
+    'stop: a plain shell job with no trap ends on SIGTERM (it runs under an init), not by SIGKILL after the grace',
+    limit(async () => {
+      const h = harness(spec('echo ready; sleep 1000'));
+      const machine = await ready(h);
+      try {
+        const job = await machine.start(h.ctx, {}, h.sink);
+        await until('ready', 20_000, () => h.out().includes('ready'));
+        // A shell that is PID 1 drops SIGTERM: it would be killed after 30 s, with 137.
+        await job.stop(30);
+        assert.is((await job.wait()).exitCode, 143);
+      } finally {
+        await teardown(machine);
+      }
+    }),
+  );
+
+  test(
+    'artifact folders are there before the job: `echo hi > output/hello.txt` with artifacts [output] works',
+    limit(async () => {
+      const js = spec('echo hi > output/hello.txt && echo x > out/x.txt', {
+        artifacts: [
+          { path: 'output', mount: false },
+          { path: 'out/x.txt', mount: false },
+        ],
+      });
+      const h = harness(js);
+      const machine = await ready(h);
+      try {
+        const job = await machine.start(h.ctx, {}, h.sink);
+        assert.is((await job.wait()).exitCode, 0, h.err());
+        const manifest = await machine.collect(h.ctx, js.artifacts, s().store);
+        assert.equal(
+          manifest.entries.filter((e) => e.type === 'file').map((e) => e.path),
+          ['out/x.txt', 'output/hello.txt'],
+        );
+      } finally {
+        await teardown(machine);
+      }
+    }),
+  );
+
+  test(
     'abort: the job ends promptly, teardown leaves nothing',
     limit(async () => {
       const h = harness(spec('echo started; sleep 1000'));

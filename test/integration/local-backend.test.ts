@@ -16,6 +16,7 @@ import { localPlugin, type LocalBackend } from '../../src/backends/local/index.j
 import type { Manifest } from '../../src/artifacts/types.js';
 import { BUSYBOX, closeTestDocker, containersLabelled, ensureBusybox, sweepContainers, testDocker } from '../helpers/docker.js';
 import { busyboxSpec as spec, jobHarness, type Harness } from '../helpers/job-harness.js';
+import { NOWHERE } from '../helpers/registry.js';
 import { withTimeout } from '../helpers/timeout.js';
 import { until } from '../helpers/wait.js';
 
@@ -280,12 +281,12 @@ test(
 test(
   'a missing image that cannot be pulled is DS0201 naming the image',
   withTimeout(20_000, async () => {
-    const h = harness(spec({ image: 'dstack-test/does-not-exist:1.0', script: 'true' }));
+    const h = harness(spec({ image: `${NOWHERE}/dstack-test/does-not-exist:1.0`, script: 'true' }));
     const machine = await backend.provision(h.ctx);
     try {
       const e = await rejectsWith(machine.bootstrap(h.ctx), 'DS0201');
-      assert.match(e.message, "image 'dstack-test/does-not-exist:1.0' is not available locally and could not be pulled (");
-      assert.match(e.hint ?? '', 'docker pull dstack-test/does-not-exist:1.0');
+      assert.match(e.message, `image '${NOWHERE}/dstack-test/does-not-exist:1.0' is not available locally and could not be pulled (offline: `);
+      assert.match(e.hint ?? '', `docker pull ${NOWHERE}/dstack-test/does-not-exist:1.0`);
     } finally {
       await machine.teardown();
     }
@@ -462,9 +463,9 @@ test(
       assert.equal(notices, [], 'no pull for an image that is there');
 
       // A missing image is DS0201, and the failure is not kept: the next call asks the engine again.
-      const missing = spec({ image: 'dstack-test/does-not-exist:2.0' });
+      const missing = spec({ image: `${NOWHERE}/dstack-test/does-not-exist:2.0` });
       const e = await rejectsWith(b.imageDigest(missing, options), 'DS0201');
-      assert.match(e.message, "image 'dstack-test/does-not-exist:2.0' is not available locally and could not be pulled (");
+      assert.match(e.message, `image '${NOWHERE}/dstack-test/does-not-exist:2.0' is not available locally and could not be pulled (`);
       const before = inspects;
       await rejectsWith(b.imageDigest(missing, options), 'DS0201');
       assert.ok(inspects > before);
@@ -472,7 +473,7 @@ test(
       // pull: false (--dry-run) looks only; a pull asked for afterwards is still tried.
       assert.is(await b.imageDigest(spec(), { ...options, pull: false }), digest);
       const lookOnly = await rejectsWith(b.imageDigest(missing, { ...options, pull: false }), 'DS0201');
-      assert.is(lookOnly.message, "image 'dstack-test/does-not-exist:2.0' is not available locally, and pulling it was not asked for");
+      assert.is(lookOnly.message, `image '${NOWHERE}/dstack-test/does-not-exist:2.0' is not available locally, and pulling it was not asked for`);
       const pulled = await rejectsWith(b.imageDigest(missing, options), 'DS0201');
       assert.match(pulled.message, 'could not be pulled');
     } finally {

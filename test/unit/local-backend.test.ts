@@ -7,8 +7,9 @@ import { demuxer } from '../../src/backends/docker/demux.js';
 import { makeManifest } from '../../src/artifacts/manifest.js';
 import type { Manifest, ManifestEntry } from '../../src/artifacts/types.js';
 import { asContentHash } from '../../src/engine/types.js';
-import { endpointFromEnv } from '../../src/backends/docker/docker.js';
-import { splitImage } from '../../src/backends/docker/pull.js';
+import { DockerApiError, endpointFromEnv } from '../../src/backends/docker/docker.js';
+import { startError } from '../../src/backends/docker/job-container.js';
+import { registryAuthHeader, splitImage } from '../../src/backends/docker/pull.js';
 import { DstackError } from '../../src/engine/errors.js';
 import type { JobSpec } from '../../src/engine/types.js';
 import { jobSpec } from '../helpers/spec.js';
@@ -31,7 +32,7 @@ test('createOptions: limits, gpu, ports, working dir, labels, env', () => {
   assert.equal(o.Cmd, ['/bin/sh', '-c', 'python train.py']);
   assert.is(o.Entrypoint, undefined);
   assert.is(o.WorkingDir, '/workflow/src');
-  assert.equal(o.Env, ['A=1', 'PORT_0=40001', 'HOME=/root']);
+  assert.equal(o.Env, ['A=1', 'PORT_0=40001', 'TINI_KILL_PROCESS_GROUP=1', 'HOME=/root']);
   assert.equal(o.Labels, { 'dstack.run': 'r' });
   assert.equal(o.ExposedPorts, { '40001/tcp': {} });
   const hc = o.HostConfig ?? {};
@@ -47,8 +48,17 @@ test('createOptions: no limits, no ports → none set; the image command kept', 
   const o = createOptions({ spec: spec({ command: undefined }), labels: {}, workflowDir: '/w', cacheDir: '/c', env: {}, ports: [] });
   assert.is(o.Cmd, undefined);
   assert.is(o.WorkingDir, '/workflow');
-  assert.equal(o.HostConfig, { Binds: ['/w:/workflow'] });
+  assert.equal(o.HostConfig, { Init: true, Binds: ['/w:/workflow'] });
   assert.is(o.ExposedPorts, undefined);
+});
+
+test('createOptions: an init runs the job, and sends a stop to its whole process group', () => {
+  const o = createOptions({ spec: spec(), labels: {}, workflowDir: '/w', cacheDir: '/c', env: { B: '2' }, ports: [] });
+  assert.is(o.HostConfig?.Init, true);
+  assert.equal(o.Env, ['B=2', 'TINI_KILL_PROCESS_GROUP=1']);
+  // A job that sets it itself keeps its own choice.
+  const own = createOptions({ spec: spec(), labels: {}, workflowDir: '/w', cacheDir: '/c', env: { TINI_KILL_PROCESS_GROUP: '' }, ports: [] });
+  assert.equal(own.Env, ['TINI_KILL_PROCESS_GROUP=']);
 });
 
 test('createOptions: deps are read-only bind mounts under /workflow, as Mounts (a `:` in a path is fine)', () => {
@@ -171,6 +181,29 @@ test('splitImage: tags, registries with ports, digests', () => {
   assert.equal(splitImage('localhost:5000/x/y'), { name: 'localhost:5000/x/y', tag: 'latest' });
   assert.equal(splitImage('localhost:5000/x/y:v2'), { name: 'localhost:5000/x/y', tag: 'v2' });
   assert.equal(splitImage('x@sha256:abc'), { name: 'x', tag: 'sha256:abc' });
+});
+
+test('an engine with no docker-init: DS0130 says where and how to get one; other start errors stay DS0203', () => {
+  // moby's message when HostConfig.Init is asked of an engine that has no init binary.
+  const missing = new DockerApiError(500, 'exec: "docker-init": executable file not found in $PATH');
+  const here = startError(missing, 'r/train', []) as DstackError;
+  assert.is(here.code, 'DS0130');
+  assert.is(here.message, 'the Docker engine here has no init program (docker-init), which job r/train runs under so that a stop reaches it: exec: "docker-init": executable file not found in $PATH');
+  assert.match(here.hint ?? '', '--init-path');
+  const remote = startError(missing, 'r/train', [], 'on root@gpu1:22') as DstackError;
+  assert.ok(remote.message.startsWith('the Docker engine on root@gpu1:22 has no init program'), remote.message);
+  assert.is((startError(new DockerApiError(500, 'something else'), 'r/train', []) as DstackError).code, 'DS0203');
+});
+
+test('X-Registry-Auth is URL-safe base64 with its padding, whatever the length (the engine reads nothing otherwise)', () => {
+  for (const password of ['p', 'pw', 'pwd', 'pwd?>', 'ü~~~']) {
+    const header = registryAuthHeader({ username: 'alice', password }, '127.0.0.1:5000/private/app');
+    assert.is(header.length % 4, 0, `padded for a password of ${password.length}`);
+    assert.match(header, /^[A-Za-z0-9_-]+=*$/);
+    assert.equal(JSON.parse(Buffer.from(header, 'base64url').toString('utf8')), { username: 'alice', password, serveraddress: '127.0.0.1:5000' });
+  }
+  const hub = JSON.parse(Buffer.from(registryAuthHeader({ username: 'u', password: 'p' }, 'library/python'), 'base64url').toString('utf8')) as { serveraddress: string };
+  assert.is(hub.serveraddress, 'https://index.docker.io/v1/');
 });
 
 test.run();

@@ -72,6 +72,9 @@ export function createOptions(plan: ContainerPlan): ContainerCreateOptions {
   const { spec } = plan;
   const env = { ...plan.env };
   plan.ports.forEach((p, i) => (env[`PORT_${i}`] = String(p)));
+  // The init (the engine's docker-init, tini) sends a stop's SIGTERM to the job's whole process group,
+  // as Ctrl-C on a terminal would: the shell, and the program it waits for, which can then save.
+  env.TINI_KILL_PROCESS_GROUP ??= '1';
   const home = plan.home ?? DEFAULT_HOME;
   // Docker sets HOME from /etc/passwd, or `/` when the image has none; `~` in the commands must
   // mean the folder the `~/…` caches are mounted under.
@@ -107,6 +110,9 @@ export function createOptions(plan: ContainerPlan): ContainerCreateOptions {
     OpenStdin: false,
     ...(plan.ports.length ? { ExposedPorts: exposed } : {}),
     HostConfig: {
+      // A shell as PID 1 has no default action for SIGTERM, so the kernel drops the signal and every
+      // stop waited the whole grace period for SIGKILL (exit 137, artifacts of a dying job lost).
+      Init: true,
       Binds: binds,
       ...(mounts.length ? { Mounts: mounts } : {}),
       ...(memory ? { Memory: Math.round(memory) } : {}),

@@ -90,7 +90,7 @@ export class JobContainer {
       await this.client.call('POST', `/containers/${id}/start`);
     } catch (e) {
       this.destroyStreams();
-      throw startError(e, ctx.job, o.ports ?? []);
+      throw startError(e, ctx.job, o.ports ?? [], o.where);
     }
     return new ContainerRunningJob({
       client: this.client,
@@ -231,8 +231,15 @@ function createError(e: unknown, image: string, job: string, where: string): unk
   return new DstackError('DS0203', `the container for job ${job} could not be created: ${e.message}`, { cause: e });
 }
 
-function startError(e: unknown, job: string, ports: readonly number[]): unknown {
+export function startError(e: unknown, job: string, ports: readonly number[], where = 'locally'): unknown {
   if (!(e instanceof DockerApiError)) return e;
+  // Jobs run under the engine's init (container.ts); an engine built without one says so at start.
+  if (/docker-init|init binary|init-path/i.test(e.message)) {
+    return new DstackError('DS0130', `the Docker engine ${where === 'locally' ? 'here' : where} has no init program (docker-init), which job ${job} runs under so that a stop reaches it: ${e.message}`, {
+      hint: "install Docker's own packages (they ship docker-init), or tini and start dockerd with `--init-path /usr/bin/tini-static`",
+      cause: e,
+    });
+  }
   if (ports.length && /port is already allocated|address already in use|bind/i.test(e.message)) {
     return new DstackError('DS0204', `port ${ports.join(', ')} of job ${job} could not be published: ${e.message}`, {
       hint: 'another program took the port; run the job again to pick a free one',

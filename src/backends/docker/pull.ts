@@ -28,11 +28,33 @@ function registryOf(name: string): string {
 
 const OFFLINE_RE = /no such host|dial tcp|i\/o timeout|network is unreachable|connection refused|TLS handshake timeout/i;
 
-function unavailable(image: string, reason: string): DstackError {
+/** What a registry (through the engine) answers when it wants credentials or refuses them. */
+const AUTH_RE = /no basic auth credentials|unauthorized|authentication required|access denied|denied: requested access/i;
+
+function unavailable(image: string, reason: string, auth: boolean): DstackError {
+  if (AUTH_RE.test(reason)) {
+    return auth
+      ? new DstackError('DS0291', `the registry refused the credentials of registry_auth for image '${image}' (${reason})`, {
+          hint: 'check the username and password it names (`dstack secrets list`; replace one with `dstack secrets add NAME`)',
+        })
+      : new DstackError('DS0290', `image '${image}' needs credentials: the registry answered '${reason}'`, {
+          hint: 'give the workflow `registry_auth:` with `username: ${{ secrets.REG_USER }}` and `password: ${{ secrets.REG_PASS }}`, and add them with `dstack secrets add`',
+        });
+  }
   const why = OFFLINE_RE.test(reason) ? `offline: ${reason}` : reason;
   return new DstackError('DS0201', `image '${image}' is not available locally and could not be pulled (${why})`, {
     hint: `build it locally (\`docker build -t ${image} .\`) or pull it yourself with \`docker pull ${image}\``,
   });
+}
+
+/**
+ * The engine's `X-Registry-Auth`: the credentials as JSON in URL-safe base64 WITH its `=` padding
+ * (Go's base64.URLEncoding, as the docker CLI writes it). Node's 'base64url' drops the padding, and
+ * the engine then reads no credentials at all whenever the JSON's length is not a multiple of three.
+ */
+export function registryAuthHeader(auth: RegistryAuth, imageName: string): string {
+  const config = { username: auth.username, password: auth.password, serveraddress: registryOf(imageName) };
+  return Buffer.from(JSON.stringify(config)).toString('base64').replace(/\+/g, '-').replace(/\//g, '_');
 }
 
 /** What the job needs to know of an image. */
@@ -64,16 +86,12 @@ export async function ensureImage(
     });
   }
   const { name, tag } = splitImage(image);
-  const headers: Record<string, string> = {};
-  if (options.auth) {
-    const config = { username: options.auth.username, password: options.auth.password, serveraddress: registryOf(name) };
-    headers['X-Registry-Auth'] = Buffer.from(JSON.stringify(config)).toString('base64url');
-  }
+  const headers: Record<string, string> = options.auth ? { 'X-Registry-Auth': registryAuthHeader(options.auth, name) } : {};
   let res;
   try {
     res = await client.open('POST', '/images/create', { query: { fromImage: name, tag }, headers, signal: options.signal });
   } catch (e) {
-    if (e instanceof DockerApiError) throw unavailable(image, e.message);
+    if (e instanceof DockerApiError) throw unavailable(image, e.message, options.auth !== undefined);
     throw e;
   }
   // The answer is a stream of JSON lines; a failure midway arrives as a line with `error`.
@@ -116,7 +134,7 @@ export async function ensureImage(
   });
   await readAll(res);
   onLine(pending);
-  if (failure !== undefined) throw unavailable(image, failure);
+  if (failure !== undefined) throw unavailable(image, failure, options.auth !== undefined);
   options.notify({ kind: 'pull-done', image });
   return imageFacts(await client.imageInspect(image, options.signal));
 }

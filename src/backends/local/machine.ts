@@ -26,6 +26,7 @@ import type { BackendHandle, JobContext, LogSink, Machine, RunningJob, StageInpu
 import { DstackError } from '../../engine/errors.js';
 import { mkdirNoFollow } from '../../engine/safe-fs.js';
 import type { ArtifactSpec, ContentHash } from '../../engine/types.js';
+import { artifactFolders } from '../docker/artifact-dirs.js';
 import { LABEL_HOME, LABEL_JOB, LABEL_RUN, cacheMounts, createOptions, freePorts } from '../docker/container.js';
 import { notifyUnsaved, saveWithDeps, stageDeps, type DepMount } from '../docker/deps.js';
 import type { DockerClient } from '../docker/docker.js';
@@ -120,6 +121,9 @@ export class LocalMachine implements Machine {
     const staged = await stageDeps({ deps: input.deps, store: input.store, depsDir: this.depsDir, workflowDir: this.workflowDir });
     this.depMounts = staged.mounts;
     this.linked = staged.linked;
+    const folders = artifactFolders(ctx.spec.artifacts, { snapshot: input.snapshot, depPaths: staged.mounts.map((m) => m.path) });
+    // Best effort: whatever stands in the way (a symlink, never followed) is the job's to meet, as without this.
+    for (const f of folders) await mkdirNoFollow(this.workflowDir, f, { what: 'an artifact folder' }).catch(() => undefined);
   }
 
   async start(ctx: JobContext, env: Readonly<Record<string, string>>, logs: LogSink): Promise<RunningJob> {

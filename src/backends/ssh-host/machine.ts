@@ -149,6 +149,7 @@ export class RemoteMachine implements Machine {
       snapshot: input.snapshot,
       deps: input.deps,
       cacheDirs: cacheMounts(ctx.spec.cache, this.imageHome).map((m) => posix.join(this.cacheDir(layout, ctx), m.source)),
+      artifacts: ctx.spec.artifacts,
     });
     const sent = await sendObjects(this.connection, layout, input.store, plan.objects, ctx.signal);
     this.sent = { bytes: sent.bytes, objects: sent.objects };

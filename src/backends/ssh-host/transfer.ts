@@ -21,6 +21,7 @@ import { isFileObjectStore, type ArtifactStore, type Manifest, type ManifestEntr
 import { DstackError } from '../../engine/errors.js';
 import { insideRelative } from '../../engine/paths.js';
 import { asContentHash, type ArtifactSpec, type ContentHash } from '../../engine/types.js';
+import { artifactFolders } from '../docker/artifact-dirs.js';
 import { mergeDeps, topLevel, type DepMount } from '../docker/deps.js';
 import type { SshConnection } from './connect.js';
 import type { HostLayout } from './host-layout.js';
@@ -103,6 +104,8 @@ export interface StagePlan {
   readonly deps: readonly Manifest[];
   /** Host folders to make for `cache:` mounts, under `layout.root`. */
   readonly cacheDirs: readonly string[];
+  /** The job's artifacts: their folders are made in /workflow before it starts (artifact-dirs.ts). */
+  readonly artifacts?: readonly ArtifactSpec[];
 }
 
 export interface StagedOnHost {
@@ -235,6 +238,9 @@ export function stagePlan(layout: HostLayout, plan: StagePlan): StagedOnHost {
   }
   for (const dir of plan.cacheDirs) lines.push(`mkdir_nofollow ${q(layout.root)} ${q(underRoot(layout, dir))}`);
   lines.push(...recordLines(layout, linked));
+  // Best effort, as locally: whatever stands in the way (a symlink) is the job's to meet; never followed.
+  const folders = artifactFolders(plan.artifacts ?? [], { snapshot: plan.snapshot, depPaths: mounts.map((m) => m.path) });
+  for (const f of folders) lines.push(`(mkdir_nofollow ${q(W)} ${q(checkedPath(f))}) 2>/dev/null || true`);
   return { workflowDir: W, depsDir: D, mounts, objects, linked, script: `${lines.join('\n')}\n` };
 }
 

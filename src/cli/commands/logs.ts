@@ -5,6 +5,7 @@ import { DstackError } from '../../engine/errors.js';
 import type { JobId } from '../../engine/types.js';
 import { isFinal } from '../../engine/types.js';
 import { DstackCommand } from '../base.js';
+import { readerGone } from '../output.js';
 import { Session } from '../session.js';
 import { requireRun } from '../runs.js';
 
@@ -60,9 +61,12 @@ export class LogsCommand extends DstackCommand {
           partial.delete(key);
         }
       };
+      /** Nobody reads the log any more (`dstack logs RUN | head`): there is nothing left to do. */
+      const unread = (): boolean => readerGone(this.context.stdout);
       const print = (): void => {
         const ended = new Set(jobs.filter((j) => isFinal(j.status)).map((j) => j.id));
         for (const rec of store.readLogs(run.name, { sinceMs, after })) {
+          if (unread()) return;
           after.set(rec.job, rec.seq);
           const out = rec.stream === 'stderr' ? this.context.stderr : this.context.stdout;
           if (!prefix) {
@@ -83,7 +87,7 @@ export class LogsCommand extends DstackCommand {
         const backend = await session.reachable(run.backend);
         for (;;) {
           const now = store.getRun(run.name);
-          if (!now || isFinal(now.status)) break;
+          if (!now || isFinal(now.status) || unread()) break;
           await reconcileRuns(store, [now], () => backend);
           await sleep(250);
           jobs = store.jobs(run.name);

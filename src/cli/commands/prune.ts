@@ -55,7 +55,7 @@ export class PruneCommand extends DstackCommand {
         // What would go: the objects that only the runs about to be removed (or nothing) refer to.
         const gc = await collectGarbage({ home: session.home, roots: rootsWithout(store, runs), dryRun: true });
         if (this.dryRun) {
-          this.report(runs, gc, true);
+          this.report(runs, gc, true, remainingAfter(store, runs));
           return 0;
         }
         await confirm(
@@ -74,7 +74,7 @@ export class PruneCommand extends DstackCommand {
       }
       // Read after the runs are gone, in one transaction, so nothing recorded meanwhile is missed.
       const gc = await collectGarbage({ home: session.home, roots: store.referencedObjects() });
-      this.report(runs, gc, false);
+      this.report(runs, gc, false, remainingAfter(store, []));
       return 0;
     } finally {
       await session.close();
@@ -110,7 +110,7 @@ export class PruneCommand extends DstackCommand {
     }
   }
 
-  private report(runs: readonly RunRecord[], gc: GcResult, dryRun: boolean): void {
+  private report(runs: readonly RunRecord[], gc: GcResult, dryRun: boolean, remaining: Remaining): void {
     const freed = gc.bytes + gc.tmpBytes;
     if (this.json) {
       const out = {
@@ -119,6 +119,7 @@ export class PruneCommand extends DstackCommand {
         objects: gc.objects,
         tempFiles: gc.tmpFiles,
         bytes: freed,
+        keptLive: gc.live,
         keptYoung: gc.young,
       };
       this.context.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
@@ -132,10 +133,29 @@ export class PruneCommand extends DstackCommand {
     const parts = [plural(runs.length, 'run'), plural(gc.objects, 'object')];
     if (gc.tmpFiles) parts.push(plural(gc.tmpFiles, 'temp file'));
     this.context.stderr.write(`${dryRun ? 'Would free' : 'Freed'} ${formatBytes(freed)}: ${parts.join(', ')}\n`);
-    if (gc.young) {
-      this.context.stderr.write(`Kept ${plural(gc.young, 'unreferenced object')} written in the last hour: a run may still be saving ${gc.young === 1 ? 'it' : 'them'}\n`);
+    // Why space was not freed: what is kept, and for what reason.
+    const why: string[] = [];
+    if (gc.live) {
+      const holders = [plural(remaining.runs, 'run'), ...(remaining.tags ? [plural(remaining.tags, 'tag')] : [])].join(' and ');
+      why.push(`${gc.live} used by the ${holders} that remain`);
     }
+    if (gc.young) {
+      const it = gc.young === 1 ? 'it' : 'them';
+      why.push(`${gc.young} unreferenced but written in the last hour (a run may still be saving ${it}; prune again later to free ${it})`);
+    }
+    if (why.length) this.context.stderr.write(`${dryRun ? 'Would keep' : 'Kept'} ${plural(gc.live + gc.young, 'object')}: ${why.join('; ')}\n`);
   }
+}
+
+interface Remaining {
+  readonly runs: number;
+  readonly tags: number;
+}
+
+/** The runs and tags left once `removed` are gone: what still holds objects. */
+function remainingAfter(store: RunStore, removed: readonly RunRecord[]): Remaining {
+  const gone = new Set(removed.map((r) => r.name));
+  return { runs: store.listRuns({ all: true }).filter((r) => !gone.has(r.name)).length, tags: store.listTags().length };
 }
 
 const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`;

@@ -3,6 +3,7 @@ import { Command, Option } from 'clipanion';
 import type { JobRecord, RunRecord } from '../../engine/store/types.js';
 import { isFinal } from '../../engine/types.js';
 import { DstackCommand } from '../base.js';
+import { readerGone } from '../output.js';
 import { formatAgo, formatDuration, table } from '../format.js';
 import { Session } from '../session.js';
 import { requireRun } from '../runs.js';
@@ -38,7 +39,11 @@ export class PsCommand extends DstackCommand {
           this.context.stdout.write(text);
           return 0;
         }
-        this.context.stdout.write(`\x1b[H\x1b[2J${text}`);
+        // Clearing the screen means something only on a terminal; into a file or a pipe, each
+        // refresh is the table again after a blank line.
+        const tty = (this.context.stdout as { isTTY?: boolean }).isTTY;
+        this.context.stdout.write(tty ? `\x1b[H\x1b[2J${text}` : `${text}\n`);
+        if (readerGone(this.context.stdout)) return 0;
         await sleep(1000);
       }
     } finally {

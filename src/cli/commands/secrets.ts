@@ -7,6 +7,7 @@ import { createInterface } from 'node:readline/promises';
 import { Command, Option } from 'clipanion';
 import { DstackError } from '../../engine/errors.js';
 import { DstackCommand } from '../base.js';
+import { confirm } from '../confirm.js';
 import { readSecrets, writeSecrets } from '../secrets-file.js';
 import { dstackHome } from '../home.js';
 
@@ -117,10 +118,14 @@ export class SecretsDeleteCommand extends DstackCommand {
   static override usage = Command.Usage({
     category: 'Secrets',
     description: 'delete a secret',
-    details: 'Deletes the secret NAME; workflows that still use it fail with DS0016 until it is added again.',
-    examples: [['Delete a secret', 'dstack secrets delete WANDB_API_KEY']],
+    details: 'Deletes the secret NAME (asks first unless `-y`); workflows that still use it fail with DS0016 until it is added again.',
+    examples: [
+      ['Delete a secret', 'dstack secrets delete WANDB_API_KEY'],
+      ['Without asking (in a script)', 'dstack secrets delete WANDB_API_KEY -y'],
+    ],
   });
 
+  yes = Option.Boolean('-y,--yes', false, { description: 'do not ask for confirmation' });
   name = Option.String({ name: 'NAME' });
 
   async run(): Promise<number> {
@@ -129,6 +134,7 @@ export class SecretsDeleteCommand extends DstackCommand {
     if (!Object.hasOwn(secrets, this.name)) {
       throw new DstackError('DS0016', `no secret named '${this.name}'`, { hint: 'list them with `dstack secrets list`' });
     }
+    await confirm(`Delete secret ${this.name}?`, this.yes, `dstack secrets delete ${this.name} -y`);
     const { [this.name]: _deleted, ...rest } = secrets;
     writeSecrets(home, rest);
     this.context.stderr.write(`Deleted secret ${this.name}\n`);

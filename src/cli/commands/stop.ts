@@ -51,7 +51,7 @@ export class StopCommand extends DstackCommand {
       }
       const { stopRun } = await import('../stop-run.js');
       for (const run of runs) {
-        const status = await stopRun(session, run, this.abort ? 'abort' : 'graceful');
+        const status = await stopRun(session, run, this.abort ? 'abort' : 'graceful', (line) => this.context.stderr.write(`${line}\n`));
         this.context.stderr.write(`Run ${run.name} ${status}\n`);
       }
       return 0;

@@ -26,7 +26,7 @@ export class SuperviseCommand extends DstackCommand {
       const [{ getJson }, artifacts] = await Promise.all([import('../../artifacts/objects.js'), session.artifacts()]);
       const manifest = await getJson<Manifest>(artifacts, run.snapshot);
       if (!manifest) throw new Error(`supervisor: the code snapshot of ${run.name} is missing from the store`);
-      const render = createRenderer({ stdout: this.context.stdout, stderr: this.context.stderr, prefix: true });
+      const render = createRenderer({ stdout: this.context.stdout, stderr: this.context.stderr, prefix: true, abortBy: `run \`dstack stop -x ${run.name}\`` });
       const outcome = await superviseRun({
         session,
         run,

@@ -120,14 +120,32 @@ interface Leftovers {
   ready?: boolean;
 }
 
+/** An interrupted job that has resubmissions left: it runs again on a new machine. */
+interface Retry {
+  readonly retry: string;
+}
+
+/**
+ * A job, run again on a new machine each time its machine is preempted while it has resubmissions
+ * left (`retry:`, `--retry N`); the machine it lost is cleaned up before the next is asked for.
+ */
 async function runJob(o: ExecuteOptions, job: JobRecord, deps: readonly JobOutcome[]): Promise<JobOutcome> {
+  const retries = job.spec.retry ?? 0;
+  for (let attempt = 1; ; attempt++) {
+    const outcome = await attemptJob(o, job, deps, retries - attempt + 1);
+    if (!('retry' in outcome)) return outcome;
+    o.onEvent({ type: 'job-retry', job: job.id, workflow: job.workflow, attempt, of: retries, reason: outcome.retry });
+  }
+}
+
+async function attemptJob(o: ExecuteOptions, job: JobRecord, deps: readonly JobOutcome[], retriesLeft: number): Promise<JobOutcome | Retry> {
   const left: Leftovers = {};
   try {
     const depManifests = depsInOrder(o, job, deps);
     const decided = await decide(o, job, deps, depManifests);
     if (decided.reused) return decided.reused;
     const ctx = jobContext(o, job, o.control.abortSignal, decided.imageDigest, left);
-    return await runOnMachine(o, job, ctx, left, { fingerprint: decided.fingerprint, depManifests });
+    return await runOnMachine(o, job, ctx, left, { fingerprint: decided.fingerprint, depManifests, retriesLeft });
   } catch (e) {
     return endOnError(o, job, e);
   } finally {
@@ -141,8 +159,8 @@ async function runOnMachine(
   job: JobRecord,
   ctx: JobContext,
   left: Leftovers,
-  decided: { readonly fingerprint?: Fingerprint; readonly depManifests: ReturnType<typeof depsInOrder> },
-): Promise<JobOutcome> {
+  decided: { readonly fingerprint?: Fingerprint; readonly depManifests: ReturnType<typeof depsInOrder>; readonly retriesLeft: number },
+): Promise<JobOutcome | Retry> {
   const { control } = o;
   const { env, mask } = revealedEnv(o, job);
   setStatus(o, job, 'provisioning');
@@ -174,11 +192,17 @@ async function runOnMachine(
   } finally {
     unsubscribe();
   }
-  return ended(o, job, { machine, ctx }, exit, decided.fingerprint);
+  return ended(o, job, { machine, ctx, retriesLeft: decided.retriesLeft }, exit, decided.fingerprint);
 }
 
 /** The job's end from how its process ended and what the run was asked to do meanwhile. */
-async function ended(o: ExecuteOptions, job: JobRecord, on: { readonly machine: Machine; readonly ctx: JobContext }, exit: ExitInfo, fingerprint: Fingerprint | undefined): Promise<JobOutcome> {
+async function ended(
+  o: ExecuteOptions,
+  job: JobRecord,
+  on: { readonly machine: Machine; readonly ctx: JobContext; readonly retriesLeft: number },
+  exit: ExitInfo,
+  fingerprint: Fingerprint | undefined,
+): Promise<JobOutcome | Retry> {
   const mode = modeOf(o.control);
   if (mode === 'aborting') {
     setStatus(o, job, 'aborted', { exitCode: exit.exitCode, reason: 'aborted by user' });
@@ -192,7 +216,13 @@ async function ended(o: ExecuteOptions, job: JobRecord, on: { readonly machine: 
   }
   // A spot instance taken back is nobody's fault: the job did not fail, it was interrupted.
   if (exit.lost === 'preempted') {
-    setStatus(o, job, 'interrupted', { exitCode: exit.exitCode, reason: exit.reason ?? 'the machine was preempted' });
+    const reason = exit.reason ?? 'the machine was preempted';
+    // Not final: the job is provisioned again (its history keeps the interruption's reason).
+    if (on.retriesLeft > 0) {
+      setStatus(o, job, 'provisioning', { reason: `interrupted: ${reason}; running again on a new machine` });
+      return { retry: reason };
+    }
+    setStatus(o, job, 'interrupted', { exitCode: exit.exitCode, reason });
     return outcomeOf(job, 'interrupted');
   }
   if (exit.exitCode !== 0 || exit.lost) {

@@ -21,6 +21,8 @@ export interface ResolveContext {
   readonly overrides: Readonly<Record<string, string>>;
   readonly hostEnv: Readonly<Record<string, string | undefined>>;
   readonly jobOverrides?: JobOverrides;
+  /** `dstack run --retry N`: every job of the run, over the workflows' own `retry:`. */
+  readonly retry?: number;
 }
 
 export const DEFAULT_PYTHON = '3.11';
@@ -86,6 +88,7 @@ export function resolveJob(workflow: WorkflowSpec, ctx: ResolveContext): JobSpec
     env,
     workingDir,
     ports: workflow.ports,
+    ...retryOf(ctx.retry ?? workflow.retry),
     artifacts,
     cache: all(workflow.cache, 'cache'),
     ...(inputs ? { inputs } : {}),
@@ -98,6 +101,8 @@ export function resolveJob(workflow: WorkflowSpec, ctx: ResolveContext): JobSpec
     deps,
   };
 }
+
+const retryOf = (n: number | undefined): { readonly retry?: number } => (n ? { retry: n } : {});
 
 /** A workflow's own section of variables.yaml (an own property only: names are user input). */
 const ownVariables = (project: Project, name: string): Readonly<Record<string, string>> | undefined =>

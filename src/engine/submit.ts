@@ -22,6 +22,8 @@ export interface SubmitRequest {
   /** dstack's own `dstack run` flags, so that a near miss (`--dryrun`) gets a "did you mean". */
   readonly reservedFlags?: readonly string[];
   readonly jobOverrides?: JobOverrides;
+  /** `--retry N`: resubmissions of an interrupted job, for every job of the run. */
+  readonly retry?: number;
   readonly hostEnv: Readonly<Record<string, string | undefined>>;
 }
 
@@ -83,6 +85,7 @@ export function prepareRun(store: RunStore, request: SubmitRequest, runName: str
       overrides,
       hostEnv: request.hostEnv,
       jobOverrides: i === targetIndex ? request.jobOverrides : undefined,
+      ...(request.retry !== undefined ? { retry: request.retry } : {}),
     }),
     deps: job.deps,
   }));

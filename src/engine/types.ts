@@ -98,6 +98,8 @@ export interface WorkflowSpec {
   readonly env: readonly { readonly name: string; readonly value?: string }[];
   /** Container ports to publish; `ports: 2` in dstack 0.7 means two ports picked by dstack. */
   readonly ports: number;
+  /** How many times an interrupted job (its spot instance taken back) runs again on a new machine. */
+  readonly retry?: number;
   readonly workingDir?: string;
   /** As written (`3.10` stays `3.10`, never the float 3.1). */
   readonly python?: string;
@@ -177,6 +179,8 @@ export interface JobSpec {
   /** Relative to `/workflow`. '' means `/workflow` itself. */
   readonly workingDir: string;
   readonly ports: number;
+  /** Resubmissions left to an interrupted job (`retry:`, or `--retry N` for the whole run); not fingerprinted. */
+  readonly retry?: number;
   readonly artifacts: readonly ArtifactSpec[];
   readonly cache: readonly string[];
   readonly inputs?: readonly string[];

@@ -40,9 +40,12 @@ interface Script {
   teardownFails?: Set<string>;
   /** Workflows whose machine the backend loses mid-job, with this cause. */
   lost?: Record<string, MachineLoss>;
+  /** Only this many of a workflow's machines are lost (default: every one). */
+  lostTimes?: Record<string, number>;
 }
 
 function recordingBackend(script: Script, steps: string[]): Backend {
+  const losses = new Map<string, number>();
   return {
     id: 'test',
     supports: () => ({ ok: true }),
@@ -73,7 +76,9 @@ function recordingBackend(script: Script, steps: string[]): Backend {
           logs('stdout', Buffer.from(`hello from ${wf} ${env.TOKEN ?? ''}\n`));
           let finish!: (e: ExitInfo) => void;
           const ended = new Promise<ExitInfo>((r) => (finish = r));
-          const loss = script.lost?.[wf];
+          const lostSoFar = losses.get(wf) ?? 0;
+          const loss = lostSoFar < (script.lostTimes?.[wf] ?? Infinity) ? script.lost?.[wf] : undefined;
+          if (loss) losses.set(wf, lostSoFar + 1);
           if (loss) setImmediate(() => finish({ exitCode: 137, lost: loss, reason: loss === 'preempted' ? 'the spot instance was preempted' : 'lost connection to the host' }));
           else if (!script.hang?.has(wf)) setImmediate(() => finish({ exitCode: script.exit?.[wf] ?? 0 }));
           return {
@@ -303,6 +308,38 @@ test(
       assert.is((await only.run$).status, 'interrupted');
     } finally {
       only.done();
+    }
+  }),
+);
+
+test(
+  'retry: a preempted job runs again on a new machine while it has resubmissions left, then ends done or interrupted',
+  withTimeout(5000, async () => {
+    const retried = (n: number): JobSpec => ({ ...spec('a'), retry: n });
+    const s = await setup({ lost: { a: 'preempted' }, lostTimes: { a: 2 } }, [{ spec: retried(2), deps: [] }]);
+    try {
+      assert.is((await s.run$).status, 'done');
+      assert.equal(s.steps.filter((x) => x === 'a:provision' || x === 'a:teardown' || x === 'a:collect'), ['a:provision', 'a:teardown', 'a:provision', 'a:teardown', 'a:provision', 'a:collect', 'a:teardown']);
+      const retries = s.events.filter((e) => e.type === 'job-retry');
+      assert.equal(retries.map((e) => e.type === 'job-retry' && [e.attempt, e.of, e.reason]), [[1, 2, 'the spot instance was preempted'], [2, 2, 'the spot instance was preempted']]);
+      const [a] = s.store.jobs(s.run.name);
+      assert.equal([a!.status, a!.exitCode], ['done', 0]);
+    } finally {
+      s.done();
+    }
+    const short = await setup({ lost: { a: 'preempted' }, lostTimes: { a: 2 } }, [{ spec: retried(1), deps: [] }]);
+    try {
+      assert.is((await short.run$).status, 'interrupted');
+      assert.is(short.steps.filter((x) => x === 'a:provision').length, 2, 'one resubmission, then interrupted');
+    } finally {
+      short.done();
+    }
+    const lost = await setup({ lost: { a: 'lost' }, lostTimes: { a: 1 } }, [{ spec: retried(3), deps: [] }]);
+    try {
+      assert.is((await lost.run$).status, 'failed', 'a machine lost for another cause than preemption is no retry');
+      assert.is(lost.steps.filter((x) => x === 'a:provision').length, 1);
+    } finally {
+      lost.done();
     }
   }),
 );

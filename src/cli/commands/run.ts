@@ -44,6 +44,8 @@ export class RunCommand extends DstackCommand {
       \`--remote NAME\` runs on the remote NAME (\`dstack config ssh\` adds a pool of your own machines); \`--remote\` alone on
       the default one. The code and the deps' artifacts are sent to a free host of the pool (only what it does not
       have yet), logs come back live, published ports through an SSH tunnel, artifacts into the local store.
+      \`--retry N\` (or \`retry: N\` in a workflow) runs a job again on a new machine when its spot instance is taken
+      back (status \`interrupted\`), up to N times.
 
       Ctrl-C once stops gracefully (the container gets SIGTERM, artifacts are saved, status \`stopped\`); twice aborts.
       \`-d\` detaches: the run goes on in the background; follow it with \`dstack logs RUN -f\`.
@@ -59,6 +61,7 @@ export class RunCommand extends DstackCommand {
       ['Run in the background', 'dstack run train-mnist -d'],
       ['Run on the SSH pool named lab (see `dstack config ssh`)', 'dstack run train-mnist --remote lab'],
       ['Run on the default remote', 'dstack run train-mnist --remote'],
+      ['On a spot instance, run again on a new one up to twice if it is taken back', 'dstack run train-mnist --remote -i --retry 2'],
       ['More memory and an extra env variable', 'dstack run train-mnist --memory 8GB -e LOG_LEVEL=debug'],
     ],
   });
@@ -87,7 +90,7 @@ export class RunCommand extends DstackCommand {
     try {
       const backendId = await backendIdOf(session.home, choosePlacement(project.workflows.get(flags.workflow)?.placement, flags.remote), flags.workflow);
       const store = await session.store();
-      const request = { project, target: flags.workflow, tokens: flags.rest, reservedFlags: RUN_FLAG_NAMES, jobOverrides: flags.overrides, hostEnv: process.env };
+      const request = { project, target: flags.workflow, tokens: flags.rest, reservedFlags: RUN_FLAG_NAMES, jobOverrides: flags.overrides, ...(flags.retry !== undefined ? { retry: flags.retry } : {}), hostEnv: process.env };
       const cache = { rerun: flags.rerun, reuse: flags.reuse };
       if (flags.dryRun) {
         const [{ prepareRun }, { takeSnapshot }, { hashTree }, { getJson }, { explainRun }] = await Promise.all([

@@ -109,6 +109,7 @@ export function convertWorkflow(ctx: Ctx, map: YAMLMap): { spec?: WorkflowSpec; 
     cache: readCache(rw),
     env: readEnv(rw),
     ports: readPorts(rw),
+    ...retryOf(rw),
     ...(workingDir !== undefined ? { workingDir } : {}),
     ...(python ? { python: scalarText(python) } : {}),
     ...(inputs ? { inputs } : {}),
@@ -283,6 +284,18 @@ function readEnv(r: Reader): { name: string; value?: string }[] {
     }
   }
   return env;
+}
+
+/** `retry: N`: how many times an interrupted job (a spot instance taken back) is resubmitted. */
+function retryOf(r: Reader): { readonly retry?: number } {
+  const n = r.field('retry');
+  if (!n) return {};
+  const retry = Number(n.toJSON());
+  if (retry > LIMITS.retry) {
+    r.fail(n, 'DS0019', `\`retry\`${r.where} is out of bounds: the most is ${LIMITS.retry}`, 'how many times an interrupted job runs again, e.g. `retry: 2`');
+    return {};
+  }
+  return retry > 0 ? { retry } : {};
 }
 
 function readPorts(r: Reader): number {

@@ -116,6 +116,13 @@ export const Codes = {
   DS0130: { title: 'Docker engine has no init', exit: ExitCode.backendUnavailable },
   DS0290: { title: 'image needs registry credentials', exit: ExitCode.usage },
   DS0291: { title: 'registry refused the credentials', exit: ExitCode.usage },
+  // 0.7 projects run (issue 12, the execution half): artifacts outside /workflow through the engine's
+  // archive API, the default image of provider bash: DS0040–DS0059. The engine failing is 3, a job's
+  // archive holding what cannot be kept 2.
+  DS0040: { title: 'artifact outside /workflow could not be read', exit: ExitCode.backendUnavailable },
+  DS0041: { title: 'unsafe entry in a container archive', exit: ExitCode.usage },
+  DS0042: { title: 'artifact outside /workflow could not be restored', exit: ExitCode.backendUnavailable },
+  DS0043: { title: 'default image not available', exit: ExitCode.backendUnavailable },
 } as const;
 export type ErrorCode = keyof typeof Codes;
 

@@ -6,13 +6,12 @@
  * not re-run because they changed (issue 8). Variable overrides reach every job that declares the
  * variable (in `global:` or its own section), since that is what declaring one there means.
  */
-import { DstackError, DstackErrors } from './errors.js';
+import { DstackError } from './errors.js';
 import { planRun, type Plan } from './plan.js';
 import { resolveJob } from './resolve.js';
 import type { JobRecord, RunRecord, RunStore, TagRecord } from './store/types.js';
 import type { JobOverrides, JobSpec, Project, RepoInfo, RunName } from './types.js';
 import { declaredVariables, parseRunArgs } from './workflow/args.js';
-import { lineTextAt } from './workflow/source.js';
 
 export interface SubmitRequest {
   readonly project: Project;
@@ -109,7 +108,6 @@ export function createRun(store: RunStore, request: CreateRunRequest): { run: Ru
 /** `prepareRun`, refusing what can be planned but not run yet (artifacts outside /workflow). */
 export function prepareRecordable(store: RunStore, request: SubmitRequest, name: RunName): PreparedRun {
   const prepared = prepareRun(store, request, name);
-  refuseAbsoluteArtifacts(request.project.root, prepared);
   return prepared;
 }
 
@@ -131,25 +129,4 @@ export function recordRun(store: RunStore, name: RunName, prepared: PreparedRun,
     jobs: prepared.jobs.map((j) => ({ spec: j.spec, deps: j.deps })),
   });
   return { run, jobs, prepared };
-}
-
-/**
- * Paths outside `/workflow` load and plan (issue 12: a Conda environment kept for the next
- * workflow), but no backend saves them yet: refuse the run before anything starts, naming each.
- */
-function refuseAbsoluteArtifacts(root: string, prepared: PreparedRun): void {
-  const errors: DstackError[] = [];
-  for (const job of prepared.jobs) {
-    const wf = prepared.plan.jobs.find((j) => j.workflow.name === job.workflow)?.workflow;
-    job.spec.artifacts.forEach((a) => {
-      if (!a.absolute) return;
-      const i = wf?.artifacts.findIndex((x) => x.path === a.path) ?? -1;
-      const location = i >= 0 ? wf!.fieldLocations.get(`artifacts.${i}`) : undefined;
-      errors.push(new DstackError('DS0025', `workflow \`${job.workflow}\` saves \`${a.path}\`, outside /workflow, and this dstack cannot save such artifacts yet`, {
-        ...(location ? { location, lineText: lineTextAt(root, location) } : {}),
-        hint: 'keep it under the project (e.g. ./env) for now, or under `cache:` to keep it between runs of this workflow; `--dry-run` still plans it',
-      }));
-    });
-  }
-  if (errors.length) throw errors.length === 1 ? errors[0]! : new DstackErrors(errors);
 }

@@ -117,7 +117,7 @@ test(
 
       fails(await p.run(['ls', 'no-such-run-1']), 2, "error DS0101: no run named 'no-such-run-1'\n  = list runs with `dstack ps -a`, or name a tag as `:TAG`\n");
       fails(await p.run(['ls', ':nope']), 2, "error DS0015: no tag named 'nope'\n  = list tags with `dstack tags list`\n");
-      fails(await p.run(['ls', run, '../x']), 2, "error DS0009: prefix '../x' leaves the artifact tree\n  = artifact paths are relative, e.g. `out/`\n");
+      fails(await p.run(['ls', run, '../x']), 2, "error DS0009: prefix '../x' leaves the artifact tree\n  = artifact paths are relative, e.g. `out/`, or absolute for those saved outside /workflow, e.g. `/opt/venv/`\n");
     } finally {
       await removeContainers(p.home);
     }

@@ -123,6 +123,7 @@ export const Codes = {
   DS0041: { title: 'unsafe entry in a container archive', exit: ExitCode.usage },
   DS0042: { title: 'artifact outside /workflow could not be restored', exit: ExitCode.backendUnavailable },
   DS0043: { title: 'default image not available', exit: ExitCode.backendUnavailable },
+  DS0044: { title: 'no default image for this Python version', exit: ExitCode.usage },
 } as const;
 export type ErrorCode = keyof typeof Codes;
 

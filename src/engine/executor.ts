@@ -18,7 +18,7 @@ import type { RunEvent } from './events.js';
 import { CACHED_PREFIX, fingerprintOf, fingerprintParts, inputsHasher } from './fingerprint.js';
 import { revealSecrets, secretMasker, type SecretSource } from './secrets.js';
 import type { JobRecord, RunRecord, RunStore } from './store/types.js';
-import { asJobId, type ContentHash, type Fingerprint, type JobId, type JobStatus } from './types.js';
+import { asJobId, type ContentHash, type Fingerprint, type JobId, type JobSpec, type JobStatus } from './types.js';
 
 /** The code snapshot as stored: its manifest, and the object that holds it. */
 export interface StoredSnapshot {
@@ -322,7 +322,9 @@ async function decide(
   depManifests: ReturnType<typeof depsInOrder>,
 ): Promise<{ readonly imageDigest: string; readonly fingerprint?: Fingerprint; readonly reused?: JobOutcome }> {
   const notify = (notice: Parameters<JobContext['notify']>[0]): void => o.onEvent({ type: 'job-notice', job: job.id, workflow: job.workflow, notice });
-  const imageDigest = await o.backend.imageDigest(job.spec, { notify, signal: o.control.abortSignal, secrets: o.secrets });
+  const imageDigest = await o.backend.imageDigest(job.spec, { notify, signal: o.control.abortSignal, secrets: o.secrets }).catch((e: unknown) => {
+    throw defaultImageMissing(e, job.spec);
+  });
   // A dep without a fingerprint (a record from before fingerprints) makes this job's unknowable.
   if (deps.some((d) => d.fingerprint === undefined)) return { imageDigest };
   const parts = fingerprintParts({
@@ -387,3 +389,15 @@ async function collect(o: ExecuteOptions, job: JobRecord, machine: Machine, jobC
 
 /** Read through a function so the compiler does not narrow a mode that changes under awaits. */
 const modeOf = (control: RunControl): ControlMode => control.mode;
+
+/**
+ * The default image of provider bash (default-image.ts) that cannot be had — offline, most often — is
+ * the workflow's to fix by naming an image it has: say so, instead of the engine's pull error alone.
+ */
+function defaultImageMissing(e: unknown, spec: JobSpec): unknown {
+  if (!spec.defaultImage || !(e instanceof DstackError) || e.code !== 'DS0201') return e;
+  return new DstackError('DS0043', `workflow \`${spec.workflow}\` names no image, and its default, ${spec.image}, is not available: ${e.message}`, {
+    hint: `set \`image:\` in the workflow to an image you have (\`docker images\`), or pull the default: \`docker pull ${spec.image}\``,
+    cause: e,
+  });
+}

@@ -32,6 +32,8 @@ interface Script {
   hang?: Set<string>;
   /** Image digest per image name (default `sha256:<image>`). */
   digest?: Record<string, string>;
+  /** Images whose digest cannot be had: this error. */
+  digestError?: Record<string, DstackError>;
   /** What collect saves, per workflow (default: nothing). */
   outputs?: Record<string, Manifest>;
   /** Workflows whose provision records a handle `{ job }`, then throws this error. */
@@ -53,7 +55,11 @@ function recordingBackend(script: Script, steps: string[]): Backend {
     observe: async () => ({ state: 'gone' }),
     reap: async (handle) => void steps.push(`reap(${String(handle.job)})`),
     close: async () => undefined,
-    imageDigest: async (spec) => script.digest?.[spec.image] ?? `sha256:${spec.image}`,
+    imageDigest: async (spec) => {
+      const failed = script.digestError?.[spec.image];
+      if (failed) throw failed;
+      return script.digest?.[spec.image] ?? `sha256:${spec.image}`;
+    },
     provision: async (ctx: JobContext): Promise<Machine> => {
       const wf = ctx.spec.workflow;
       steps.push(`${wf}:provision`);
@@ -182,6 +188,28 @@ test(
       assert.is(a!.exitCode, 7);
       assert.is(b!.status, 'aborted');
       assert.is(b!.reason, 'not run: dependency a ended failed');
+    } finally {
+      s.done();
+    }
+  }),
+);
+
+test(
+  'provider bash\'s default image that cannot be had is DS0043, naming image: and docker pull; a workflow\'s own image keeps DS0201',
+  withTimeout(5000, async () => {
+    const missing = new DstackError('DS0201', "image 'dstackai/miniforge:py3.11-0.2' is not available locally and could not be pulled (offline)");
+    const s = await setup({ digestError: { 'dstackai/miniforge:py3.11-0.2': missing, own: missing } }, [
+      { spec: jobSpec({ workflow: 'a', image: 'dstackai/miniforge:py3.11-0.2', defaultImage: true }), deps: [] },
+      { spec: jobSpec({ workflow: 'b', image: 'own' }), deps: [] },
+    ]);
+    try {
+      const [a, b] = (await s.run$).jobs;
+      const e = a!.error as DstackError;
+      assert.is(e.code, 'DS0043');
+      assert.is(e.exitCode, 3);
+      assert.is(e.message, `workflow \`a\` names no image, and its default, dstackai/miniforge:py3.11-0.2, is not available: ${missing.message}`);
+      assert.is(e.hint, 'set `image:` in the workflow to an image you have (`docker images`), or pull the default: `docker pull dstackai/miniforge:py3.11-0.2`');
+      assert.is(b!.error, missing);
     } finally {
       s.done();
     }

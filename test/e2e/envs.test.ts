@@ -5,6 +5,7 @@
  * artifacts written without `mkdir`. The image is dstack-test/venv (python3-venv from Debian's
  * packages, scripts/build-images.sh venv).
  */
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -87,6 +88,12 @@ test('locally: the venv made by one job is imported and changed by the next; art
   assert.match(ls.stdout, /^\/opt\/venv\/lib\/python3\.11\/site-packages\/greet\/__init__\.py +46 B +make-env$/m);
   const models = await p.run(['ls', run, '/opt/models']);
   assert.match(models.stdout, /^\/opt\/models\/prefix\.txt +10 B +use-env$/m);
+  const cp = await p.run(['cp', run, '/opt/venv', join(p.dir, 'copy')]);
+  assert.is(cp.exitCode, 0, cp.stderr);
+  assert.match(cp.stderr, /^warning: skipped the symlink bin\/python3 -> \/usr\/bin\/python3: it points outside what is copied$/m);
+  assert.is(await readFile(join(p.dir, 'copy/lib/python3.11/site-packages/greet/__init__.py'), 'utf8'), FILES['greet.py']);
+  const all = await p.run(['cp', run, '.', join(p.dir, 'all')]);
+  assert.ok(all.stderr.includes(`note: not copied, outside /workflow: /opt/models, /opt/venv (copy each by its path: \`dstack cp ${run} /opt/models DST\`)\n`), all.stderr);
 
   // Cached again: the absolute artifact is part of the dependents' inputs like any other.
   const again = await p.run(['run', 'report'], { timeoutMs: 60_000 });

@@ -3,7 +3,7 @@
 // its baseline measured in the same run (interleaved where both are commands) and the target next to
 // it; each part saves its figures to .bench/PART.json. Slow setup (10,000 runs, a cached
 // 1,000-workflow DAG, 1 GiB of files) is made once and kept in $DSTACK_BENCH_DIR (/var/tmp/dstack-bench).
-// Usage: node scripts/bench/run.mjs [overhead|startup|dag|hash|store|aws|stop ...]   (needs `npm run build`)
+// Usage: node scripts/bench/run.mjs [overhead|startup|dag|hash|store|aws|stop|env ...]   (needs `npm run build`)
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { root } from './lib.mjs';
@@ -16,6 +16,7 @@ const PARTS = {
   store: async () => (await import('./hash.mjs')).runStore(),
   aws: async () => (await import('./aws.mjs')).run(),
   stop: async () => (await import('./stop.mjs')).run(),
+  env: async () => (await import('./env.mjs')).run(),
 };
 
 const asked = process.argv.slice(2);

@@ -85,7 +85,8 @@ async function run(...args: string[]): Promise<{ name: string; jobs: Map<string,
 async function assertReused(r: { name: string; jobs: Map<string, PsJob> }, workflow: string, from: string): Promise<void> {
   const j = r.jobs.get(workflow)!;
   assert.is(j.status, 'done');
-  assert.is(j.reason, `cached: ${from}/${workflow}`);
+  assert.is(j.cachedFrom, `${from}/${workflow}`);
+  assert.is(j.reason, null);
   assert.equal(j.history.map((h) => h.status), ['submitted', 'done']);
   const logs = await p.run(['logs', r.name]);
   assert.not.ok(logs.stdout.split('\n').some((l) => l.startsWith(`${workflow} |`)), logs.stdout);

@@ -42,7 +42,7 @@ export class CpCommand extends DstackCommand {
     }
     const session = new Session();
     try {
-      const source = resolveArtifactSource(await session.store(), this.source);
+      const source = resolveArtifactSource(await session.store('read'), this.source);
       const entries = source.manifest.entries;
       const exact = rel === '' ? undefined : entries.find((e) => e.path === rel);
       const under = rel === '' ? entries : entries.filter((e) => e.path.startsWith(`${rel}/`));

@@ -50,7 +50,13 @@ export class JobLog {
   }
 }
 
-const mib = (n: number): string => `${+(n / 1024 / 1024).toFixed(1)} MiB`;
+/** Binary units, as DSTACK_LOG_LIMIT is usually given (32MiB). */
+function size(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  for (; n >= 1024 && i < units.length - 1; i++) n /= 1024;
+  return `${+n.toFixed(1)} ${units[i]}`;
+}
 
 /** The storing half of JobLog: head, marker, and a tail whose oldest rows are dropped as it grows. */
 class CappedLog {
@@ -108,8 +114,8 @@ class CappedLog {
     if (this.o.limit === 0) return '[dstack: output is not kept (DSTACK_LOG_LIMIT is 0); it was only shown live]\n';
     const what =
       this.tail === 0
-        ? `the first ${mib(this.head)} are kept`
-        : `the first ${mib(this.head)} and the last ${mib(this.tail)} are kept, the middle was only shown live`;
-    return `\n[dstack: this job printed more than the ${mib(this.o.limit)} of output kept per job (DSTACK_LOG_LIMIT): ${what}]\n`;
+        ? `the first ${size(this.head)} are kept`
+        : `the first ${size(this.head)} and the last ${size(this.tail)} are kept, the middle was only shown live`;
+    return `\n[dstack: this job printed more than the ${size(this.o.limit)} of output kept per job (DSTACK_LOG_LIMIT): ${what}]\n`;
   }
 }

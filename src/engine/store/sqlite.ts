@@ -5,9 +5,10 @@
  * cache index, the stat cache, tags, prune) share the one connection and are made when first used,
  * so `dstack ps` prepares only the statements it runs.
  */
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
+import { accessSync, chmodSync, closeSync, constants, existsSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { DstackError } from '../errors.js';
 import { Connection } from './connection.js';
 import { migrate, SCHEMA_VERSION } from './migrations.js';
 import type { RandomSource } from './names.js';
@@ -48,7 +49,7 @@ export function openStore(home: string, options: OpenStoreOptions = {}): Store {
     return new SqliteStore(openWritable(home, path), path, options, false);
   } catch (e) {
     const error = toStoreError(e, path);
-    if (options.access !== 'read' || !cannotWrite(error) || !existsSync(path)) throw error;
+    if (options.access !== 'read' || !cannotWrite(error) || !existsSync(path)) throw (cannotWrite(error) && readOnlyHome(home, e)) || error;
   }
   try {
     return new SqliteStore(openReadOnly(path), path, options, true);
@@ -67,6 +68,21 @@ function cannotWrite(e: unknown): boolean {
     code === 'EPERM' ||
     (typeof code === 'string' && (code.startsWith('SQLITE_READONLY') || code.startsWith('SQLITE_CANTOPEN') || code === 'SQLITE_PERM'))
   );
+}
+
+/** DS0321 when the home itself cannot be written (a read-only mount): the clearest thing to say. */
+function readOnlyHome(home: string, cause: unknown): DstackError | undefined {
+  try {
+    accessSync(home, constants.W_OK);
+    return undefined;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'EROFS' && code !== 'EACCES' && code !== 'EPERM') return undefined;
+    return new DstackError('DS0321', `the dstack home ${home} cannot be written (${code})`, {
+      hint: '`dstack ps`, `logs`, `ls` and `cp` work on a read-only home; to run, remount it read-write or point DSTACK_HOME at a writable folder',
+      cause,
+    });
+  }
 }
 
 function openWritable(home: string, path: string): Database.Database {

@@ -2,7 +2,10 @@
  * One open database shared by the focused stores: the handle, its file (for messages), the clock,
  * and the guards that turn SQLite failures into coded errors.
  */
+import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
+import { isDstackError } from '../errors.js';
+import { keepReserve, releaseReserve } from './reserve.js';
 import { damagedRecord, toStoreError } from './sqlite-errors.js';
 
 export interface ConnectionOptions {
@@ -36,6 +39,25 @@ export class Connection {
     } catch (e) {
       throw toStoreError(e, this.path);
     }
+  }
+
+  /**
+   * A write that must happen even on a full disk — how a job ended, deleting runs to free space:
+   * when the disk is full, the home's reserve (reserve.ts) is given up and `fn` tried once more.
+   * `fn` must be one transaction or one statement, so a failed try left nothing behind.
+   */
+  essential<T>(fn: () => T): T {
+    try {
+      return this.guard(fn);
+    } catch (e) {
+      if (!isDstackError(e) || e.code !== 'DS0320' || !releaseReserve(dirname(this.path))) throw e;
+      return this.guard(fn);
+    }
+  }
+
+  /** Sets the reserve aside again, once space was given back. */
+  keepReserve(): void {
+    if (!this.readOnly) keepReserve(dirname(this.path));
   }
 
   /** `fn` in one read transaction: a consistent view across several statements. */

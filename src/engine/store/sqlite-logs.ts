@@ -47,8 +47,13 @@ export class SqliteLogs implements LogStore {
     };
   }
 
+  /**
+   * Stepped to the end with all(), not get(): in autocommit the commit happens when the statement
+   * finishes, and get() on a RETURNING statement resets it after the first row, dropping a failed
+   * commit's error — a full disk then lost rows without a word (seen on a full tmpfs).
+   */
   appendLog(job: JobId, stream: LogStream, data: Buffer, at: number = this.c.now()): number {
-    return this.c.guard(() => this.s.append.get({ job, stream, data, at }) as number);
+    return this.c.guard(() => this.s.append.all({ job, stream, data, at })[0] as number);
   }
 
   dropLogs(job: JobId, from: number, to: number): void {

@@ -97,6 +97,7 @@ export class SqlitePrune implements PruneQueries {
     } catch {
       // Space not given back now is given back by the next prune; nothing is lost.
     }
+    this.c.keepReserve();
     return { before, after: this.size() };
   }
 

@@ -196,7 +196,7 @@ export class SqliteRuns implements RunRecords {
    */
   setJobStatus(id: JobId, status: JobStatus, update: StatusUpdate = {}): boolean {
     const at = this.c.now();
-    return this.c.write(() => this.changeStatus(id, status, update, at));
+    return this.c.essential(() => this.c.db.transaction(() => this.changeStatus(id, status, update, at)).immediate());
   }
 
   private changeStatus(id: JobId, status: JobStatus, update: StatusUpdate, at: number): boolean {
@@ -219,12 +219,13 @@ export class SqliteRuns implements RunRecords {
 
   recordReuse(id: JobId, hit: CacheHit): boolean {
     const at = this.c.now();
-    return this.c.write(() => {
+    const reuse = this.c.db.transaction(() => {
       const state = this.s.jobState.get(id) as { status: JobStatus } | undefined;
       if (!state || isFinal(state.status)) return false;
       this.s.setReuse.run(JSON.stringify(hit.manifest), hit.origin.job, id);
       return this.changeStatus(id, 'done', { exitCode: 0 }, at);
     });
+    return this.c.essential(() => reuse.immediate());
   }
 
   setJobHandle(id: JobId, handle: BackendHandle | undefined): void {
@@ -249,6 +250,6 @@ export class SqliteRuns implements RunRecords {
 
   /** Deletes the run with its jobs, their status history and logs (foreign-key cascade). */
   deleteRun(name: string): void {
-    this.c.guard(() => this.s.deleteRun.run(name));
+    this.c.essential(() => this.s.deleteRun.run(name));
   }
 }

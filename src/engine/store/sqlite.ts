@@ -18,6 +18,7 @@ import { SqliteFileHashes } from './sqlite-file-hashes.js';
 import { SqliteLogs } from './sqlite-logs.js';
 import { SqlitePrune } from './sqlite-prune.js';
 import { SqliteRuns } from './sqlite-runs.js';
+import { keepReserve } from './reserve.js';
 import { SqliteTags } from './sqlite-tags.js';
 import type { CacheIndex, FileHashStore, LogStore, PruneQueries, RunRecords, Store, TagStore } from './types.js';
 
@@ -106,6 +107,7 @@ function openWritable(home: string, path: string): Database.Database {
     db.pragma('synchronous = NORMAL');
     db.pragma('foreign_keys = ON');
     migrate(db);
+    keepReserve(home);
     return db;
   } catch (e) {
     db?.close();

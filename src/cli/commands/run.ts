@@ -87,6 +87,8 @@ export class RunCommand extends DstackCommand {
     const project = await loadProjectCached(root, { dir: join(session.home, 'project-cache') });
     if (!flags.workflow) throw whichWorkflow(project);
     if (flags.explain && !flags.dryRun) throw usageError('--explain goes with --dry-run', `dstack run ${flags.workflow} --dry-run --explain`);
+    // A bad DSTACK_LOG_LIMIT is refused before a run is recorded (the supervisor reads it again).
+    (await import('../log-limit.js')).logLimitFrom();
     try {
       const backendId = await backendIdOf(session.home, choosePlacement(project.workflows.get(flags.workflow)?.placement, flags.remote), flags.workflow);
       const store = await session.store();

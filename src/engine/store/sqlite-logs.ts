@@ -8,8 +8,8 @@ import type { Connection } from './connection.js';
 import type { LogRecord, LogStream } from './records.js';
 import type { LogStore } from './types.js';
 
-/** Rows per job read at a time: chunks are at most a few tens of kB, so a page stays around a MB. */
-const PAGE = 64;
+/** Rows per job read at a time: a row is one chunk of the output stream (32 kB frames from the Docker engine), so about a MB. */
+const PAGE = 32;
 
 interface LogRow {
   seq: number;

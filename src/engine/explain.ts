@@ -7,7 +7,7 @@
 import type { Manifest, ManifestEntry } from './objects.js';
 import type { Backend } from './backend.js';
 import { decideCache, type CacheDecision } from './cache-decision.js';
-import { isDstackError } from './errors.js';
+import { isDstackError, type DstackError } from './errors.js';
 import { inputsHasher, selectInputs } from './fingerprint.js';
 import type { CacheIndex, FingerprintedJob } from './store/types.js';
 import type { PreparedRun } from './submit.js';
@@ -70,11 +70,18 @@ export async function explainRun(o: ExplainOptions): Promise<readonly JobDecisio
   const inputs = inputsHasher(o.snapshot.entries);
   for (const job of o.prepared.jobs) {
     const named = job.workflow === o.target;
+    // An image that cannot be inspected is a cause to show; any other error (the store's) is not.
+    let imageError: DstackError | undefined;
+    const imageDigest = (): Promise<string> =>
+      o.backend.imageDigest(job.spec, { notify: () => undefined, signal: o.signal, pull: false }).catch((e: unknown) => {
+        if (isDstackError(e)) imageError = e;
+        throw e;
+      });
     let decision: CacheDecision;
     try {
       decision = await decideCache(o.store.cache, {
         spec: job.spec,
-        imageDigest: () => o.backend.imageDigest(job.spec, { notify: () => undefined, signal: o.signal, pull: false }),
+        imageDigest,
         inputs: { hash: inputs(job.spec.inputs) },
         deps: job.deps.map((i) => ({ workflow: decisions[i]!.workflow, fingerprint: decisions[i]!.fingerprint, manifest: reused[i] })),
         tags: job.spec.deps.filter((d) => d.kind === 'tag').map((d) => ({ name: d.name, manifest: o.prepared.tags.get(d.name)!.manifest })),
@@ -83,8 +90,8 @@ export async function explainRun(o: ExplainOptions): Promise<readonly JobDecisio
         reuse: o.reuse,
       });
     } catch (e) {
-      if (!isDstackError(e)) throw e;
-      decisions.push({ workflow: job.workflow, decision: 'runs', causes: [imageCause(job.spec.image, e)] });
+      if (!imageError) throw e;
+      decisions.push({ workflow: job.workflow, decision: 'runs', causes: [imageCause(job.spec.image, imageError)] });
       continue;
     }
     if (decision.action === 'reuse') {

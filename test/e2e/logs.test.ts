@@ -119,6 +119,9 @@ test(
       assert.is(prune.exitCode, 0, prune.stderr);
       assert.equal((JSON.parse(prune.stdout) as { runs: string[] }).runs, [ra]);
       assert.equal((await a.json<PsRun[]>(['ps', '-a', '-A', '--json'])).map((r) => r.run), [rb], "b's run is not pruned from a");
+      const again = await a.run(['prune', '--older-than', '0s', '-y']);
+      assert.match(again.stderr, /^Freed 0 B: 0 runs, 0 objects\n/);
+      assert.match(again.stderr, /\n1 run of other projects is old enough too; `dstack prune -A` removes them as well\n/);
       const rm = await a.run(['rm', '-a', '-y']);
       assert.is(rm.stderr, 'No finished runs to remove\n');
       const rmAll = await a.run(['rm', '-a', '-A', '-y']);

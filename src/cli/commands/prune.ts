@@ -53,8 +53,11 @@ export class PruneCommand extends DstackCommand {
       const store = await session.store();
       const { collectGarbage } = await import('../../artifacts/gc.js');
       const scope = projectScope(this.allProjects);
-      const runs = store.prune.listPrunableRuns(Date.now() - age, scope);
+      const before = Date.now() - age;
+      const runs = store.prune.listPrunableRuns(before, scope);
       const names = runs.map((r) => r.name);
+      // Said when nothing here is old enough but other projects have runs that are.
+      const elsewhere = runs.length === 0 && scope.project !== undefined ? store.prune.listPrunableRuns(before).length : 0;
       // What the runs about to go refer to: what is left of it after the collection is shared with others.
       const theirs = store.prune.referencedObjects({ only: names });
 
@@ -63,7 +66,7 @@ export class PruneCommand extends DstackCommand {
         const remaining = store.prune.referencedObjects({ except: names });
         const gc = await collectGarbage({ home: session.home, roots: remaining, dryRun: true });
         if (this.dryRun) {
-          this.report({ runs, gc, shared: countIn(theirs, remaining), remaining: remainingAfter(store, runs), dryRun: true, scope: scope.project });
+          this.report({ runs, gc, shared: countIn(theirs, remaining), remaining: remainingAfter(store, runs), dryRun: true, scope: scope.project, elsewhere });
           return 0;
         }
         await confirm(
@@ -84,7 +87,7 @@ export class PruneCommand extends DstackCommand {
       const remaining = store.prune.referencedObjects();
       const gc = await collectGarbage({ home: session.home, roots: remaining });
       const space = store.prune.reclaimSpace();
-      this.report({ runs, gc, shared: countIn(theirs, remaining), remaining: remainingAfter(store, []), space, dryRun: false, scope: scope.project });
+      this.report({ runs, gc, shared: countIn(theirs, remaining), remaining: remainingAfter(store, []), space, dryRun: false, scope: scope.project, elsewhere });
       return 0;
     } finally {
       await session.close();
@@ -130,6 +133,8 @@ export class PruneCommand extends DstackCommand {
     readonly space?: SpaceReclaimed;
     readonly dryRun: boolean;
     readonly scope: string | undefined;
+    /** Prunable runs of other projects, left alone (counted only when none of this project's was). */
+    readonly elsewhere: number;
   }): void {
     const { runs, gc, space, dryRun, remaining } = r;
     const storeFreed = space ? Math.max(0, space.before - space.after) : 0;
@@ -170,7 +175,7 @@ export class PruneCommand extends DstackCommand {
       why.push(`${gc.young} unreferenced but written in the last hour (a run may still be saving ${it}; prune again later to free ${it})`);
     }
     if (why.length) say(`${dryRun ? 'Would keep' : 'Kept'} ${plural(gc.live + gc.young, 'object')}: ${why.join('; ')}`);
-    if (runs.length === 0 && r.scope !== undefined) say(`Only this project's runs were considered (${displayProject(r.scope)}); \`-A\` considers every project's`);
+    if (r.elsewhere) say(`${plural(r.elsewhere, 'run')} of other projects ${r.elsewhere === 1 ? 'is' : 'are'} old enough too; \`dstack prune -A\` removes them as well`);
   }
 }
 

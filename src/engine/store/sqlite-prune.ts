@@ -77,8 +77,8 @@ export class SqlitePrune implements PruneQueries {
    * Deleted rows leave free pages in the file. A database created by this dstack is in incremental
    * auto-vacuum mode: the free pages are cut off the end, cheaply. An older one is converted by one
    * VACUUM, done only when enough is free to be worth rewriting the file. Then the write-ahead log
-   * is checkpointed and truncated, so the space really returns to the disk. Best effort: a busy
-   * database (a run writing logs) or a full disk leaves it for the next prune.
+   * is checkpointed and truncated, so the space really returns to the disk. Nothing freed: nothing
+   * done. Best effort: a busy database (a run writing logs) or a full disk leaves it for the next prune.
    */
   reclaimSpace(): SpaceReclaimed {
     const before = this.size();
@@ -86,12 +86,11 @@ export class SqlitePrune implements PruneQueries {
     try {
       const db = this.c.db;
       const free = (db.pragma('freelist_count', { simple: true }) as number) * (db.pragma('page_size', { simple: true }) as number);
-      if (free > 0) {
-        if (db.pragma('auto_vacuum', { simple: true }) === 2) db.pragma('incremental_vacuum');
-        else if (free >= VACUUM_AT_BYTES) {
-          db.pragma('auto_vacuum = INCREMENTAL');
-          db.exec('VACUUM');
-        }
+      if (free === 0) return { before, after: before };
+      if (db.pragma('auto_vacuum', { simple: true }) === 2) db.pragma('incremental_vacuum');
+      else if (free >= VACUUM_AT_BYTES) {
+        db.pragma('auto_vacuum = INCREMENTAL');
+        db.exec('VACUUM');
       }
       db.pragma('wal_checkpoint(TRUNCATE)');
     } catch {

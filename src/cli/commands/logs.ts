@@ -49,8 +49,10 @@ export class LogsCommand extends DstackCommand {
       const after = new Map<JobId, number>();
       const print = (): Promise<void> => printer.print(store.logs.readLogs(run.name, { sinceMs, after }), after);
       await print();
-      if (!this.follow) {
+      if (!this.follow || store.readOnly) {
         await printer.end();
+        // Nothing can record progress in a read-only home: there is nothing to follow.
+        if (this.follow) this.context.stderr.write(`The dstack home is read-only, so run ${run.name} cannot change; not following it\n`);
         return 0;
       }
       const final = await this.followRun(session, store, run, printer, print);
@@ -72,7 +74,7 @@ export class LogsCommand extends DstackCommand {
     print: () => Promise<void>,
   ): Promise<{ readonly run: RunRecord; readonly jobs: readonly JobRecord[] }> {
     const { reconcileRuns } = await import('../../engine/reconcile.js');
-    const backend = store.readOnly ? undefined : await session.reachable(run.backend);
+    const backend = await session.reachable(run.backend);
     for (;;) {
       const now = store.runs.getRun(run.name) ?? run;
       if (isFinal(now.status) || !printer.open) break;

@@ -90,6 +90,38 @@ test(
 );
 
 test(
+  'logs -f of a run stopped meanwhile prints its output, then "Run NAME stopped", and exits 130 like run',
+  withTimeout(90_000, async () => {
+    const p = await createProject({
+      workflows: `workflows:
+  - name: waits
+    image: ${IMAGE}
+    commands:
+      - trap 'echo got TERM; exit 0' TERM
+      - echo ready
+      - while true; do sleep 0.2; done
+`,
+    });
+    try {
+      const started = await p.run(['run', 'waits', '-d']);
+      assert.is(started.exitCode, 0, started.stderr);
+      const name = started.stdout.trim();
+      const follow = p.start(['logs', name, '-f']);
+      await follow.waitFor((out) => out.includes('ready\n'), 30_000);
+      const stop = await p.run(['stop', name]);
+      assert.is(stop.exitCode, 0, stop.stderr);
+      const r = await follow.result;
+      assertNoCrash(r);
+      assert.is(r.exitCode, 130, r.stderr);
+      assert.is(r.stdout, 'ready\ngot TERM\n');
+      assert.is(r.stderr, `Run ${name} stopped\n`);
+    } finally {
+      await p.cleanup();
+    }
+  }),
+);
+
+test(
   'ps, prune and rm -a act on the current project; -A (or a folder outside any project) on all, with a PROJECT column',
   withTimeout(120_000, async () => {
     const a = await createProject({ workflows: `workflows:\n  - name: a\n    image: ${IMAGE}\n    commands: [echo a]\n` });

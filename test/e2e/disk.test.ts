@@ -160,7 +160,7 @@ test(
         assertNoCrash(r);
         assert.is(r.exitCode, 3, `${args.join(' ')}: ${r.stderr}`);
         assert.ok(r.stderr.startsWith(`error DS0322: the run store is damaged: ${path}\n`), r.stderr);
-        assert.match(r.stderr, /check and repair it with `dstack store verify`/);
+        assert.match(r.stderr, /`dstack store verify` checks it and names what is damaged/);
       }
     } finally {
       await p.cleanup();

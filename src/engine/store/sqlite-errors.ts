@@ -11,7 +11,7 @@ import { NewerSchemaError } from './migrations.js';
 export const BUSY_TIMEOUT_MS = 5000;
 
 const verifyHint = (path: string): string =>
-  `check and repair it with \`dstack store verify\`; or move ${path} aside (with its -wal and -shm files) to start afresh, losing the run history in it`;
+  `\`dstack store verify\` checks it and names what is damaged; move ${path} aside (with its -wal and -shm files) to start afresh, losing the run history in it`;
 
 function fromSqlite(code: string, path: string, e: unknown): DstackError | undefined {
   const dir = dirname(path);

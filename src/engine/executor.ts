@@ -11,14 +11,14 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import pLimit from 'p-limit';
 import type { ArtifactStore, Manifest } from './objects.js';
-import type { Backend, BackendHandle, ExitInfo, JobContext, Machine, RunningJob } from './backend.js';
+import type { Backend, BackendHandle, ExitInfo, JobContext, Machine } from './backend.js';
 import { decideCache } from './cache-decision.js';
 import type { ControlMode, RunControl } from './control.js';
 import { diskError } from './disk-errors.js';
 import { DstackError, isDstackError } from './errors.js';
 import type { RunEvent } from './events.js';
 import { inputsHasher } from './fingerprint.js';
-import { DEFAULT_LOG_LIMIT, JobLog } from './job-log.js';
+import { DEFAULT_LOG_LIMIT, startLogged, type LoggedStart } from './job-log.js';
 import { containerSecrets, type ContainerSecrets, type SecretSource } from './secrets.js';
 import { aggregateStatus } from './store/status.js';
 import type { CacheIndex, JobRecord, LogStore, RunRecord, RunRecords, TagReader } from './store/types.js';
@@ -217,7 +217,16 @@ async function runOnMachine(
     setStatus(o, job, status, { reason: 'stopped before it started' });
     return outcomeOf(job, status);
   }
-  const log = (left.log = await startLogged(o, job, ctx, machine, decided.runtime));
+  const log = (left.log = await startLogged(
+    {
+      logs: o.store.logs,
+      job: job.id,
+      limit: o.logLimit ?? DEFAULT_LOG_LIMIT,
+      secrets: decided.runtime.revealed,
+      live: (stream, data) => o.onEvent({ type: 'job-log', job: job.id, workflow: job.workflow, stream, data }),
+    },
+    (write) => machine.start(ctx, decided.runtime.env, write),
+  ));
   const { running } = log;
   setStatus(o, job, 'running');
   const follow = (mode: string): void => {
@@ -316,45 +325,6 @@ async function within(ms: number, work: Promise<unknown>): Promise<boolean> {
 }
 
 const outcomeOf = (job: JobRecord, status: JobStatus, extra: Partial<JobOutcome> = {}): JobOutcome => ({ job: job.id, workflow: job.workflow, status, ...extra });
-
-interface LoggedStart {
-  readonly running: RunningJob;
-  /** The job's output has ended: lets out what masking held back; throws what the store could not take. */
-  end(): void;
-  close(): void;
-}
-
-/**
- * Starts the job with its output going through a JobLog (masked, stored up to the limit, shown
- * live). A store that fails while the job runs (a full disk) kills the job; the fault is thrown
- * when the job has ended, so it ends `failed` with that error, never with a trace from a callback.
- */
-async function startLogged(o: ExecuteOptions, job: JobRecord, ctx: JobContext, machine: Machine, runtime: ContainerSecrets): Promise<LoggedStart> {
-  let fault: unknown;
-  let running: RunningJob | undefined;
-  const log = new JobLog({
-    logs: o.store.logs,
-    job: job.id,
-    limit: o.logLimit ?? DEFAULT_LOG_LIMIT,
-    secrets: runtime.revealed,
-    live: (stream, data) => o.onEvent({ type: 'job-log', job: job.id, workflow: job.workflow, stream, data }),
-    onFault: (e) => {
-      fault = e;
-      void running?.kill().catch(() => undefined);
-    },
-  });
-  running = await machine.start(ctx, runtime.env, (stream, chunk) => log.write(stream, chunk));
-  if (fault !== undefined) void running.kill().catch(() => undefined);
-  const r = running;
-  return {
-    running: r,
-    end: () => {
-      log.close();
-      if (fault !== undefined) throw fault;
-    },
-    close: () => log.close(),
-  };
-}
 
 /** The deps' artifact sets in the order the spec lists them (later ones win on a path): workflows' outputs and tags'. */
 function depsInOrder(o: ExecuteOptions, job: JobRecord, deps: readonly JobOutcome[]): { readonly kind: 'workflow' | 'tag'; readonly name: string; readonly manifest: Manifest; readonly fingerprint?: Fingerprint }[] {

@@ -5,6 +5,7 @@
  * the end how it failed. A store that cannot take more (a full disk) stops the storing, never the
  * output; the fault is reported once, so the executor can end the job with it.
  */
+import type { RunningJob } from './backend.js';
 import type { LogStore, LogStream } from './store/types.js';
 import { StreamMasker } from './secrets.js';
 import type { JobId } from './types.js';
@@ -118,4 +119,43 @@ class CappedLog {
         : `the first ${size(this.head)} and the last ${size(this.tail)} are kept, the middle was only shown live`;
     return `\n[dstack: this job printed more than the ${size(this.o.limit)} of output kept per job (DSTACK_LOG_LIMIT): ${what}]\n`;
   }
+}
+
+/** A started job whose output goes through a JobLog. */
+export interface LoggedStart {
+  readonly running: RunningJob;
+  /** The job's output has ended: lets out what masking held back; throws what the store could not take. */
+  end(): void;
+  close(): void;
+}
+
+/**
+ * Starts the job with its output going through a JobLog (masked, stored up to the limit, shown
+ * live). A store that fails while the job runs (a full disk) kills the job; the fault is thrown
+ * when the job has ended, so it ends `failed` with that error, never with a trace from a callback.
+ */
+export async function startLogged(
+  options: Omit<JobLogOptions, 'onFault'>,
+  start: (write: (stream: LogStream, chunk: Buffer) => void) => Promise<RunningJob>,
+): Promise<LoggedStart> {
+  let fault: unknown;
+  let running: RunningJob | undefined;
+  const log = new JobLog({
+    ...options,
+    onFault: (e) => {
+      fault = e;
+      void running?.kill().catch(() => undefined);
+    },
+  });
+  running = await start((stream, chunk) => log.write(stream, chunk));
+  if (fault !== undefined) void running.kill().catch(() => undefined);
+  const r = running;
+  return {
+    running: r,
+    end: () => {
+      log.close();
+      if (fault !== undefined) throw fault;
+    },
+    close: () => log.close(),
+  };
 }

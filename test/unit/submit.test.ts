@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { DstackError } from '../../src/engine/errors.js';
-import type { RunStore } from '../../src/engine/store/types.js';
+import type { RunWriter, TagReader } from '../../src/engine/store/types.js';
 import { prepareRun } from '../../src/engine/submit.js';
 import type { Project } from '../../src/engine/types.js';
 import { loadProject } from '../../src/engine/workflow/load.js';
@@ -26,7 +26,7 @@ async function load(files: Record<string, string>): Promise<Project> {
   return loadProject(root);
 }
 /** Planning reads tags only; recording is not reached by the cases that use this. */
-const store = { getTag: () => undefined, reserveName: () => 'wet-mangust-1' } as unknown as RunStore;
+const store = { tags: { getTag: () => undefined }, runs: { reserveName: () => 'wet-mangust-1' } } as unknown as { runs: RunWriter; tags: TagReader };
 const t = (name: string, fn: () => Promise<void>): void => test(name, withTimeout(5000, fn));
 
 const FILES = {

@@ -43,7 +43,7 @@ export class CpCommand extends DstackCommand {
     }
     const session = new Session();
     try {
-      const source = resolveArtifactSource(await session.store(), this.source);
+      const source = resolveArtifactSource(await session.store('read'), this.source);
       // Artifacts outside /workflow (/opt/venv) are copied by their own path, not with `.`: under DST
       // they would need a folder per absolute path, which `cp -r` never makes.
       const all = source.manifest.entries;

@@ -32,7 +32,7 @@ export class LsCommand extends DstackCommand {
   async run(): Promise<number> {
     const session = new Session();
     try {
-      const src = resolveArtifactSource(await session.store(), this.source);
+      const src = resolveArtifactSource(await session.store('read'), this.source);
       const prefix = normalisePrefix(this.prefix);
       const listed = src.manifest.entries.filter(
         (e): e is Exclude<ManifestEntry, { type: 'dir' }> => e.type !== 'dir' && e.path.startsWith(prefix),

@@ -60,7 +60,10 @@ try {
   for (let i = 1; i <= trials; i++) {
     const delay = Math.round(random() * maxDelay);
     const r = await dstack(['run', 'job', '--remote'], project, env, delay);
-    const ps = await dstack(['ps'], project, env);
+    // ps ends a dead run's instance by reconciling the run (silently: the run's status says it), or by its sweep.
+    const before = (await liveInstances(ec2)).length;
+    await dstack(['ps'], project, env);
+    const terminated = before - (await liveInstances(ec2)).length;
     // The watcher removes a terminated instance's container on its next look at moto.
     const deadline = Date.now() + 60_000;
     let left = await liveInstances(ec2);
@@ -70,8 +73,7 @@ try {
     }
     leftTotal += left.length;
     const how = r.signal ? `killed after ${delay} ms` : `ended by itself (exit ${r.code}) before ${delay} ms`;
-    const terminated = (ps.stderr.match(/^Terminated i-/gm) ?? []).length;
-    console.log(`trial ${String(i).padStart(2)}: ${how}; ps terminated ${terminated}; left running: ${left.length}`);
+    console.log(`trial ${String(i).padStart(2)}: ${how}; running when killed ${before}, ended by ps ${terminated}; left running: ${left.length}`);
   }
 } finally {
   ec2.destroy();

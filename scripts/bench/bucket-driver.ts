@@ -51,10 +51,10 @@ if (command === 'prepare') {
   const [home, data] = args as [string, string];
   const saved = await new LocalArtifactStore({ home }).save(join(data, '..'), [{ path: relative(join(data, '..'), data), mount: false }]);
   const store = openStore(home);
-  const { run, jobs } = store.createRun({ workflow: 'make', owner: 'bench', backend: 'local', repo: { root: data, isGit: false }, args: [], jobs: [{ spec: spec('make'), deps: [] }] });
-  store.setJobStatus(jobs[0]!.id, 'running');
-  store.setJobManifest(jobs[0]!.id, saved.manifest);
-  store.setJobStatus(jobs[0]!.id, 'done', { exitCode: 0 });
+  const { run, jobs } = store.runs.createRun({ workflow: 'make', owner: 'bench', backend: 'local', repo: { root: data, isGit: false }, args: [], jobs: [{ spec: spec('make'), deps: [] }] });
+  store.runs.setJobStatus(jobs[0]!.id, 'running');
+  store.runs.setJobManifest(jobs[0]!.id, saved.manifest);
+  store.runs.setJobStatus(jobs[0]!.id, 'done', { exitCode: 0 });
   store.close();
   process.stdout.write(`${run.name}\n`);
 } else if (command === 'buckets') {

@@ -7,7 +7,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Backend, OwnedMachine } from '../engine/backend.js';
-import type { RunStore } from '../engine/store/types.js';
+import type { RunReader } from '../engine/store/types.js';
 import type { SweepResult } from '../engine/sweep.js';
 import { table } from './format.js';
 import type { Session } from './session.js';
@@ -34,7 +34,7 @@ export async function machineBackends(session: Session, only?: string): Promise<
 }
 
 /** Sweeps each backend (in parallel, each within `timeoutMs`); a cloud that cannot be asked is reported, not thrown. */
-export async function sweepBackends(store: RunStore, backends: readonly Backend[], timeoutMs = 30_000): Promise<RemoteSweep[]> {
+export async function sweepBackends(store: RunReader, backends: readonly Backend[], timeoutMs = 30_000): Promise<RemoteSweep[]> {
   const { sweepMachines } = await import('../engine/sweep.js');
   return Promise.all(
     backends.map(async (b): Promise<RemoteSweep> => {

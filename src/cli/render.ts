@@ -86,7 +86,7 @@ export function createRenderer(options: RenderOptions): (event: RunEvent) => voi
         if (event.status === 'done' && reused.has(event.job)) break;
         if (event.status === 'done') say(`  ${event.workflow}: done${elapsed(started.get(event.job))}`);
         else if (event.status === 'failed') say(`  ${event.workflow}: failed${event.reason ? ` — ${event.reason}` : ''}`);
-        else if (event.status === 'stopped' || event.status === 'aborted') say(`  ${event.workflow}: ${event.status}${event.reason ? ` — ${event.reason}` : ''}`);
+        else if (event.status === 'stopped' || event.status === 'aborted' || event.status === 'interrupted') say(`  ${event.workflow}: ${event.status}${event.reason ? ` — ${event.reason}` : ''}`);
         else if (event.status === 'running') say(`  ${event.workflow}: running`);
         break;
       case 'job-log': {
@@ -117,6 +117,10 @@ export function createRenderer(options: RenderOptions): (event: RunEvent) => voi
         else say(`  ${event.workflow}: ${n.message}`);
         break;
       }
+      case 'job-retry':
+        flush(event.job);
+        say(`  ${event.workflow}: interrupted — ${event.reason}; running again on a new machine (${event.attempt} of ${event.of})`);
+        break;
       case 'artifacts-saved':
         say(`  ${event.workflow}: saved ${event.files} artifact file${event.files === 1 ? '' : 's'} (${formatBytes(event.bytes)})`);
         break;

@@ -4,6 +4,7 @@
  * clipanion: a dstack flag anywhere before `--` is dstack's; the rest is the workflow's.
  */
 import type { JobOverrides } from '../engine/types.js';
+import { LIMITS } from '../engine/workflow/limits.js';
 import { usageError } from './base.js';
 
 export interface RunFlags {
@@ -18,6 +19,8 @@ export interface RunFlags {
   readonly json: boolean;
   readonly help: boolean;
   readonly remote?: string;
+  /** `--retry N`: how many times an interrupted job of the run runs again on a new machine. */
+  readonly retry?: number;
   readonly overrides: JobOverrides;
   /** For the workflow: variable overrides and run.args, in order. */
   readonly rest: readonly string[];
@@ -39,6 +42,7 @@ const SPECS: readonly Spec[] = [
   { names: ['--json'], key: 'json', kind: 'bool' },
   { names: ['-h', '--help'], key: 'help', kind: 'bool' },
   { names: ['--remote'], key: 'remote', kind: 'optional' },
+  { names: ['--retry'], key: 'retry', kind: 'value' },
   { names: ['--cpu'], key: 'cpu', kind: 'value' },
   { names: ['--memory'], key: 'memory', kind: 'value' },
   { names: ['--gpu'], key: 'gpu', kind: 'value' },
@@ -122,6 +126,7 @@ export function parseRunFlags(tokens: readonly string[]): RunFlags {
     }).filter(([, v]) => v !== undefined),
   );
   const remote = seen.remote;
+  const retry = retryOf(str('retry'));
   return {
     workflow,
     detach: seen.detach === true,
@@ -132,9 +137,17 @@ export function parseRunFlags(tokens: readonly string[]): RunFlags {
     json: seen.json === true,
     help: seen.help === true,
     ...(remote === undefined ? {} : { remote: remote === true ? '' : String(remote) }),
+    ...(retry === undefined ? {} : { retry }),
     overrides,
     rest,
   };
+}
+
+function retryOf(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n > LIMITS.retry) throw usageError(`--retry expects a whole number from 0 to ${LIMITS.retry}, got '${v}'`, 'for example: dstack run train --remote -i --retry 2');
+  return n;
 }
 
 function example(key: string): string {

@@ -6,17 +6,20 @@
  */
 import { DstackError, formatError } from '../engine/errors.js';
 import type { RemoteCache } from '../engine/remote-cache.js';
-import type { JobRecord, LogRecord, RunRecord, RunStore } from '../engine/store/types.js';
+import type { JobRecord, LogRecord, LogStore, RunReader, RunRecord } from '../engine/store/types.js';
 import type { TeamStore } from '../remote-store/team-store.js';
 import { homeId } from './home.js';
 import type { Session } from './session.js';
 import { defaultTeamRemote, openTeam, repoOf } from './team.js';
 
+/** What recording a run in the bucket reads of the local store. */
+export type RecordedStore = { readonly runs: RunReader; readonly logs: LogStore };
+
 export interface TeamOfRun {
   /** The engine's second cache look-up; opens the bucket on its first question. */
   readonly cache: RemoteCache;
   /** Records the run in the bucket (a remote run's, at its start and its end). */
-  readonly record: (store: RunStore, run: RunRecord, stage: 'start' | 'end') => Promise<void>;
+  readonly record: (store: RecordedStore, run: RunRecord, stage: 'start' | 'end') => Promise<void>;
   readonly close: () => Promise<void>;
 }
 
@@ -67,11 +70,11 @@ export async function teamOfRun(session: Session, root: string, stderr: NodeJS.W
   };
 }
 
-async function recordRun(session: Session, team: TeamStore, repo: string, store: RunStore, run: RunRecord, stage: 'start' | 'end'): Promise<void> {
+async function recordRun(session: Session, team: TeamStore, repo: string, store: RecordedStore, run: RunRecord, stage: 'start' | 'end'): Promise<void> {
   const [{ pushRun }, local, home] = await Promise.all([import('../remote-store/push.js'), session.artifacts(), homeId(session.home)]);
-  const now = store.getRun(run.name) ?? run;
-  const jobs = store.jobs(run.name);
+  const now = store.runs.getRun(run.name) ?? run;
+  const jobs = store.runs.jobs(run.name);
   // At the start only the record: no artifacts or logs exist yet.
-  const logs = (job: JobRecord): LogRecord[] => (stage === 'start' ? [] : store.readLogs(run.name).filter((l) => l.job === job.id));
+  const logs = (job: JobRecord): LogRecord[] => (stage === 'start' ? [] : [...store.logs.readLogs(run.name)].filter((l) => l.job === job.id));
   await pushRun({ team, local: local.objects, home, repo }, { source: now, jobs, logs });
 }

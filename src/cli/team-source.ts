@@ -4,7 +4,7 @@
  * fetches only the objects it copies — verified, into the local store. Nothing is fetched for `ls`.
  */
 import { DstackError } from '../engine/errors.js';
-import type { RunStore } from '../engine/store/types.js';
+import type { RunReader, TagReader } from '../engine/store/types.js';
 import { findProjectRoot } from '../engine/workflow/files.js';
 import type { TeamRun } from '../remote-store/records.js';
 import type { TeamStore } from '../remote-store/team-store.js';
@@ -57,7 +57,7 @@ async function close(team: TeamStore): Promise<undefined> {
  * `RUN|:TAG` of this home, else of the team bucket (then `from` is set, and the caller closes
  * `from.team.bucket`). Unknown in both: the local error (DS0101 / DS0015).
  */
-export async function resolveWithTeam(store: RunStore, home: string, ref: string): Promise<SourceWithTeam> {
+export async function resolveWithTeam(store: { readonly runs: RunReader; readonly tags: TagReader }, home: string, ref: string): Promise<SourceWithTeam> {
   try {
     return resolveArtifactSource(store, ref);
   } catch (e) {

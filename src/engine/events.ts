@@ -19,6 +19,8 @@ export type RunEvent =
       readonly reason?: string;
     }
   | { readonly type: 'job-log'; readonly job: JobId; readonly workflow: string; readonly stream: 'stdout' | 'stderr'; readonly data: Buffer }
+  /** An interrupted job runs again on a new machine: resubmission `attempt` of `of`. */
+  | { readonly type: 'job-retry'; readonly job: JobId; readonly workflow: string; readonly attempt: number; readonly of: number; readonly reason: string }
   | { readonly type: 'job-notice'; readonly job: JobId; readonly workflow: string; readonly notice: BackendNotice }
   | { readonly type: 'artifacts-saved'; readonly job: JobId; readonly workflow: string; readonly files: number; readonly bytes: number }
   | { readonly type: 'stopping'; readonly run: RunName; readonly mode: 'graceful' | 'abort' }

@@ -8,7 +8,7 @@
  */
 import type { Backend, OwnedMachine } from './backend.js';
 import { supervisorGone } from './reconcile.js';
-import type { RunStore } from './store/types.js';
+import type { RunReader } from './store/types.js';
 import { asJobId, isFinal } from './types.js';
 
 export interface SweptMachine extends OwnedMachine {
@@ -25,7 +25,7 @@ export interface SweepResult {
 }
 
 /** Why the machine is stale, or undefined while a live run holds it. */
-export function staleBecause(store: Pick<RunStore, 'getJob' | 'getRun'>, m: OwnedMachine): string | undefined {
+export function staleBecause(store: Pick<RunReader, 'getJob' | 'getRun'>, m: OwnedMachine): string | undefined {
   if (!m.job) return 'it names no job';
   const job = store.getJob(asJobId(m.job));
   if (!job) return `its job ${m.job} is not in this dstack home`;
@@ -36,7 +36,7 @@ export function staleBecause(store: Pick<RunStore, 'getJob' | 'getRun'>, m: Owne
   return undefined;
 }
 
-export async function sweepMachines(store: Pick<RunStore, 'getJob' | 'getRun'>, backend: Backend): Promise<SweepResult> {
+export async function sweepMachines(store: Pick<RunReader, 'getJob' | 'getRun'>, backend: Backend): Promise<SweepResult> {
   if (!backend.owned) return { swept: [], kept: [], failed: [] };
   const swept: SweptMachine[] = [];
   const kept: OwnedMachine[] = [];

@@ -98,6 +98,8 @@ export interface WorkflowSpec {
   readonly env: readonly { readonly name: string; readonly value?: string }[];
   /** Container ports to publish; `ports: 2` in dstack 0.7 means two ports picked by dstack. */
   readonly ports: number;
+  /** How many times an interrupted job (its spot instance taken back) runs again on a new machine. */
+  readonly retry?: number;
   readonly workingDir?: string;
   /** As written (`3.10` stays `3.10`, never the float 3.1). */
   readonly python?: string;
@@ -170,6 +172,11 @@ export interface JobSpec {
   readonly workflow: string;
   readonly provider: Provider;
   readonly image: string;
+  /**
+   * Present when `image` is provider bash's default (default-image.ts), not the workflow's own: an
+   * absent default image then says to set `image:` or pull it (DS0043). Not part of the fingerprint.
+   */
+  readonly defaultImage?: true;
   /** The argv the container runs, e.g. `['/bin/sh', '-c', 'set -e\n…']`; undefined keeps the image's own. */
   readonly command?: readonly string[];
   readonly entrypoint?: readonly string[];
@@ -177,6 +184,8 @@ export interface JobSpec {
   /** Relative to `/workflow`. '' means `/workflow` itself. */
   readonly workingDir: string;
   readonly ports: number;
+  /** Resubmissions left to an interrupted job (`retry:`, or `--retry N` for the whole run); not fingerprinted. */
+  readonly retry?: number;
   readonly artifacts: readonly ArtifactSpec[];
   readonly cache: readonly string[];
   readonly inputs?: readonly string[];

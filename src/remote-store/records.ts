@@ -122,7 +122,7 @@ export function teamRunOf(options: {
       const manifest = options.manifests.get(j.index);
       const files = j.manifest?.entries.filter((e) => e.type === 'file').length;
       const parts = j.fingerprintParts && shareableParts(j.fingerprintParts);
-      const cachedFrom = cachedFromOf(j);
+      const { cachedFrom } = j;
       return {
         workflow: j.workflow,
         index: j.index,
@@ -149,13 +149,6 @@ export function teamRunOf(options: {
 function shareableParts(p: FingerprintParts): FingerprintParts {
   const { inputsListing: _local, ...rest } = p;
   return rest;
-}
-
-/** Where a reused job's artifacts came from, as recorded locally (`cached: <job>` in its reason). */
-export function cachedFromOf(j: JobRecord): string | undefined {
-  const field = (j as { cachedFrom?: string }).cachedFrom;
-  if (field) return field;
-  return j.reason?.startsWith('cached: ') ? j.reason.slice('cached: '.length) : undefined;
 }
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);

@@ -10,7 +10,7 @@ import { cp, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { EC2Client } from '@aws-sdk/client-ec2';
+import { TerminateInstancesCommand, type EC2Client } from '@aws-sdk/client-ec2';
 import { assertNoCrash, containersOf, createProject, runNameOf, sleep, type Project, type PsRunWithJobs } from '../helpers/cli.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/ec2-faults.js';
 import { liveInstances, motoClient, startInstanceWatcher, sweepInstanceContainers, type InstanceWatcher } from '../helpers/instances.js';
@@ -30,6 +30,12 @@ const WORKFLOWS = `workflows:
     commands:
       - echo sleeper-started
       - sleep 1000
+  - name: flaky
+    image: ${IMAGE}
+    commands:
+      - echo flaky-started
+      - sleep 15
+      - echo flaky-finished
   - name: saver
     image: ${IMAGE}
     commands:
@@ -227,6 +233,27 @@ test(
     for (const deadline = Date.now() + 60_000; (await liveInstances(ec2)).length > 0; await sleep(500)) {
       if (Date.now() > deadline) throw new Error('the instance outlived its stopped run');
     }
+  }),
+);
+
+test(
+  'fault proxy: the spot instance taken back mid-job (EC2\'s state reason) with --retry 1: the job runs again on a new instance and ends done',
+  withTimeout(300_000, async () => {
+    const p = await awsProject();
+    const bg = p.start(['run', 'flaky', '--remote', '--retry', '1'], { timeoutMs: 280_000 });
+    await bg.waitFor((out) => out.includes('flaky-started'), 150_000);
+    const [first] = await liveInstances(ec2);
+    proxy.spotInterrupted(first!);
+    await ec2.send(new TerminateInstancesCommand({ InstanceIds: [first!] }));
+    const r = await bg.result;
+    assertNoCrash(r);
+    assert.is(r.exitCode, 0, r.stderr);
+    assert.match(r.stderr, /\n {2}flaky: interrupted — [^\n]*; running again on a new machine \(1 of 1\)\n/);
+    assert.is(r.stdout, 'flaky-started\nflaky-started\nflaky-finished\n');
+    const run = await p.json<PsRunWithJobs>(['ps', runNameOf(r.stderr), '--json']);
+    assert.equal([run.status, run.jobs.map((j) => [j.workflow, j.status])], ['done', [['flaky', 'done']]]);
+    assert.is(watcher.seen.size, 2, 'a new instance for the second attempt');
+    assert.equal(await liveInstances(ec2), []);
   }),
 );
 

@@ -113,7 +113,7 @@ test(
   withTimeout(20_000, async () => {
     const r = await inProject(undefined, ['ps', '--bogus']);
     expectUsage(r, 'error DS0100: Unsupported option name ("--bogus").');
-    assert.ok(r.stderr.includes('$ dstack ps [-a,--all] [--json] [-w,--watch] [RUN]'), r.stderr);
+    assert.ok(r.stderr.includes('$ dstack ps [-a,--all] [-A,--all-projects] [--json] [-w,--watch] [RUN]'), r.stderr);
     assert.ok(r.stderr.includes('= see `dstack --help`'), r.stderr);
   }),
 );
@@ -158,12 +158,13 @@ test(
 );
 
 test(
-  'run with no workflow name, and a flag without its value: DS0100',
+  'run with no workflow name, a flag without its value, a --retry that is no count: DS0100',
   withTimeout(20_000, async () => {
     const p = await createProject({ workflows: `workflows:\n  - name: a\n    image: ${IMAGE}\n    commands: [echo]\n` });
     try {
       expectUsage(await p.run(['run']), 'error DS0100: which workflow?');
       expectUsage(await p.run(['run', 'a', '--memory']), 'error DS0100: --memory needs a value');
+      for (const bad of ['x', '-1', '1.5', '11']) expectUsage(await p.run(['run', 'a', `--retry=${bad}`]), `error DS0100: --retry expects a whole number from 0 to 10, got '${bad}'`);
     } finally {
       await p.cleanup();
     }

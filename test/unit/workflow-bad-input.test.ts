@@ -35,6 +35,7 @@ const wf = (body: string): string => `workflows:\n  - name: a\n    commands: [ec
 t('values no machine could satisfy are DS0019 at their place', async () => {
   const cases: [string, string, number, number][] = [
     ['    ports: 1e9\n', '`ports` in workflow `a` is out of bounds: the most is 100', 4, 12],
+    ['    retry: 11\n', '`retry` in workflow `a` is out of bounds: the most is 10', 4, 12],
     ['    resources:\n      cpu: 1e100\n', '`resources.cpu` in workflow `a` is out of bounds: the most is 1024', 5, 12],
     ['    resources:\n      cpu: 0.001\n', '`resources.cpu` in workflow `a` is out of bounds: the least is 0.01', 5, 12],
     ['    resources:\n      memory: 0.0000001MB\n', '`resources.memory` in workflow `a` is out of bounds: the least is 6MiB', 5, 15],

@@ -44,16 +44,16 @@ export class PullCommand extends DstackCommand {
         if (this.ref.startsWith(':')) {
           const name = this.ref.slice(1);
           const pulled = await pullTag(ctx, name);
-          const mine = store.getTag(name);
+          const mine = store.tags.getTag(name);
           if (mine && JSON.stringify(mine.manifest) !== JSON.stringify(pulled.tag.manifest)) {
             throw new DstackError('DS0271', `this home has a tag '${name}' with other artifacts than the team's`, { hint: `delete yours first (\`dstack tags delete ${name}\`), or push it under another name` });
           }
-          if (!mine) store.putTag(pulled.tag);
+          if (!mine) store.tags.putTag(pulled.tag);
           bar.done();
           this.report(`tag ${name} (by ${pulled.team.owner})`, pulled.objects, { tag: name, created: !mine }, Date.now() - started);
           return 0;
         }
-        const here = store.getRun(this.ref);
+        const here = store.runs.getRun(this.ref);
         if (here) {
           const theirs = await team.getRun(repo, this.ref);
           // This home's own run, or the team's pulled before: the same run (one owner, one start).
@@ -64,7 +64,7 @@ export class PullCommand extends DstackCommand {
           throw new DstackError('DS0271', `this home has a run named ${this.ref} already, not the team's`, { hint: `remove it first if it is a stale copy (\`dstack rm ${this.ref}\`)` });
         }
         const pulled = await pullRun(ctx, this.ref);
-        store.importRun(pulled.run, pulled.jobs, pulled.logs);
+        store.importer.importRun(pulled.run, pulled.jobs, pulled.logs);
         bar.done();
         this.report(`run ${pulled.run.name} (by ${pulled.run.owner})`, pulled.objects, { run: pulled.run.name }, Date.now() - started);
         return 0;

@@ -1,6 +1,6 @@
 import { Command, Option } from 'clipanion';
 import { DstackError } from '../../engine/errors.js';
-import type { JobRecord, LogRecord, RunRecord, RunStore } from '../../engine/store/types.js';
+import type { JobRecord, LogRecord, LogStore, RunReader, RunRecord, TagReader } from '../../engine/store/types.js';
 import { isFinal } from '../../engine/types.js';
 import type { PushedRun } from '../../remote-store/push.js';
 import type { TransferResult } from '../../remote-store/transfer.js';
@@ -41,11 +41,11 @@ export class PushCommand extends DstackCommand {
     const session = new Session();
     const started = Date.now();
     try {
-      const store = await session.store();
+      const store = await session.store('read');
       const tagName = this.ref.startsWith(':') ? this.ref.slice(1) : undefined;
-      const tag = tagName === undefined ? undefined : store.getTag(tagName);
+      const tag = tagName === undefined ? undefined : store.tags.getTag(tagName);
       if (tagName !== undefined && !tag) throw unknownTag(tagName);
-      const run = tag ? (tag.run ? store.getRun(tag.run) : undefined) : finishedRun(store, this.ref);
+      const run = tag ? (tag.run ? store.runs.getRun(tag.run) : undefined) : finishedRun(store, this.ref);
       const root = await projectRootOf(run);
       const remote = await teamRemote(session.home, this.remote);
       const team = await openTeam(remote);
@@ -84,7 +84,7 @@ export class PushCommand extends DstackCommand {
 }
 
 /** The run RUN names, finished (DS0101 / DS0104 otherwise). */
-function finishedRun(store: RunStore, name: string): RunRecord {
+function finishedRun(store: { readonly runs: RunReader; readonly tags: TagReader }, name: string): RunRecord {
   const run = requireRun(store, name, 'list runs with `dstack ps -a`, or name a tag as `:TAG`');
   if (!isFinal(run.status)) {
     throw new DstackError('DS0104', `run ${run.name} is still ${run.status}`, { hint: `wait for it to finish (\`dstack logs ${run.name} -f\`), then push it` });
@@ -92,14 +92,14 @@ function finishedRun(store: RunStore, name: string): RunRecord {
   return run;
 }
 
-function pushedRun(store: RunStore, run: RunRecord): PushedRun {
+function pushedRun(store: { readonly runs: RunReader; readonly logs: LogStore }, run: RunRecord): PushedRun {
   let byJob: Map<string, LogRecord[]> | undefined;
   const logs = (job: JobRecord): LogRecord[] => {
     if (!byJob) {
       byJob = new Map();
-      for (const l of store.readLogs(run.name)) byJob.set(l.job, [...(byJob.get(l.job) ?? []), l]);
+      for (const l of store.logs.readLogs(run.name)) byJob.set(l.job, [...(byJob.get(l.job) ?? []), l]);
     }
     return (byJob.get(job.id) ?? []).sort((a, b) => a.seq - b.seq);
   };
-  return { source: run, jobs: store.jobs(run.name), logs };
+  return { source: run, jobs: store.runs.jobs(run.name), logs };
 }

@@ -7,7 +7,7 @@ import type { RunEvent } from '../../engine/events.js';
 import type { Project } from '../../engine/types.js';
 import { choosePlacement, type PlacementChoice } from '../../engine/placement.js';
 import type { JobDecision } from '../../engine/explain.js';
-import type { PreparedRun } from '../../engine/submit.js';
+import type { PreparedRun, SubmitRequest } from '../../engine/submit.js';
 import { DstackCommand, usageError } from '../base.js';
 import { renderNotices, whichWorkflow } from '../diagnostics-view.js';
 import { owner } from '../home.js';
@@ -45,6 +45,8 @@ export class RunCommand extends DstackCommand {
       \`--remote NAME\` runs on the remote NAME (\`dstack config ssh\` adds a pool of your own machines); \`--remote\` alone on
       the default one. The code and the deps' artifacts are sent to a free host of the pool (only what it does not
       have yet), logs come back live, published ports through an SSH tunnel, artifacts into the local store.
+      \`--retry N\` (or \`retry: N\` in a workflow) runs a job again on a new machine when its spot instance is taken
+      back (status \`interrupted\`), up to N times.
 
       Ctrl-C once stops gracefully (the container gets SIGTERM, artifacts are saved, status \`stopped\`); twice aborts.
       \`-d\` detaches: the run goes on in the background; follow it with \`dstack logs RUN -f\`.
@@ -60,6 +62,7 @@ export class RunCommand extends DstackCommand {
       ['Run in the background', 'dstack run train-mnist -d'],
       ['Run on the SSH pool named lab (see `dstack config ssh`)', 'dstack run train-mnist --remote lab'],
       ['Run on the default remote', 'dstack run train-mnist --remote'],
+      ['On a spot instance, run again on a new one up to twice if it is taken back', 'dstack run train-mnist --remote -i --retry 2'],
       ['More memory and an extra env variable', 'dstack run train-mnist --memory 8GB -e LOG_LEVEL=debug'],
     ],
   });
@@ -85,47 +88,24 @@ export class RunCommand extends DstackCommand {
     const project = await loadProjectCached(root, { dir: join(session.home, 'project-cache') });
     if (!flags.workflow) throw whichWorkflow(project);
     if (flags.explain && !flags.dryRun) throw usageError('--explain goes with --dry-run', `dstack run ${flags.workflow} --dry-run --explain`);
+    // A bad DSTACK_LOG_LIMIT is refused before a run is recorded (the supervisor reads it again).
+    (await import('../log-limit.js')).logLimitFrom();
     try {
       const backendId = await backendIdOf(session.home, choosePlacement(project.workflows.get(flags.workflow)?.placement, flags.remote), flags.workflow);
       const store = await session.store();
       const external = await externalDeps(session, project, flags.workflow, flags.overrides?.deps);
-      const request = { project, target: flags.workflow, tokens: flags.rest, reservedFlags: RUN_FLAG_NAMES, jobOverrides: flags.overrides, hostEnv: process.env, ...(external ? { external } : {}) };
+      const request = {
+        project,
+        target: flags.workflow,
+        tokens: flags.rest,
+        reservedFlags: RUN_FLAG_NAMES,
+        jobOverrides: flags.overrides,
+        ...(flags.retry !== undefined ? { retry: flags.retry } : {}),
+        hostEnv: process.env,
+        ...(external ? { external } : {}),
+      };
       const cache = { rerun: flags.rerun, reuse: flags.reuse };
-      if (flags.dryRun) {
-        const [{ prepareRun }, { takeSnapshot }, { hashTree }, { getJson }, { explainRun }] = await Promise.all([
-          import('../../engine/submit.js'),
-          import('../../engine/snapshot.js'),
-          import('../../artifacts/tree.js'),
-          import('../../artifacts/objects.js'),
-          import('../../engine/explain.js'),
-        ]);
-        // The snapshot's git calls run while the plan is resolved (CPU): ~20 ms of a cached
-        // 1,000-workflow dry run. A planning error still wins; the snapshot is then dropped.
-        const snapshotting = takeSnapshot(root);
-        snapshotting.catch(() => undefined);
-        const prepared = prepareRun(store, request, '<run-name>');
-        renderNotices(this.context.stderr, prepared.plan.notices);
-        const [backend, artifacts, snapshot, { assertSupported }] = await Promise.all([session.backend(backendId), session.artifacts(), snapshotting, import('../../engine/preflight.js')]);
-        assertSupported(backend!, prepared.jobs);
-        // Hashed to decide, not stored: only the stat cache learns from a dry run.
-        const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store });
-        const team = await (await import('../team-record.js')).teamOfRun(session, snapshot.repo.root, this.context.stderr, backendId);
-        const decisions = await explainRun({
-          store,
-          backend: backend!,
-          prepared,
-          repoRoot: snapshot.repo.root,
-          snapshot: tree.manifest,
-          readListing: (h) => getJson(artifacts, h),
-          target: flags.workflow,
-          ...cache,
-          signal: new AbortController().signal,
-          ...(team ? { remoteCache: team.cache } : {}),
-        }).finally(() => team?.close());
-        const offers = backend!.offers ? await offersOf(backend!, prepared, decisions) : undefined;
-        printPlan(this.context.stdout, prepared, decisions, { json: flags.json, explain: flags.explain, ...(offers ? { offers } : {}) });
-        return 0;
-      }
+      if (flags.dryRun) return await this.dryRun(session, root, backendId, request, { ...cache, json: flags.json, explain: flags.explain });
       const backend = (await session.backend(backendId))!;
       const [{ takeSnapshot }, { prepareRecordable, recordRun }, { hashTree }, { putJson }, { preflight }, artifacts] = await Promise.all([
         import('../../engine/snapshot.js'),
@@ -135,7 +115,7 @@ export class RunCommand extends DstackCommand {
         import('../../engine/preflight.js'),
         session.artifacts(),
       ]);
-      const name = store.reserveName();
+      const name = store.runs.reserveName();
       const prepared = prepareRecordable(store, request, name);
       // What the backend cannot run, then its credentials, before anything is recorded or costs
       // money; the snapshot's git calls meanwhile.
@@ -145,14 +125,14 @@ export class RunCommand extends DstackCommand {
       if (backend.owned) {
         // What earlier runs left running in this cloud ends before anything new costs money.
         const { sweepBackends, sweptLines } = await import('../machines.js');
-        for (const line of sweptLines(await sweepBackends(store, [backend]))) this.context.stderr.write(`${line}\n`);
+        for (const line of sweptLines(await sweepBackends(store.runs, [backend]))) this.context.stderr.write(`${line}\n`);
       }
       const snapshot = await snapshotting;
       // The code is stored by content now, so the run sees it as it is at this moment whatever is
       // edited later, and a detached run needs no copy of it.
-      const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store, store: artifacts });
+      const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store.fileHashes, store: artifacts });
       const snapshotHash = await putJson(artifacts, tree.manifest);
-      const { run, jobs } = recordRun(store, name, prepared, {
+      const { run, jobs } = recordRun(store.runs, name, prepared, {
         ...request,
         owner: owner(),
         backend: backend.id,
@@ -160,7 +140,7 @@ export class RunCommand extends DstackCommand {
         pid: process.pid,
         hostname: hostname(),
       });
-      store.setRunSnapshot(run.name, snapshotHash);
+      store.runs.setRunSnapshot(run.name, snapshotHash);
       renderNotices(this.context.stderr, prepared.plan.notices);
       const render: (e: RunEvent) => void = createRenderer({
         stdout: this.context.stdout,
@@ -192,6 +172,50 @@ export class RunCommand extends DstackCommand {
     } finally {
       await session.close();
     }
+  }
+  /** `--dry-run [--explain]`: the plan and each job's cache decision, nothing run, pulled or stored. */
+  private async dryRun(
+    session: Session,
+    root: string,
+    backendId: string,
+    request: SubmitRequest,
+    opts: { readonly rerun: boolean; readonly reuse: boolean; readonly json: boolean; readonly explain: boolean },
+  ): Promise<number> {
+    const [{ prepareRun }, { takeSnapshot }, { hashTree }, { getJson }, { explainRun }] = await Promise.all([
+      import('../../engine/submit.js'),
+      import('../../engine/snapshot.js'),
+      import('../../artifacts/tree.js'),
+      import('../../artifacts/objects.js'),
+      import('../../engine/explain.js'),
+    ]);
+    const store = await session.store();
+    // The snapshot's git calls run while the plan is resolved (CPU): ~20 ms of a cached
+    // 1,000-workflow dry run. A planning error still wins; the snapshot is then dropped.
+    const snapshotting = takeSnapshot(root);
+    snapshotting.catch(() => undefined);
+    const prepared = prepareRun(store, request, '<run-name>');
+    renderNotices(this.context.stderr, prepared.plan.notices);
+    const [backend, artifacts, snapshot, { assertSupported }] = await Promise.all([session.backend(backendId), session.artifacts(), snapshotting, import('../../engine/preflight.js')]);
+    assertSupported(backend!, prepared.jobs);
+    // Hashed to decide, not stored: only the stat cache learns from a dry run.
+    const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store.fileHashes });
+    const team = await (await import('../team-record.js')).teamOfRun(session, snapshot.repo.root, this.context.stderr, backendId);
+    const decisions = await explainRun({
+      store,
+      backend: backend!,
+      prepared,
+      repoRoot: snapshot.repo.root,
+      snapshot: tree.manifest,
+      readListing: (h) => getJson(artifacts, h),
+      target: request.target,
+      rerun: opts.rerun,
+      reuse: opts.reuse,
+      signal: new AbortController().signal,
+      ...(team ? { remoteCache: team.cache } : {}),
+    }).finally(() => team?.close());
+    const offers = backend!.offers ? await offersOf(backend!, prepared, decisions) : undefined;
+    printPlan(this.context.stdout, prepared, decisions, { json: opts.json, explain: opts.explain, ...(offers ? { offers } : {}) });
+    return 0;
   }
 }
 

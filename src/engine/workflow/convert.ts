@@ -109,6 +109,7 @@ export function convertWorkflow(ctx: Ctx, map: YAMLMap): { spec?: WorkflowSpec; 
     cache: readCache(rw),
     env: readEnv(rw),
     ports: readPorts(rw),
+    ...retryOf(rw),
     ...(workingDir !== undefined ? { workingDir } : {}),
     ...(python ? { python: scalarText(python) } : {}),
     ...(inputs ? { inputs } : {}),
@@ -238,11 +239,10 @@ function readArtifacts(r: Reader): ArtifactSpec[] {
       return;
     }
     const mount = isMap(item) && get(r.ctx, item, 'mount')?.toJSON() === true;
-    if (p.absolute) {
-      r.warn(pathNode, 'DS0025', `artifact \`${shown(p.path)}\`${r.where} is outside /workflow: it is planned, but a run cannot save it yet`,
-        'until dstack saves such paths, keep it under the project (e.g. ./env), or under `cache:` to keep it between runs of this workflow');
-      artifacts.push({ path: p.path, mount, absolute: true });
-    } else artifacts.push({ path: p.path, mount });
+    // Outside /workflow (an environment under /opt): saved from the container's file system after the
+    // job and restored in dependents (src/backends/docker/archive.ts); never live, so never mounted.
+    if (p.absolute) artifacts.push({ path: p.path, mount: false, absolute: true });
+    else artifacts.push({ path: p.path, mount });
   });
   return artifacts;
 }
@@ -282,6 +282,18 @@ function readEnv(r: Reader): { name: string; value?: string }[] {
     }
   }
   return env;
+}
+
+/** `retry: N`: how many times an interrupted job (a spot instance taken back) is resubmitted. */
+function retryOf(r: Reader): { readonly retry?: number } {
+  const n = r.field('retry');
+  if (!n) return {};
+  const retry = Number(n.toJSON());
+  if (retry > LIMITS.retry) {
+    r.fail(n, 'DS0019', `\`retry\`${r.where} is out of bounds: the most is ${LIMITS.retry}`, 'how many times an interrupted job runs again, e.g. `retry: 2`');
+    return {};
+  }
+  return retry > 0 ? { retry } : {};
 }
 
 function readPorts(r: Reader): number {

@@ -13,6 +13,8 @@ export const LIMITS = {
   nameLength: 128,
   /** Ports published per job; dstack 0.7 apps used one to three. */
   ports: 100,
+  /** Resubmissions of an interrupted job: each is a new instance, paid for. */
+  retry: 10,
   /** Docker takes CPUs in units of 1e-9 and refuses less than 0.01; the largest machines have under 1,024 vCPUs. */
   cpu: { min: 0.01, max: 1024 },
   /** Docker's smallest memory limit is 6 MiB; the largest machines sold have 32 TiB. */

@@ -93,6 +93,7 @@ export const workflowProps = {
   cache: opt(list(kind('a path or `path: …`', { string: any, object: t.isObject(cacheProps) }), 'a list of paths')),
   env: opt(kind('a list of `NAME=VALUE` or a mapping', { array: t.isArray(text), object: t.isRecord(t.isNullable(text)) })),
   ports: opt(kind('a number of ports', { number: count, array: any })),
+  retry: opt(count),
   working_dir: opt(str),
   python: opt(text),
   inputs: opt(list(str, 'a list of paths')),

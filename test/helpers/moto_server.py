@@ -1,10 +1,16 @@
 """moto's server for the tests: `python3 test/helpers/moto_server.py -H 127.0.0.1 -p 0`.
 
-The same as `python3 -m moto.server`, with one fix: moto 5.2.1 parses the `creation_date` of the
-AMIs loaded from MOTO_AMIS_PATH in place, so the second load (after `POST /moto-api/reset`) parses
-a datetime again and the reset answers 500. Dates that are already parsed are passed through.
+The same as `python3 -m moto.server`, with two fixes:
+
+- moto 5.2.1 parses the `creation_date` of the AMIs loaded from MOTO_AMIS_PATH in place, so the
+  second load (after `POST /moto-api/reset`) parses a datetime again and the reset answers 500.
+  Dates that are already parsed are passed through.
+- S3's conditional writes (`If-None-Match: *` on PutObject and CompleteMultipartUpload) are atomic:
+  of two at once, one wins and the other gets 412. moto checks, then writes, in a threaded server,
+  so two at once could both win. Conditional writes hold one lock from the check to the write.
 """
 import datetime
+import threading
 
 import moto.ec2.models.amis as amis
 
@@ -16,6 +22,24 @@ def _parse_once(value):
 
 
 amis.parse_timestamp = _parse_once
+
+from moto.s3.responses import S3Response  # noqa: E402
+
+_conditional = threading.Lock()
+
+
+def _atomic_if_none_match(method):
+    def wrapper(self, *args, **kwargs):
+        if self.headers.get("If-None-Match") != "*":
+            return method(self, *args, **kwargs)
+        with _conditional:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+S3Response.put_object = _atomic_if_none_match(S3Response.put_object)
+S3Response._key_response_post = _atomic_if_none_match(S3Response._key_response_post)
 
 from moto.server import main  # noqa: E402
 

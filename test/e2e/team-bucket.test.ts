@@ -118,8 +118,8 @@ function scenario(kind: string, makeTeam: () => Promise<Team>): void {
     assert.match(r.stderr, new RegExp(`  prep: cached by alice's run ${run} \\(bucket\\)\\n`));
     assert.match(r.stdout, /train-sees-shared-data/);
     const mine = runNameOf(r.stderr);
-    const jobs = (await bob.json<{ jobs: { workflow: string; reason: string | null }[] }>(['ps', mine, '--json'])).jobs;
-    assert.is(jobs[0]!.reason, `cached: ${run}/prep`);
+    const jobs = (await bob.json<{ jobs: { workflow: string; reason: string | null; cachedFrom: string | null }[] }>(['ps', mine, '--json'])).jobs;
+    assert.equal([jobs[0]!.reason, jobs[0]!.cachedFrom], [null, `${run}/prep`]);
   }));
 
   test('bob reads it without pulling, then pulls it and copies a file out byte-identical', withTimeout(120_000, async () => {

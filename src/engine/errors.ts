@@ -116,6 +116,9 @@ export const Codes = {
   DS0130: { title: 'Docker engine has no init', exit: ExitCode.backendUnavailable },
   DS0290: { title: 'image needs registry credentials', exit: ExitCode.usage },
   DS0291: { title: 'registry refused the credentials', exit: ExitCode.usage },
+  // the engine vanishing or freezing, leftovers (issue 7 §4): DS0060–DS0069, DS0140–DS0149; all 3
+  DS0060: { title: 'Docker engine did not answer in time', exit: ExitCode.backendUnavailable },
+  DS0061: { title: 'lost contact with the Docker engine', exit: ExitCode.backendUnavailable },
 } as const;
 export type ErrorCode = keyof typeof Codes;
 

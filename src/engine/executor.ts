@@ -226,8 +226,9 @@ async function ended(
     return outcomeOf(job, 'interrupted');
   }
   if (exit.exitCode !== 0 || exit.lost) {
-    setStatus(o, job, 'failed', { exitCode: exit.exitCode, reason: exit.reason ?? `exited with code ${exit.exitCode}` });
-    return outcomeOf(job, 'failed');
+    const reason = exit.error ? `${exit.error.code}: ${exit.error.message}` : (exit.reason ?? `exited with code ${exit.exitCode}`);
+    setStatus(o, job, 'failed', { exitCode: exit.exitCode, reason });
+    return outcomeOf(job, 'failed', exit.error ? { error: exit.error } : {});
   }
   setStatus(o, job, 'uploading');
   const manifest = await collect(o, job, on.machine, on.ctx);

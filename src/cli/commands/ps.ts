@@ -60,6 +60,7 @@ export class PsCommand extends DstackCommand {
       const changed = await reconcileRuns(store, runs, (id) => backends.get(id));
       if (changed.length) runs = runs.map((r) => (changed.includes(r.name) ? (store.getRun(r.name) ?? r) : r));
     }
+    await this.sweepLocal(session);
     if (this.runName) {
       const run = runs[0]!;
       const jobs = store.jobs(run.name);
@@ -76,6 +77,14 @@ export class PsCommand extends DstackCommand {
       ['RUN', 'WORKFLOW', 'SUBMITTED', 'OWNER', 'STATUS', 'TAG', 'BACKEND', 'DURATION'],
       runs.map((r) => [r.name, r.workflow, formatAgo(r.submittedAt), r.owner, r.status, r.tag ?? '', r.backend, duration(r.submittedAt, r.finishedAt)]),
     )}\n${machines}`;
+  }
+
+  /** This home's local leftovers (containers, job folders) no live run holds; only when there are job folders. */
+  private async sweepLocal(session: Session): Promise<void> {
+    const { hasJobFolders, sweepLeftoversOf } = await import('../machines.js');
+    if (this.watch || !hasJobFolders(session.home)) return;
+    const local = await session.reachable('local');
+    if (local) await sweepLeftoversOf(await session.store(), local, this.context.stderr);
   }
 
   /** The cloud instances that still cost money, after ending those no live run holds (said on stderr). */

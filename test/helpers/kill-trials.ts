@@ -11,7 +11,7 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { containersOf, type Project, type PsRunWithJobs } from './cli.js';
+import { containersOf, type CliResult, type Project, type PsRunWithJobs } from './cli.js';
 import { until } from './wait.js';
 
 /** A job that prints, saves an artifact and sleeps a little: every stage of a run takes some time. */
@@ -24,6 +24,8 @@ export const TRIAL_WORKFLOWS = `workflows:
       - sleep 1
     artifacts: [out]
 `;
+
+const isFinalStatus = (s: string): boolean => ['done', 'failed', 'aborted', 'stopped', 'interrupted'].includes(s);
 
 /** mulberry32: a small seeded PRNG. */
 export function prng(seed: number): () => number {
@@ -57,16 +59,28 @@ export async function killTrial(p: Project, delayMs: number): Promise<TrialResul
   const killed = r.signal === 'SIGKILL';
   const problems: string[] = [];
   if (r.stderr.includes('    at ')) problems.push(`stack trace from the killed run:\n${r.stderr}`);
-  // A container the killed CLI started runs on (by design: `ps` shows it running) until its job ends.
-  await until('the orphaned container to end by itself', 30_000, async () => (await containersOf(p.home, 'status=running')).length === 0, 100);
-  const ps = await p.run(['ps', '-a', '--json']);
+  // A container the killed CLI started runs on (by design: `ps` shows its run running) until its
+  // job ends; the engine may even start it after the CLI died (the start request was in flight).
+  // So: wait for none to run, ask ps; while ps still shows the run running *and* its container runs,
+  // that is something behind it: wait again.
+  let ps: CliResult | undefined;
+  for (let round = 0; round < 5; round++) {
+    await until('the orphaned container to end by itself', 30_000, async () => (await containersOf(p.home, 'status=running')).length === 0, 100);
+    ps = await p.run(['ps', '-a', '--json']);
+    const fresh = ps.exitCode === 0 ? (JSON.parse(ps.stdout) as { run: string; status: string }[]).find((x) => !before.has(x.run)) : undefined;
+    if (!fresh || isFinalStatus(fresh.status) || (await containersOf(p.home, 'status=running')).length === 0) break;
+  }
+  ps = ps!;
   if (ps.exitCode !== 0) problems.push(`ps exited ${ps.exitCode}: ${ps.stderr}`);
   if (ps.stderr.includes('    at ')) problems.push(`stack trace from ps:\n${ps.stderr}`);
   const runs = ps.exitCode === 0 ? (JSON.parse(ps.stdout) as { run: string; status: string }[]) : [];
   const run = runs.find((x) => !before.has(x.run));
   if (run) {
-    if (run.status === 'running' || run.status === 'submitted') problems.push(`run ${run.run} shown ${run.status} with nothing behind it`);
     const detail = await p.json<PsRunWithJobs>(['ps', run.run, '--json']);
+    if (!isFinalStatus(run.status)) {
+      const jobs = detail.jobs.map((j) => `${j.workflow} ${j.status}${j.reason ? ` (${j.reason})` : ''}`).join(', ');
+      problems.push(`run ${run.run} shown ${run.status} with nothing behind it: ${jobs}`);
+    }
     for (const j of detail.jobs) if (j.status !== 'done' && !j.reason) problems.push(`job ${j.job} ended ${j.status} with no cause recorded`);
   }
   const left = await containersOf(p.home);

@@ -53,14 +53,16 @@ export class PsCommand extends DstackCommand {
   private async render(session: Session): Promise<string> {
     const store = await session.store();
     let runs = this.runName ? [requireRun(store, this.runName)] : store.listRuns({ all: this.all });
+    let reconciled = false;
     if (runs.some((r) => !isFinal(r.status))) {
       const { reconcileRuns } = await import('../../engine/reconcile.js');
       const backends = new Map<string, Awaited<ReturnType<Session['backend']>>>();
       for (const id of new Set(runs.filter((r) => !isFinal(r.status)).map((r) => r.backend))) backends.set(id, await session.reachable(id));
       const changed = await reconcileRuns(store, runs, (id) => backends.get(id));
       if (changed.length) runs = runs.map((r) => (changed.includes(r.name) ? (store.getRun(r.name) ?? r) : r));
+      reconciled = changed.length > 0;
     }
-    await this.sweepLocal(session);
+    await this.sweepLocal(session, reconciled);
     if (this.runName) {
       const run = runs[0]!;
       const jobs = store.jobs(run.name);
@@ -79,10 +81,14 @@ export class PsCommand extends DstackCommand {
     )}\n${machines}`;
   }
 
-  /** This home's local leftovers (containers, job folders) no live run holds; only when there are job folders. */
-  private async sweepLocal(session: Session): Promise<void> {
+  /**
+   * This home's local leftovers (containers, job folders) no live run holds: only when there are job
+   * folders, or a run was just found dead (its container may be one no record names), so a `ps`
+   * with nothing to sweep never waits for the engine.
+   */
+  private async sweepLocal(session: Session, reconciled: boolean): Promise<void> {
     const { hasJobFolders, sweepLeftoversOf } = await import('../machines.js');
-    if (this.watch || !hasJobFolders(session.home)) return;
+    if (this.watch || !(reconciled || hasJobFolders(session.home))) return;
     const local = await session.reachable('local');
     if (local) await sweepLeftoversOf(await session.store(), local, this.context.stderr);
   }

@@ -13,16 +13,26 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertNoContainersLeft, assertNoCrash, containersOf, createProject, runNameOf, type Project, type PsRunWithJobs } from '../helpers/cli.js';
+import { assertNoContainersLeft, assertNoCrash, containersOf, createProject, runNameOf, type Background, type Project, type PsRunWithJobs } from '../helpers/cli.js';
 import { testDocker } from '../helpers/docker.js';
 import { startDockerProxy } from '../helpers/docker-proxy.js';
 import { withTimeout } from '../helpers/timeout.js';
+import { until } from '../helpers/wait.js';
 
 const IMAGE = 'dstack-test/busybox:latest';
 const SCALE = { DSTACK_DOCKER_TIMEOUT_SCALE: '0.1' };
 const LONG = `workflows:\n  - name: long\n    image: ${IMAGE}\n    commands:\n      - echo job-started\n      - sleep 120\n`;
 
 const jobFolders = (p: Project): string[] => (existsSync(join(p.home, 'jobs')) ? readdirSync(join(p.home, 'jobs')) : []);
+
+/**
+ * The job printed and its start was answered (the record says running): the output alone comes
+ * through attach before the CLI has read the engine's answer to start.
+ */
+async function jobRunning(p: Project, bg: Background): Promise<void> {
+  await bg.waitFor((out) => out.includes('job-started'));
+  await until('the job recorded running', 30_000, async () => (await p.json<{ status: string }[]>(['ps', '--json']))[0]?.status === 'running', 200);
+}
 
 /** After the fault: the run ended with the cause, and `ps` (the real engine again) reaps what it left. */
 async function assertReapedAfter(p: Project, name: string, reason: RegExp): Promise<void> {
@@ -61,12 +71,12 @@ test(
     const p = await createProject({ workflows: LONG, env: SCALE });
     try {
       const bg = p.start(['run', 'long'], { env: { DOCKER_HOST: proxy.dockerHost } });
-      await bg.waitFor((out) => out.includes('job-started'));
+      await jobRunning(p, bg);
       proxy.freeze();
       const r = await bg.result;
       assert.is(r.exitCode, 3, r.stderr);
       assertNoCrash(r);
-      assert.match(r.stderr, new RegExp(`^error DS0060: the Docker engine at ${proxy.dockerHost} stopped answering while the job ran: 3 pings in a row went unanswered$`, 'm'));
+      assert.match(r.stderr, new RegExp(`^error DS0060: the Docker engine at ${proxy.dockerHost} stopped answering while the job ran: 3 pings in a row went unanswered$`, 'm'), r.stderr);
       assert.equal((await containersOf(p.home)).length, 1, 'the frozen engine could not remove it: it is left for the next command');
       await assertReapedAfter(p, runNameOf(r.stderr), /^DS0060: the Docker engine at .* stopped answering while the job ran/);
     } finally {
@@ -83,12 +93,12 @@ test(
     const p = await createProject({ workflows: LONG, env: SCALE });
     try {
       const bg = p.start(['run', 'long'], { env: { DOCKER_HOST: proxy.dockerHost } });
-      await bg.waitFor((out) => out.includes('job-started'));
+      await jobRunning(p, bg);
       await proxy.kill();
       const r = await bg.result;
       assert.is(r.exitCode, 3, r.stderr);
       assertNoCrash(r);
-      assert.match(r.stderr, new RegExp(`^error DS0061: lost contact with the Docker engine at ${proxy.dockerHost} while job \\S+ ran \\(`, 'm'));
+      assert.match(r.stderr, new RegExp(`^error DS0061: lost contact with the Docker engine at ${proxy.dockerHost} while job \\S+ ran \\(`, 'm'), r.stderr);
       await assertReapedAfter(p, runNameOf(r.stderr), /^DS0061: lost contact with the Docker engine/);
     } finally {
       await proxy.close();

@@ -32,6 +32,11 @@ export interface DockerTimeouts {
   readonly streamOpen: number;
   /** A pull may take long, but its progress stream must not go quiet for longer than this. */
   readonly pullIdle: number;
+  /**
+   * One call of the archive API (a tar of a saved environment, in or out): long, as it carries
+   * the whole tar; a call left on the `inspect` default would fail a large environment.
+   */
+  readonly archive: number;
   /** How often a running job's engine is pinged. */
   readonly heartbeatMs: number;
   /** Pings in a row without an answer before the engine counts as lost. */
@@ -47,6 +52,7 @@ const BASE: DockerTimeouts = {
   remove: 30_000,
   streamOpen: 15_000,
   pullIdle: 120_000,
+  archive: 600_000,
   heartbeatMs: 10_000,
   heartbeatMisses: 3,
 };

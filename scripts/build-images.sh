@@ -3,13 +3,15 @@
 # reachable here. Each image is labelled with a hash of its recipe; an image whose label matches is
 # reused, so a second call costs nothing.
 #
-#   scripts/build-images.sh [busybox] [python] [sshhost]    (default: all)
+#   scripts/build-images.sh [busybox] [python] [sshhost] [venv]    (default: all)
 #
 # Images:
 #   dstack-test/busybox:latest   busybox-static, ~2 MB: the trivial-job image of tests and benchmarks
 #   dstack/python:3.11-ml        Debian bookworm minbase + python3, numpy, scikit-learn (fixtures/mnist)
 #   dstack-test/sshhost:latest   Debian bookworm minbase + openssh-server: a "machine of the pool" for the
 #                                SSH tests (see build_sshhost and test/helpers/ssh-hosts.ts)
+#   dstack-test/venv:latest      dstack/python:3.11-ml + Debian's python3-venv (a few .deb files, one
+#                                layer): environments under /opt kept as artifacts (test/e2e/envs.test.ts)
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -137,12 +139,35 @@ EOF
   echo "built $name"
 }
 
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(busybox python sshhost)
+# python3-venv on top of the python image: the .deb files of its own Python's version, fetched from the
+# mirror by this machine's apt (bookworm, as the image) and installed in one container, committed.
+build_venv() {
+  local name=dstack-test/venv:latest h; h=$(recipe_hash build_venv)
+  build_python >/dev/null
+  h="$h-$(docker image inspect -f '{{ .Id }}' dstack/python:3.11-ml | cut -c8-19)"
+  have_image "$name" "$h" && { echo "image $name is up to date"; return; }
+  local debs ver id; debs=$(mktemp -d)
+  step "building $name: python3-venv's .deb files from the apt mirror, installed in one layer"
+  ver=$(docker run --rm --pull=never dstack/python:3.11-ml dpkg-query -W -f '${Version}' python3.11)
+  [ -n "$APT_UPDATED" ] || { apt_get update; APT_UPDATED=1; }
+  (cd "$debs" && apt-get download -qq "python3.11-venv=$ver" python3-venv python3-lib2to3 \
+    python3-distutils python3-pip-whl python3-setuptools-whl) >/tmp/dstack-venv-build.log 2>&1 || {
+      tail -20 /tmp/dstack-venv-build.log >&2; rm -rf "$debs"; exit 1; }
+  id=$(docker create --pull=never -v "$debs:/debs:ro" dstack/python:3.11-ml sh -c 'dpkg -i /debs/*.deb >/dev/null')
+  docker start -a "$id" || { docker rm -f "$id" >/dev/null; rm -rf "$debs"; exit 1; }
+  docker commit --change "LABEL dstack.recipe=$h" "$id" "$name" >/dev/null
+  docker rm -f "$id" >/dev/null
+  rm -rf "$debs"
+  echo "built $name"
+}
+
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(busybox python sshhost venv)
 for t in "${targets[@]}"; do
   case "$t" in
     busybox) build_busybox ;;
     python) build_python ;;
     sshhost) build_sshhost ;;
-    *) echo "build-images: unknown image '$t' (busybox, python, sshhost)" >&2; exit 2 ;;
+    venv) build_venv ;;
+    *) echo "build-images: unknown image '$t' (busybox, python, sshhost, venv)" >&2; exit 2 ;;
   esac
 done

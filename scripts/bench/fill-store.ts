@@ -27,7 +27,7 @@ let t = Date.now() - n * 60_000;
 const store = openStore(home, { now: () => t });
 for (let i = 0; i < n; i++) {
   t += 60_000;
-  const { jobs } = store.createRun({
+  const { jobs } = store.runs.createRun({
     workflow: 'train',
     owner: 'bench',
     backend: 'local',
@@ -39,9 +39,9 @@ for (let i = 0; i < n; i++) {
     ],
   });
   for (const j of jobs) {
-    store.setJobStatus(j.id, 'running');
-    store.appendLog(j.id, 'stdout', Buffer.from(`line ${i}\n`));
-    store.setJobStatus(j.id, 'done', { exitCode: 0 });
+    store.runs.setJobStatus(j.id, 'running');
+    store.logs.appendLog(j.id, 'stdout', Buffer.from(`line ${i}\n`));
+    store.runs.setJobStatus(j.id, 'done', { exitCode: 0 });
   }
 }
 store.close();

@@ -5,7 +5,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const root = new URL('../..', import.meta.url).pathname;
-export const dstack = join(root, 'bin/dstack');
+/** The CLI measured: this tree's, or another build's (DSTACK_BENCH_BIN) for a before/after comparison. */
+export const dstack = process.env.DSTACK_BENCH_BIN ?? join(root, 'bin/dstack');
 export const image = 'dstack-test/busybox:latest';
 /** Data that is slow to make (10,000 runs, 1,000 cached jobs, 1 GiB of files), kept between bench runs. */
 export const cacheDir = process.env.DSTACK_BENCH_DIR ?? '/var/tmp/dstack-bench';

@@ -3,7 +3,8 @@
 // its baseline measured in the same run (interleaved where both are commands) and the target next to
 // it; each part saves its figures to .bench/PART.json. Slow setup (10,000 runs, a cached
 // 1,000-workflow DAG, 1 GiB of files) is made once and kept in $DSTACK_BENCH_DIR (/var/tmp/dstack-bench).
-// Usage: node scripts/bench/run.mjs [overhead|startup|dag|hash|store|aws|stop ...]   (needs `npm run build`)
+// Usage: node scripts/bench/run.mjs [overhead|startup|dag|hash|store|aws|stop|logs|env ...]   (needs `npm run build`)
+// DSTACK_BENCH_BIN measures another build's bin/dstack (a before/after comparison).
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { root } from './lib.mjs';
@@ -16,7 +17,11 @@ const PARTS = {
   store: async () => (await import('./hash.mjs')).runStore(),
   aws: async () => (await import('./aws.mjs')).run(),
   stop: async () => (await import('./stop.mjs')).run(),
+  env: async () => (await import('./env.mjs')).run(),
+  logs: async () => (await import('./logs.mjs')).run(),
 };
+/** Parts run when none is named: `logs` runs a 300 MB job twice, so it is run on request only. */
+const DEFAULT = ['overhead', 'startup', 'dag', 'hash', 'store', 'aws', 'stop'];
 
 const asked = process.argv.slice(2);
 const unknown = asked.filter((a) => !(a in PARTS));
@@ -31,7 +36,7 @@ if (!existsSync(join(root, 'dist/dstack.mjs'))) {
 
 const rows = [];
 const files = [];
-for (const name of asked.length ? asked : Object.keys(PARTS)) {
+for (const name of asked.length ? asked : DEFAULT) {
   console.error(`— ${name}`);
   const r = await PARTS[name]();
   rows.push(...r.rows);

@@ -31,7 +31,7 @@ if (mode === 'hash') {
   const files = (await list(root)).sort().map((path) => ({ path }));
   const store = openStore(home);
   const t = process.hrtime.bigint();
-  const tree = await hashTree({ root, files, cache: store });
+  const tree = await hashTree({ root, files, cache: store.fileHashes });
   const ms = Number(process.hrtime.bigint() - t) / 1e6;
   store.close();
   console.log(JSON.stringify({ ms, read: tree.read, files: tree.manifest.entries.length, bytes: tree.manifest.size, hash: tree.hash }));

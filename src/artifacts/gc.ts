@@ -28,7 +28,7 @@ const IO_CONCURRENCY = 16;
 export interface GcOptions {
   /** The dstack home; objects live in `objects/sha256/ab/<hash>`. */
   readonly home: string;
-  /** Every object a record points at directly: `RunStore.referencedObjects()`. */
+  /** Every object a record points at directly: `PruneQueries.referencedObjects()`. */
   readonly roots: ReadonlySet<ContentHash>;
   /** Unreferenced objects younger than this (by mtime) are kept. Default: MIN_OBJECT_AGE_MS. */
   readonly minAgeMs?: number;

@@ -7,6 +7,7 @@ import { DstackError } from '../engine/errors.js';
 import { insideRelative } from '../engine/paths.js';
 import type { Manifest, ManifestEntry } from './types.js';
 import { isContentHash } from './hash.js';
+import { isOutsidePath, isValidOutsidePath, isValidOutsideTarget } from './outside.js';
 
 export const comparePaths = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
@@ -88,14 +89,20 @@ function leaves(links: ReadonlyMap<string, string>, path: string): string | unde
   return undefined;
 }
 
-/** Throws DS0302 on the first entry that could write outside the destination, or lead out of it. */
-export function validateManifest(manifest: Manifest): void {
+/**
+ * Throws DS0302 on the first entry that could write outside the destination, or lead out of it. Entries outside
+ * `/workflow` (outside.ts) are refused unless `outside` says the caller writes them into a container,
+ * never under a host folder.
+ */
+export function validateManifest(manifest: Manifest, options: { readonly outside?: boolean } = {}): void {
   if (manifest.version !== 1 || !Array.isArray(manifest.entries)) {
     throw new DstackError('DS0301', `unsupported manifest version ${String(manifest.version)}`);
   }
   for (const e of manifest.entries) {
     const path = (e as { path?: unknown }).path;
-    if (typeof path !== 'string' || path === '' || insideRelative(path) !== path) {
+    const outside = typeof path === 'string' && isOutsidePath(path);
+    if (outside && !options.outside) throw new DstackError('DS0302', `artifact entry '${path}' is outside /workflow: it is restored into containers, not written under a folder`);
+    if (typeof path !== 'string' || path === '' || (outside ? !isValidOutsidePath(path) : insideRelative(path) !== path)) {
       throw new DstackError('DS0302', `artifact entry '${String(path)}' leaves the working directory`);
     }
     switch (e.type) {
@@ -107,7 +114,7 @@ export function validateManifest(manifest: Manifest): void {
         if (!isMode(e.mode)) throw new DstackError('DS0302', `artifact entry '${path}' has a bad mode`);
         break;
       case 'symlink':
-        if (typeof e.target !== 'string' || symlinkTargetInside(path, e.target) === undefined) {
+        if (outside ? !isValidOutsideTarget(e.target) : typeof e.target !== 'string' || symlinkTargetInside(path, e.target) === undefined) {
           throw escapingSymlinkError(path, String(e.target));
         }
         break;
@@ -115,7 +122,8 @@ export function validateManifest(manifest: Manifest): void {
         throw new DstackError('DS0302', `artifact entry '${path}' has an unknown type`);
     }
   }
-  const out = escapingLinks(manifest.entries)[0];
+  // Outside entries' links are read inside the container (outside.ts), so only the tree's own are followed.
+  const out = escapingLinks(manifest.entries.filter((e) => !isOutsidePath(e.path)))[0];
   if (out) throw escapingSymlinkError(out.path, out.target, throughLink(out.path, out.via));
 }
 

@@ -7,6 +7,7 @@
  * DSTACK_DEBUG=1).
  */
 import { Command, type BaseContext } from 'clipanion';
+import { diskError } from '../engine/disk-errors.js';
 import { formatError, isDstackError } from '../engine/errors.js';
 import { VERSION } from '../engine/version.js';
 import type { Remotes } from './remotes.js';
@@ -28,7 +29,9 @@ export abstract class DstackCommand extends Command<DstackContext> {
   }
 }
 
-export function reportError(e: unknown, stderr: NodeJS.WritableStream): number {
+export function reportError(error: unknown, stderr: NodeJS.WritableStream): number {
+  // A full disk or a read-only one, wherever it surfaced, is the machine's state, not a bug.
+  const e = diskError(error) ?? error;
   if (isDstackError(e)) {
     stderr.write(`${formatError(e)}\n`);
     if (process.env.DSTACK_DEBUG === '1' && e.stack) stderr.write(`${e.stack}\n`);

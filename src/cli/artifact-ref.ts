@@ -5,7 +5,7 @@
 import { makeManifest } from '../artifacts/manifest.js';
 import type { Manifest, ManifestEntry } from '../artifacts/types.js';
 import { DstackError } from '../engine/errors.js';
-import type { JobRecord, RunRecord, RunStore, TagRecord } from '../engine/store/types.js';
+import type { JobRecord, RunReader, RunRecord, TagReader, TagRecord } from '../engine/store/types.js';
 import { requireRun } from './runs.js';
 
 export type ArtifactSource =
@@ -13,15 +13,15 @@ export type ArtifactSource =
   | { readonly kind: 'tag'; readonly tag: TagRecord; readonly manifest: Manifest };
 
 /** `:NAME` is a tag, anything else a run. Unknown: DS0015 or DS0101. */
-export function resolveArtifactSource(store: RunStore, ref: string): ArtifactSource {
+export function resolveArtifactSource(store: { readonly runs: RunReader; readonly tags: TagReader }, ref: string): ArtifactSource {
   if (ref.startsWith(':')) {
     const name = ref.slice(1);
-    const tag = store.getTag(name);
+    const tag = store.tags.getTag(name);
     if (!tag) throw unknownTag(name);
     return { kind: 'tag', tag, manifest: tag.manifest };
   }
   const run = requireRun(store, ref, 'list runs with `dstack ps -a`, or name a tag as `:TAG`');
-  const { manifest, jobOf } = mergeJobManifests(store.jobs(run.name));
+  const { manifest, jobOf } = mergeJobManifests(store.runs.jobs(run.name));
   return { kind: 'run', run, manifest, jobOf };
 }
 

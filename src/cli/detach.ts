@@ -37,6 +37,6 @@ export async function detachRun(options: {
   });
   closeSync(log);
   if (child.pid === undefined) throw new Error('could not start the supervisor process');
-  (await session.store()).setRunOwnerProcess(run.name, child.pid, hostname());
+  (await session.store()).runs.setRunOwnerProcess(run.name, child.pid, hostname());
   child.unref();
 }

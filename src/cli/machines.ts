@@ -7,7 +7,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Backend, OwnedMachine } from '../engine/backend.js';
-import type { RunStore } from '../engine/store/types.js';
+import type { RunReader } from '../engine/store/types.js';
 import type { SweepResult } from '../engine/sweep.js';
 import { table } from './format.js';
 import type { Session } from './session.js';
@@ -34,7 +34,7 @@ export async function machineBackends(session: Session, only?: string): Promise<
 }
 
 /** Sweeps each backend (in parallel, each within `timeoutMs`); a cloud that cannot be asked is reported, not thrown. */
-export async function sweepBackends(store: RunStore, backends: readonly Backend[], timeoutMs = 30_000): Promise<RemoteSweep[]> {
+export async function sweepBackends(store: RunReader, backends: readonly Backend[], timeoutMs = 30_000): Promise<RemoteSweep[]> {
   const { sweepMachines } = await import('../engine/sweep.js');
   return Promise.all(
     backends.map(async (b): Promise<RemoteSweep> => {
@@ -56,7 +56,7 @@ export async function sweepBackends(store: RunStore, backends: readonly Backend[
  * live run holds, removed, one line each on `stderr`. Never throws: an engine that cannot be asked
  * now is asked by the next command.
  */
-export async function sweepLeftoversOf(store: RunStore, backend: Backend, stderr: NodeJS.WritableStream): Promise<void> {
+export async function sweepLeftoversOf(store: Pick<RunReader, 'getJob' | 'getRun'>, backend: Backend, stderr: NodeJS.WritableStream): Promise<void> {
   if (!backend.leftovers) return;
   const { sweepLeftovers } = await import('../engine/sweep.js');
   const result = await sweepLeftovers(store, backend).catch(() => undefined);

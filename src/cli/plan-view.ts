@@ -5,8 +5,6 @@ import type { PreparedRun } from '../engine/submit.js';
 import { displaySecrets } from '../engine/secrets.js';
 import { formatBytes } from './format.js';
 
-const runOf = (job: string): string => job.slice(0, job.indexOf('/'));
-
 export function printPlan(
   out: NodeJS.WritableStream,
   prepared: PreparedRun,
@@ -17,7 +15,7 @@ export function printPlan(
     const jobs = prepared.jobs.map((j, i) => ({
       workflow: j.workflow,
       action: decisions[i]?.decision === 'cached' ? 'cached' : 'run',
-      ...(decisions[i]?.from ? { from: decisions[i]!.from } : {}),
+      ...(decisions[i]?.from ? { from: decisions[i]!.from, fromRun: decisions[i]!.fromRun } : {}),
       ...(options.explain ? { causes: decisions[i]?.causes ?? [] } : {}),
       deps: j.deps.map((d) => prepared.jobs[d]!.workflow),
       image: j.spec.image,
@@ -38,7 +36,7 @@ export function printPlan(
     const deps = j.deps.map((d) => prepared.jobs[d]!.workflow);
     const decision = decisions[i];
     const cached = decision?.decision === 'cached';
-    lines.push(`${i + 1}. ${j.workflow}  ${cached ? `cached (run ${runOf(decision.from!)})` : 'runs'}`);
+    lines.push(`${i + 1}. ${j.workflow}  ${cached ? `cached (run ${decision.fromRun})` : 'runs'}`);
     if (options.explain) decision?.causes.forEach((c, n) => lines.push(`${n === 0 ? '   why:      ' : '             '}${c.text}`));
     if (cached) return;
     lines.push(`   image:    ${j.spec.image}`);

@@ -4,12 +4,12 @@
  */
 import type { LocalArtifactStore } from '../artifacts/local-store.js';
 import type { Backend } from '../engine/backend.js';
-import type { RunStore } from '../engine/store/types.js';
+import type { Store } from '../engine/store/types.js';
 import { dstackHome } from './home.js';
 
 export class Session {
   readonly home: string;
-  #store: RunStore | undefined;
+  #store: Store | undefined;
   #artifacts: LocalArtifactStore | undefined;
   readonly #backends = new Map<string, Backend>();
 
@@ -17,10 +17,14 @@ export class Session {
     this.home = dstackHome(env);
   }
 
-  async store(): Promise<RunStore> {
+  /**
+   * The run store. `read`: the command only reads (ps, logs, ls, cp), so a home it may not write
+   * (a read-only mount) still serves it, opened read-only.
+   */
+  async store(access: 'read' | 'write' = 'write'): Promise<Store> {
     if (!this.#store) {
       const { openStore } = await import('../engine/store/sqlite.js');
-      this.#store = openStore(this.home);
+      this.#store = openStore(this.home, { access });
     }
     return this.#store;
   }
@@ -32,7 +36,10 @@ export class Session {
         home: this.home,
         // A missing or damaged object stops the jobs that made it being cache hits: the next run
         // re-makes it instead of failing on it forever (issue 7 §2).
-        onFault: async (hash) => void (await this.store()).forgetCacheHitsWith(hash),
+        onFault: async (hash) => {
+          const store = await this.store();
+          if (!store.readOnly) store.cache.forgetCacheHitsWith(hash);
+        },
       });
     }
     return this.#artifacts;

@@ -16,13 +16,13 @@ const GRACE_SECONDS = Number(process.env.DSTACK_STOP_GRACE ?? 10);
 export async function stopRun(session: Session, run: RunRecord, mode: 'graceful' | 'abort', say: (line: string) => void): Promise<JobStatus> {
   const store = await session.store();
   const local = run.hostname === undefined || run.hostname === hostname();
-  const open = store.jobs(run.name).filter((j) => !isFinal(j.status));
+  const open = store.runs.jobs(run.name).filter((j) => !isFinal(j.status));
   if (run.pid !== undefined && local && processAlive(run.pid)) {
     say(waitingFor(run, open, mode));
     process.kill(run.pid, mode === 'abort' ? 'SIGUSR2' : 'SIGTERM');
     const deadline = Date.now() + (GRACE_SECONDS + 60) * 1000;
     while (Date.now() < deadline) {
-      const now = store.getRun(run.name);
+      const now = store.runs.getRun(run.name);
       if (!now || isFinal(now.status)) return now?.status ?? 'stopped';
       if (!processAlive(run.pid)) break;
       await sleep(50);
@@ -32,12 +32,12 @@ export async function stopRun(session: Session, run: RunRecord, mode: 'graceful'
   say(`${mode === 'abort' ? 'Aborting' : 'Stopping'} ${run.name}: the dstack process that ran it is gone; removing its containers here (artifacts are not saved)`);
   const backend = await session.reachable(run.backend);
   const final: JobStatus = mode === 'abort' ? 'aborted' : 'stopped';
-  for (const job of store.jobs(run.name)) {
+  for (const job of store.runs.jobs(run.name)) {
     if (isFinal(job.status)) continue;
     if (job.handle && backend) await backend.reap(job.handle).catch(() => undefined);
-    store.setJobStatus(job.id, final, { reason: `${mode === 'abort' ? 'aborted' : 'stopped'} by user; its supervising process was gone, so artifacts were not saved` });
+    store.runs.setJobStatus(job.id, final, { reason: `${mode === 'abort' ? 'aborted' : 'stopped'} by user; its supervising process was gone, so artifacts were not saved` });
   }
-  return store.getRun(run.name)?.status ?? final;
+  return store.runs.getRun(run.name)?.status ?? final;
 }
 
 /** `Stopping wet-mangust-1: waiting for train (running) to exit on SIGTERM (SIGKILL after 10 s) and save its artifacts`. */

@@ -4,10 +4,13 @@
  * gracefully, a second SIGINT or a SIGUSR2 (`dstack stop -x`) aborts.
  */
 import { RunControl } from '../engine/control.js';
-import { ExitCode, formatError } from '../engine/errors.js';
+import { formatError } from '../engine/errors.js';
 import type { RunEvent } from '../engine/events.js';
 import type { RunOutcome, StoredSnapshot } from '../engine/executor.js';
 import type { JobRecord, RunRecord } from '../engine/store/types.js';
+import { secretSourceOf } from '../engine/secrets.js';
+import { exitStatusOf } from './exit-status.js';
+import { logLimitFrom } from './log-limit.js';
 import { readSecrets } from './secrets-file.js';
 import type { Session } from './session.js';
 
@@ -52,7 +55,7 @@ export async function superviseRun(options: SuperviseOptions): Promise<RunOutcom
   process.on('SIGUSR2', onAbort);
   process.on('SIGHUP', onTerm);
   try {
-    const secrets = readSecrets(session.home);
+    const secrets = secretSourceOf(readSecrets(session.home));
     return await executeRun({
       store,
       artifacts,
@@ -61,10 +64,11 @@ export async function superviseRun(options: SuperviseOptions): Promise<RunOutcom
       jobs: options.jobs,
       snapshot: options.snapshot,
       cache: options.cache,
-      secrets: (name) => secrets[name],
+      secrets,
       control,
       onEvent: render,
       graceSeconds: Number(process.env.DSTACK_STOP_GRACE ?? 10),
+      logLimit: logLimitFrom(),
     });
   } finally {
     process.off('SIGINT', onInt);
@@ -76,23 +80,9 @@ export async function superviseRun(options: SuperviseOptions): Promise<RunOutcom
 
 /** The process's exit code for a run's outcome; prints the errors that ended jobs. */
 export function exitCodeOf(outcome: RunOutcome, stderr: NodeJS.WritableStream): number {
-  let code: number = ExitCode.ok;
-  for (const job of outcome.jobs) {
-    if (job.error) {
-      stderr.write(`${formatError(job.error)}\n`);
-      code = Math.max(code, job.error.exitCode);
-    }
-  }
-  if (code !== ExitCode.ok) return code;
-  switch (outcome.status) {
-    case 'done':
-      return ExitCode.ok;
-    case 'stopped':
-    case 'aborted':
-      return outcome.jobs.some((j) => j.status === 'failed') ? ExitCode.jobFailed : ExitCode.interrupted;
-    // `interrupted`: the cloud took a machine back (a spot instance). Not the user's Ctrl-C (130):
-    // the run did not finish, as when a job fails.
-    default:
-      return ExitCode.jobFailed;
-  }
+  for (const job of outcome.jobs) if (job.error) stderr.write(`${formatError(job.error)}\n`);
+  return exitStatusOf(
+    outcome.status,
+    outcome.jobs.map((j) => ({ status: j.status, ...(j.error && { errorCode: j.error.code }) })),
+  );
 }

@@ -116,6 +116,20 @@ export const Codes = {
   DS0130: { title: 'Docker engine has no init', exit: ExitCode.backendUnavailable },
   DS0290: { title: 'image needs registry credentials', exit: ExitCode.usage },
   DS0291: { title: 'registry refused the credentials', exit: ExitCode.usage },
+  // the run store, logs and the disk under the dstack home: the machine's state, 3; a bad setting, 2
+  DS0320: { title: 'disk full', exit: ExitCode.backendUnavailable },
+  DS0321: { title: 'dstack home is read-only', exit: ExitCode.backendUnavailable },
+  DS0322: { title: 'run store damaged', exit: ExitCode.backendUnavailable },
+  DS0323: { title: 'run store record damaged', exit: ExitCode.backendUnavailable },
+  DS0120: { title: 'invalid log limit', exit: ExitCode.usage },
+  // 0.7 projects run (issue 12, the execution half): artifacts outside /workflow through the engine's
+  // archive API, the default image of provider bash: DS0040–DS0059. The engine failing is 3, a job's
+  // archive holding what cannot be kept 2.
+  DS0040: { title: 'artifact outside /workflow could not be read', exit: ExitCode.backendUnavailable },
+  DS0041: { title: 'unsafe entry in a container archive', exit: ExitCode.usage },
+  DS0042: { title: 'artifact outside /workflow could not be restored', exit: ExitCode.backendUnavailable },
+  DS0043: { title: 'default image not available', exit: ExitCode.backendUnavailable },
+  DS0044: { title: 'no default image for this Python version', exit: ExitCode.usage },
   // the engine vanishing or freezing, leftovers (issue 7 §4): DS0060–DS0069, DS0140–DS0149; all 3
   DS0060: { title: 'Docker engine did not answer in time', exit: ExitCode.backendUnavailable },
   DS0061: { title: 'lost contact with the Docker engine', exit: ExitCode.backendUnavailable },

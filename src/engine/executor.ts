@@ -12,13 +12,17 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pLimit from 'p-limit';
 import type { ArtifactStore, Manifest } from './objects.js';
 import type { Backend, BackendHandle, ExitInfo, JobContext, Machine } from './backend.js';
+import { decideCache } from './cache-decision.js';
 import type { ControlMode, RunControl } from './control.js';
+import { diskError } from './disk-errors.js';
 import { DstackError, isDstackError } from './errors.js';
 import type { RunEvent } from './events.js';
-import { CACHED_PREFIX, fingerprintOf, fingerprintParts, inputsHasher } from './fingerprint.js';
-import { revealSecrets, secretMasker, type SecretSource } from './secrets.js';
-import type { JobRecord, RunRecord, RunStore } from './store/types.js';
-import { asJobId, type ContentHash, type Fingerprint, type JobId, type JobStatus } from './types.js';
+import { inputsHasher } from './fingerprint.js';
+import { DEFAULT_LOG_LIMIT, startLogged, type LoggedStart } from './job-log.js';
+import { containerSecrets, type ContainerSecrets, type SecretSource } from './secrets.js';
+import { aggregateStatus } from './store/status.js';
+import type { CacheIndex, JobRecord, LogStore, RunRecord, RunRecords, TagReader } from './store/types.js';
+import { isFinal, type ContentHash, type Fingerprint, type JobId, type JobSpec, type JobStatus } from './types.js';
 
 /** The code snapshot as stored: its manifest, and the object that holds it. */
 export interface StoredSnapshot {
@@ -26,10 +30,16 @@ export interface StoredSnapshot {
   readonly hash: ContentHash;
 }
 
-export { CACHED_PREFIX };
+/** The stores a run is executed against. */
+export interface ExecutorStore {
+  readonly runs: RunRecords;
+  readonly logs: LogStore;
+  readonly cache: CacheIndex;
+  readonly tags: TagReader;
+}
 
 export interface ExecuteOptions {
-  readonly store: RunStore;
+  readonly store: ExecutorStore;
   readonly artifacts: ArtifactStore;
   readonly backend: Backend;
   readonly run: RunRecord;
@@ -48,6 +58,8 @@ export interface ExecuteOptions {
   readonly parallelism?: number;
   /** Seconds between SIGTERM and SIGKILL on a graceful stop (default 10). */
   readonly graceSeconds?: number;
+  /** Bytes of output stored per job (default DEFAULT_LOG_LIMIT); the terminal still sees all of it. */
+  readonly logLimit?: number;
 }
 
 export interface JobOutcome {
@@ -92,18 +104,46 @@ export async function executeRun(options: ExecuteOptions): Promise<RunOutcome> {
     );
   }
   const results = await Promise.all(jobs.map((j) => outcomes.get(j.id)!));
-  const status = options.store.getRun(options.run.name)?.status ?? 'failed';
+  const status = settle(options, results);
   options.onEvent({ type: 'run-finished', run: options.run.name, status });
   return { status, jobs: results };
+}
+
+/**
+ * The run's status once every job ended. A final status the store could not take when the job
+ * ended (a full disk) is recorded again now that every job's folder is gone and its space free;
+ * if the store still cannot take it, the outcomes speak for the run and the next `ps` reconciles it.
+ */
+function settle(o: ExecuteOptions, results: readonly JobOutcome[]): JobStatus {
+  try {
+    for (const r of results) {
+      if (isFinal(o.store.runs.getJob(r.job)?.status ?? 'done')) continue;
+      const error = r.error;
+      o.store.runs.setJobStatus(r.job, r.status, error ? { reason: `${error.code}: ${error.message}`, errorCode: error.code } : {});
+    }
+    return o.store.runs.getRun(o.run.name)?.status ?? aggregateStatus(results.map((r) => r.status));
+  } catch {
+    return aggregateStatus(results.map((r) => r.status));
+  }
 }
 
 function missingDep(id: JobId, byId: ReadonlyMap<JobId, JobRecord>): JobOutcome {
   return { job: id, workflow: byId.get(id)?.workflow ?? id, status: 'failed' };
 }
 
-function setStatus(o: ExecuteOptions, job: JobRecord, status: JobStatus, extra: { exitCode?: number; reason?: string } = {}): void {
-  if (o.store.setJobStatus(job.id, status, extra)) {
-    o.onEvent({ type: 'job-status', job: job.id, workflow: job.workflow, status, ...extra });
+function setStatus(o: ExecuteOptions, job: JobRecord, status: JobStatus, extra: { exitCode?: number; reason?: string; error?: DstackError } = {}): void {
+  const { error, ...shown } = extra;
+  if (o.store.runs.setJobStatus(job.id, status, { ...shown, ...(error && { errorCode: error.code }) })) {
+    o.onEvent({ type: 'job-status', job: job.id, workflow: job.workflow, status, ...shown });
+  }
+}
+
+/** Ends a job whose error may be the store's own (a full disk): `settle` records it later if it cannot now. */
+function endWithError(o: ExecuteOptions, job: JobRecord, status: JobStatus, reason: string, error?: DstackError): void {
+  try {
+    setStatus(o, job, status, { reason, ...(error && { error }) });
+  } catch {
+    o.onEvent({ type: 'job-status', job: job.id, workflow: job.workflow, status, reason });
   }
 }
 
@@ -118,6 +158,8 @@ interface Leftovers {
   handle?: BackendHandle;
   /** Provision and bootstrap both succeeded. */
   ready?: boolean;
+  /** The job's output, closed (what masking held back let out) whatever happened. */
+  log?: LoggedStart;
 }
 
 /** An interrupted job that has resubmissions left: it runs again on a new machine. */
@@ -142,10 +184,12 @@ async function attemptJob(o: ExecuteOptions, job: JobRecord, deps: readonly JobO
   const left: Leftovers = {};
   try {
     const depManifests = depsInOrder(o, job, deps);
-    const decided = await decide(o, job, deps, depManifests);
+    const decided = await decide(o, job, depManifests);
     if (decided.reused) return decided.reused;
-    const ctx = jobContext(o, job, o.control.abortSignal, decided.imageDigest, left);
-    return await runOnMachine(o, job, ctx, left, { fingerprint: decided.fingerprint, depManifests, retriesLeft });
+    // Secrets in the commands reach the shell through the env (argv cannot carry the marker).
+    const runtime = containerSecrets(job.spec, o.secrets);
+    const ctx = jobContext(o, job, runtime.spec, o.control.abortSignal, decided.imageDigest, left);
+    return await runOnMachine(o, job, ctx, left, { runtime, fingerprint: decided.fingerprint, depManifests, retriesLeft });
   } catch (e) {
     return endOnError(o, job, e);
   } finally {
@@ -159,10 +203,9 @@ async function runOnMachine(
   job: JobRecord,
   ctx: JobContext,
   left: Leftovers,
-  decided: { readonly fingerprint?: Fingerprint; readonly depManifests: ReturnType<typeof depsInOrder>; readonly retriesLeft: number },
+  decided: { readonly runtime: ContainerSecrets; readonly fingerprint?: Fingerprint; readonly depManifests: ReturnType<typeof depsInOrder>; readonly retriesLeft: number },
 ): Promise<JobOutcome | Retry> {
   const { control } = o;
-  const { env, mask } = revealedEnv(o, job);
   setStatus(o, job, 'provisioning');
   const machine = (left.machine = await o.backend.provision(ctx));
   setStatus(o, job, 'downloading');
@@ -174,11 +217,17 @@ async function runOnMachine(
     setStatus(o, job, status, { reason: 'stopped before it started' });
     return outcomeOf(job, status);
   }
-  const running = await machine.start(ctx, env, (stream, chunk) => {
-    const data = mask(chunk);
-    o.store.appendLog(job.id, stream, data);
-    o.onEvent({ type: 'job-log', job: job.id, workflow: job.workflow, stream, data });
-  });
+  const log = (left.log = await startLogged(
+    {
+      logs: o.store.logs,
+      job: job.id,
+      limit: o.logLimit ?? DEFAULT_LOG_LIMIT,
+      secrets: decided.runtime.revealed,
+      live: (stream, data) => o.onEvent({ type: 'job-log', job: job.id, workflow: job.workflow, stream, data }),
+    },
+    (write) => machine.start(ctx, decided.runtime.env, write),
+  ));
+  const { running } = log;
   setStatus(o, job, 'running');
   const follow = (mode: string): void => {
     if (mode === 'stopping') void running.stop(o.graceSeconds ?? 10).catch(() => undefined);
@@ -192,6 +241,7 @@ async function runOnMachine(
   } finally {
     unsubscribe();
   }
+  log.end();
   return ended(o, job, { machine, ctx, retriesLeft: decided.retriesLeft }, exit, decided.fingerprint);
 }
 
@@ -238,14 +288,16 @@ async function ended(
 
 function endOnError(o: ExecuteOptions, job: JobRecord, e: unknown): JobOutcome {
   if (o.control.mode === 'aborting') {
-    setStatus(o, job, 'aborted', { reason: 'aborted by user' });
+    endWithError(o, job, 'aborted', 'aborted by user');
     return outcomeOf(job, 'aborted');
   }
-  const error = isDstackError(e) ? e : undefined;
+  // A full disk (artifacts, logs, the database) is the machine's state, not a bug: coded, exit 3.
+  const error = isDstackError(e) ? e : diskError(e);
   const reason = error ? `${error.code}: ${error.message}` : `internal error: ${e instanceof Error ? e.message : String(e)}`;
-  setStatus(o, job, o.control.mode === 'stopping' ? 'stopped' : 'failed', { reason });
+  const status = o.control.mode === 'stopping' ? 'stopped' : 'failed';
+  endWithError(o, job, status, reason, error);
   if (!error) throw e;
-  return outcomeOf(job, 'failed', { error });
+  return outcomeOf(job, status, { error });
 }
 
 /**
@@ -255,6 +307,7 @@ function endOnError(o: ExecuteOptions, job: JobRecord, e: unknown): JobOutcome {
  * job.
  */
 async function cleanUp(o: ExecuteOptions, left: Leftovers): Promise<void> {
+  left.log?.close();
   const tornDown = left.machine ? await within(CLEANUP_TIMEOUT_MS, left.machine.teardown()) : false;
   if (left.handle && (!tornDown || !left.ready)) await within(CLEANUP_TIMEOUT_MS, o.backend.reap(left.handle));
 }
@@ -274,18 +327,6 @@ async function within(ms: number, work: Promise<unknown>): Promise<boolean> {
 
 const outcomeOf = (job: JobRecord, status: JobStatus, extra: Partial<JobOutcome> = {}): JobOutcome => ({ job: job.id, workflow: job.workflow, status, ...extra });
 
-/** The spec's env with secrets revealed, and a masker that hides those values in the logs. */
-function revealedEnv(o: ExecuteOptions, job: JobRecord): { readonly env: Record<string, string>; readonly mask: (chunk: Buffer) => Buffer } {
-  const revealed: string[] = [];
-  const secrets: SecretSource = (name) => {
-    const v = o.secrets(name);
-    if (v !== undefined) revealed.push(v);
-    return v;
-  };
-  const env = Object.fromEntries(Object.entries(job.spec.env).map(([k, v]) => [k, revealSecrets(v, secrets, `env ${k} of ${job.workflow}`)]));
-  return { env, mask: secretMasker(revealed) };
-}
-
 /** The deps' artifact sets in the order the spec lists them (later ones win on a path): workflows' outputs and tags'. */
 function depsInOrder(o: ExecuteOptions, job: JobRecord, deps: readonly JobOutcome[]): { readonly kind: 'workflow' | 'tag'; readonly name: string; readonly manifest: Manifest; readonly fingerprint?: Fingerprint }[] {
   const byWorkflow = new Map(deps.map((d) => [d.workflow, d] as const));
@@ -296,7 +337,7 @@ function depsInOrder(o: ExecuteOptions, job: JobRecord, deps: readonly JobOutcom
     if (seen.has(key)) continue;
     seen.add(key);
     if (dep.kind === 'tag') {
-      const tag = o.store.getTag(dep.name);
+      const tag = o.store.tags.getTag(dep.name);
       if (!tag) throw new DstackError('DS0015', `tag '${dep.name}' that ${job.workflow} depends on no longer exists`, { hint: 'see `dstack tags list`' });
       out.push({ kind: 'tag', name: dep.name, manifest: tag.manifest });
     } else {
@@ -313,39 +354,38 @@ function depsInOrder(o: ExecuteOptions, job: JobRecord, deps: readonly JobOutcom
 }
 
 /**
- * Fingerprints the job (asking the backend for the image's digest, which may pull it) and records
- * the fingerprint; then, unless the run says otherwise, reuses a `done` job with the same one.
+ * Decides the job (see cache-decision.ts), asking the backend for the image's digest (which may
+ * pull it; the machine is then told that digest), and applies the decision: the fingerprint is
+ * recorded, and a reuse ends the job `done` with the hit's artifacts, recording the job that made them.
  */
 async function decide(
   o: ExecuteOptions,
   job: JobRecord,
-  deps: readonly JobOutcome[],
   depManifests: ReturnType<typeof depsInOrder>,
 ): Promise<{ readonly imageDigest: string; readonly fingerprint?: Fingerprint; readonly reused?: JobOutcome }> {
   const notify = (notice: Parameters<JobContext['notify']>[0]): void => o.onEvent({ type: 'job-notice', job: job.id, workflow: job.workflow, notice });
-  const imageDigest = await o.backend.imageDigest(job.spec, { notify, signal: o.control.abortSignal, secrets: o.secrets });
-  // A dep without a fingerprint (a record from before fingerprints) makes this job's unknowable.
-  if (deps.some((d) => d.fingerprint === undefined)) return { imageDigest };
-  const parts = fingerprintParts({
-    spec: job.spec,
-    imageDigest,
-    inputs: { hash: inputsOf(o.snapshot)(job.spec.inputs), listing: o.snapshot.hash },
-    deps: depManifests.filter((d) => d.kind === 'workflow').map((d) => ({ workflow: d.name, fingerprint: d.fingerprint!, manifest: d.manifest })),
-    tags: depManifests.filter((d) => d.kind === 'tag').map((d) => ({ name: d.name, manifest: d.manifest })),
+  const imageDigest = await o.backend.imageDigest(job.spec, { notify, signal: o.control.abortSignal, secrets: o.secrets }).catch((e: unknown) => {
+    throw defaultImageMissing(e, job.spec);
   });
-  const fingerprint = fingerprintOf(parts);
-  o.store.setJobFingerprint(job.id, fingerprint, parts);
-
-  const named = job.workflow === o.run.workflow;
-  if (o.cache?.rerun || (named && !o.cache?.reuse)) return { imageDigest, fingerprint };
-  // The lean look-up: a reuse needs only the hit's id, reason and manifest.
-  const hit = o.store.findCacheHit(fingerprint);
-  if (!hit || hit.id === job.id) return { imageDigest, fingerprint };
-  // A hit may itself be a reuse: name the job that really ran.
-  const origin = hit.reason?.startsWith(CACHED_PREFIX) ? asJobId(hit.reason.slice(CACHED_PREFIX.length)) : hit.id;
-  o.store.setJobManifest(job.id, hit.manifest);
-  o.onEvent({ type: 'job-reused', job: job.id, workflow: job.workflow, from: origin });
-  setStatus(o, job, 'done', { exitCode: 0, reason: `${CACHED_PREFIX}${origin}` });
+  const decision = await decideCache(o.store.cache, {
+    spec: job.spec,
+    imageDigest: () => Promise.resolve(imageDigest),
+    inputs: { hash: inputsOf(o.snapshot)(job.spec.inputs), listing: o.snapshot.hash },
+    // A dep without a fingerprint (a record from before fingerprints) makes this job's unknowable.
+    deps: depManifests.filter((d) => d.kind === 'workflow').map((d) => ({ workflow: d.name, fingerprint: d.fingerprint, manifest: d.manifest })),
+    tags: depManifests.filter((d) => d.kind === 'tag').map((d) => ({ name: d.name, manifest: d.manifest })),
+    named: job.workflow === o.run.workflow,
+    rerun: o.cache?.rerun,
+    reuse: o.cache?.reuse,
+    self: job.id,
+  });
+  if (decision.fingerprint) o.store.cache.setJobFingerprint(job.id, decision.fingerprint, decision.parts);
+  if (decision.action !== 'reuse') return { imageDigest, ...(decision.fingerprint && { fingerprint: decision.fingerprint }) };
+  const { hit, fingerprint } = decision;
+  if (o.store.runs.recordReuse(job.id, hit)) {
+    o.onEvent({ type: 'job-reused', job: job.id, workflow: job.workflow, from: hit.origin.job });
+    o.onEvent({ type: 'job-status', job: job.id, workflow: job.workflow, status: 'done', exitCode: 0 });
+  }
   return { imageDigest, fingerprint, reused: { job: job.id, workflow: job.workflow, status: 'done', manifest: hit.manifest, fingerprint } };
 }
 
@@ -361,17 +401,17 @@ function inputsOf(snapshot: StoredSnapshot): ReturnType<typeof inputsHasher> {
  * What a backend gets to know about the job it works on, and how it reports back. Handles go to
  * the store and are remembered in `left`, for the clean-up after a failed provision.
  */
-function jobContext(o: ExecuteOptions, job: JobRecord, signal: AbortSignal, imageDigest: string, left?: Leftovers): JobContext {
+function jobContext(o: ExecuteOptions, job: JobRecord, spec: JobRecord['spec'], signal: AbortSignal, imageDigest: string, left?: Leftovers): JobContext {
   return {
     run: o.run.name,
     job: job.id,
-    spec: job.spec,
+    spec,
     imageDigest,
     signal,
     notify: (notice) => o.onEvent({ type: 'job-notice', job: job.id, workflow: job.workflow, notice }),
     recordHandle: (handle) => {
       if (left) left.handle = handle;
-      o.store.setJobHandle(job.id, handle);
+      o.store.runs.setJobHandle(job.id, handle);
     },
   };
 }
@@ -380,7 +420,7 @@ async function collect(o: ExecuteOptions, job: JobRecord, machine: Machine, jobC
   // Collecting runs after a graceful stop too: it gets a signal of its own that nothing aborts.
   const ctx: JobContext = { ...jobCtx, signal: new AbortController().signal };
   const manifest = await machine.collect(ctx, job.spec.artifacts, o.artifacts);
-  o.store.setJobManifest(job.id, manifest);
+  o.store.runs.setJobManifest(job.id, manifest);
   const files = manifest.entries.filter((e) => e.type === 'file').length;
   o.onEvent({ type: 'artifacts-saved', job: job.id, workflow: job.workflow, files, bytes: manifest.size });
   return manifest;
@@ -388,3 +428,15 @@ async function collect(o: ExecuteOptions, job: JobRecord, machine: Machine, jobC
 
 /** Read through a function so the compiler does not narrow a mode that changes under awaits. */
 const modeOf = (control: RunControl): ControlMode => control.mode;
+
+/**
+ * The default image of provider bash (default-image.ts) that cannot be had — offline, most often — is
+ * the workflow's to fix by naming an image it has: say so, instead of the engine's pull error alone.
+ */
+function defaultImageMissing(e: unknown, spec: JobSpec): unknown {
+  if (!spec.defaultImage || !(e instanceof DstackError) || e.code !== 'DS0201') return e;
+  return new DstackError('DS0043', `workflow \`${spec.workflow}\` names no image, and its default, ${spec.image}, is not available: ${e.message}`, {
+    hint: `set \`image:\` in the workflow to an image you have (\`docker images\`), or pull the default: \`docker pull ${spec.image}\``,
+    cause: e,
+  });
+}

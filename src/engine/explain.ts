@@ -1,16 +1,17 @@
 /**
  * `dstack run WF --dry-run --explain`: for each job of the plan, whether it would be reused and why
  * it would run — which input changed since the last fingerprinted job of that workflow in this
- * repository. Decided the way the executor decides (same fingerprints), without running, pulling or
- * storing anything. A job whose dep must run cannot be decided before that dep's artifacts exist.
+ * repository. Decided by the executor's own decision (cache-decision.ts), without running, pulling
+ * or storing anything. A job whose dep must run cannot be decided before that dep's artifacts exist.
  */
 import type { Manifest, ManifestEntry } from './objects.js';
 import type { Backend } from './backend.js';
-import { isDstackError } from './errors.js';
-import { CACHED_PREFIX, fingerprintOf, fingerprintParts, inputsHasher, selectInputs } from './fingerprint.js';
-import type { CacheHit, JobRecord, RunStore } from './store/types.js';
+import { decideCache, type CacheDecision } from './cache-decision.js';
+import { isDstackError, type DstackError } from './errors.js';
+import { inputsHasher, selectInputs } from './fingerprint.js';
+import type { CacheIndex, FingerprintedJob } from './store/types.js';
 import type { PreparedRun } from './submit.js';
-import type { ContentHash, Fingerprint, FingerprintParts, JobId } from './types.js';
+import type { ContentHash, Fingerprint, FingerprintParts, JobId, RunName } from './types.js';
 
 /** Why a job runs, as data; `text` is how the terminal says it. */
 export type Cause = { readonly text: string } & (
@@ -34,14 +35,15 @@ export type Cause = { readonly text: string } & (
 export interface JobDecision {
   readonly workflow: string;
   readonly decision: 'cached' | 'runs';
-  /** The job that would be reused. */
+  /** The job that would be reused: the one that made the artifacts, while its run exists. */
   readonly from?: JobId;
+  readonly fromRun?: RunName;
   readonly causes: readonly Cause[];
   readonly fingerprint?: Fingerprint;
 }
 
 export interface ExplainOptions {
-  readonly store: RunStore;
+  readonly store: { readonly cache: Pick<CacheIndex, 'findCacheHit' | 'lastFingerprintedJob'> };
   readonly backend: Backend;
   readonly prepared: PreparedRun;
   readonly repoRoot: string;
@@ -67,74 +69,88 @@ export async function explainRun(o: ExplainOptions): Promise<readonly JobDecisio
   const reused: (Manifest | undefined)[] = [];
   const inputs = inputsHasher(o.snapshot.entries);
   for (const job of o.prepared.jobs) {
-    const decide = (d: Omit<JobDecision, 'workflow'>): void => void decisions.push({ workflow: job.workflow, ...d });
-    if (o.rerun) {
-      decide({ decision: 'runs', causes: [{ kind: 'rerun', text: '--rerun' }] });
-      continue;
-    }
-    const running = job.deps.map((i) => decisions[i]!).filter((d) => d.decision === 'runs' || !d.fingerprint);
-    if (running.length) {
-      const workflows = running.map((d) => d.workflow);
-      decide({ decision: 'runs', causes: [{ kind: 'after', workflows, text: `runs after ${workflows.join(', ')} (its inputs change)` }] });
-      continue;
-    }
-    let imageDigest: string;
+    const named = job.workflow === o.target;
+    // An image that cannot be inspected is a cause to show; any other error (the store's) is not.
+    let imageError: DstackError | undefined;
+    const imageDigest = (): Promise<string> =>
+      o.backend.imageDigest(job.spec, { notify: () => undefined, signal: o.signal, pull: false }).catch((e: unknown) => {
+        if (isDstackError(e)) imageError = e;
+        throw e;
+      });
+    let decision: CacheDecision;
     try {
-      imageDigest = await o.backend.imageDigest(job.spec, { notify: () => undefined, signal: o.signal, pull: false });
+      decision = await decideCache(o.store.cache, {
+        spec: job.spec,
+        imageDigest,
+        inputs: { hash: inputs(job.spec.inputs) },
+        deps: job.deps.map((i) => ({ workflow: decisions[i]!.workflow, fingerprint: decisions[i]!.fingerprint, manifest: reused[i] })),
+        tags: job.spec.deps.filter((d) => d.kind === 'tag').map((d) => ({ name: d.name, manifest: o.prepared.tags.get(d.name)!.manifest })),
+        named,
+        rerun: o.rerun,
+        reuse: o.reuse,
+      });
     } catch (e) {
-      if (!isDstackError(e)) throw e;
-      const image = job.spec.image;
-      decide({
-        decision: 'runs',
-        causes: [
-          e.code === 'DS0201'
-            ? { kind: 'image-absent', image, text: `image ${image} not present locally; it will be pulled` }
-            : { kind: 'image-unknown', image, text: `image ${image} could not be inspected (${e.code}: ${e.message})` },
-        ],
+      if (!imageError) throw e;
+      decisions.push({ workflow: job.workflow, decision: 'runs', causes: [imageCause(job.spec.image, imageError)] });
+      continue;
+    }
+    if (decision.action === 'reuse') {
+      reused[decisions.length] = decision.hit.manifest;
+      decisions.push({
+        workflow: job.workflow,
+        decision: 'cached',
+        from: decision.hit.origin.job,
+        fromRun: decision.hit.origin.run,
+        fingerprint: decision.fingerprint,
+        causes: [],
       });
       continue;
     }
-    const deps = job.deps.map((i) => {
-      const d = decisions[i]!;
-      return { workflow: d.workflow, fingerprint: d.fingerprint!, manifest: reused[i]! };
-    });
-    const tags = job.spec.deps.filter((d) => d.kind === 'tag').map((d) => ({ name: d.name, manifest: o.prepared.tags.get(d.name)!.manifest }));
-    const parts = fingerprintParts({ spec: job.spec, imageDigest, inputs: { hash: inputs(job.spec.inputs) }, deps, tags });
-    const fingerprint = fingerprintOf(parts);
-
-    const named = job.workflow === o.target;
-    const hit = named && !o.reuse ? undefined : o.store.findCacheHit(fingerprint);
-    if (hit) {
-      // The executor names the job that really ran; so does the plan.
-      reused[decisions.length] = hit.manifest;
-      decide({ decision: 'cached', from: originOf(hit), fingerprint, causes: [] });
-      continue;
-    }
-    const last = o.store.lastFingerprintedJob(job.workflow, o.repoRoot);
-    let causes: Cause[];
-    if (!last?.fingerprintParts) causes = [{ kind: 'first-run', text: 'first run' }];
-    else if (last.fingerprint === fingerprint) {
-      causes = named
-        ? [{ kind: 'named', text: 'named workflow (runs unless --reuse)' }]
-        : [{ kind: 'not-done', job: last.id, status: last.status, text: `no successful run with these inputs (${last.id} ended ${last.status})` }];
-    } else {
-      causes = await diffParts(last, { parts, inputs: job.spec.inputs, snapshot: o.snapshot }, o.readListing);
-      if (named && o.reuse && causes.length === 0) causes = [{ kind: 'named', text: 'named workflow' }];
-    }
-    decide({ decision: 'runs', fingerprint, causes });
+    const causes = await causesOf(o, decision, job.workflow, job.spec.inputs, job.deps.map((i) => decisions[i]!));
+    decisions.push({ workflow: job.workflow, decision: 'runs', ...(decision.fingerprint && { fingerprint: decision.fingerprint }), causes });
   }
   return decisions;
 }
 
-const originOf = (hit: CacheHit): JobId => (hit.reason?.startsWith(CACHED_PREFIX) ? (hit.reason.slice(CACHED_PREFIX.length) as JobId) : hit.id);
+function imageCause(image: string, e: { readonly code: string; readonly message: string }): Cause {
+  return e.code === 'DS0201'
+    ? { kind: 'image-absent', image, text: `image ${image} not present locally; it will be pulled` }
+    : { kind: 'image-unknown', image, text: `image ${image} could not be inspected (${e.code}: ${e.message})` };
+}
+
+/** Why a job runs, from its decision and what changed since its workflow's last fingerprinted job. */
+async function causesOf(
+  o: ExplainOptions,
+  decision: Exclude<CacheDecision, { readonly action: 'reuse' }>,
+  workflow: string,
+  jobInputs: readonly string[] | undefined,
+  deps: readonly JobDecision[],
+): Promise<Cause[]> {
+  if (o.rerun) return [{ kind: 'rerun', text: '--rerun' }];
+  if (decision.why === 'deps-unknown') {
+    const workflows = deps.filter((d) => d.decision === 'runs' || !d.fingerprint).map((d) => d.workflow);
+    return [{ kind: 'after', workflows, text: `runs after ${workflows.join(', ')} (its inputs change)` }];
+  }
+  const named = decision.why === 'named';
+  const last = o.store.cache.lastFingerprintedJob(workflow, o.repoRoot);
+  if (!last) return [{ kind: 'first-run', text: 'first run' }];
+  if (last.fingerprint === decision.fingerprint) {
+    return named
+      ? [{ kind: 'named', text: 'named workflow (runs unless --reuse)' }]
+      : [{ kind: 'not-done', job: last.id, status: last.status, text: `no successful run with these inputs (${last.id} ended ${last.status})` }];
+  }
+  const causes = await diffParts(last, { parts: decision.parts, inputs: jobInputs, snapshot: o.snapshot }, o.readListing);
+  if (causes.length === 0 && workflow === o.target && o.reuse) return [{ kind: 'named', text: 'named workflow' }];
+  return causes;
+}
 
 /** What changed between the last fingerprinted job and now, in the order a person looks for it. */
 export async function diffParts(
-  last: JobRecord,
+  last: FingerprintedJob,
   now: { readonly parts: FingerprintParts; readonly inputs: readonly string[] | undefined; readonly snapshot: Manifest },
   readListing: (hash: ContentHash) => Promise<Manifest | undefined>,
 ): Promise<Cause[]> {
-  const before = last.fingerprintParts!;
+  const before = last.parts;
   const after = now.parts;
   if (before.version !== after.version) return [{ kind: 'spec', part: 'version', text: 'dstack now fingerprints jobs differently (a new version)' }];
   const a = before.parts;
@@ -190,14 +206,14 @@ export async function diffParts(
 }
 
 async function fileCauses(
-  last: JobRecord,
+  last: FingerprintedJob,
   now: { readonly inputs: readonly string[] | undefined; readonly snapshot: Manifest },
   readListing: (hash: ContentHash) => Promise<Manifest | undefined>,
 ): Promise<Cause[]> {
-  const listing = last.fingerprintParts?.inputsListing;
+  const listing = last.parts.inputsListing;
   const old = listing ? await readListing(listing).catch(() => undefined) : undefined;
   if (!old) return [{ kind: 'spec', part: 'inputs', text: 'inputs changed' }];
-  const before = new Map(selectInputs(old.entries, last.spec.inputs).map((e) => [e.path, identity(e)] as const));
+  const before = new Map(selectInputs(old.entries, last.inputs).map((e) => [e.path, identity(e)] as const));
   const after = new Map(selectInputs(now.snapshot.entries, now.inputs).map((e) => [e.path, identity(e)] as const));
   const files: Cause[] = [];
   for (const path of [...new Set([...before.keys(), ...after.keys()])].sort()) {

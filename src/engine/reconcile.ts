@@ -6,7 +6,7 @@
  */
 import { hostname } from 'node:os';
 import type { Backend } from './backend.js';
-import type { RunRecord, RunStore } from './store/types.js';
+import type { RunRecord, RunRecords } from './store/types.js';
 import { isFinal } from './types.js';
 
 /** True when `pid` is a live process on this host (EPERM means it exists but is not ours). */
@@ -32,7 +32,7 @@ export function supervisorGone(run: RunRecord): boolean {
  * Returns the names of the runs it changed.
  */
 export async function reconcileRuns(
-  store: RunStore,
+  store: Pick<RunRecords, 'jobs' | 'setJobStatus'>,
   runs: readonly RunRecord[],
   backendFor: (id: string) => Backend | undefined,
 ): Promise<string[]> {

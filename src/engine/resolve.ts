@@ -8,6 +8,7 @@ import { artifactPath, insideRelative } from './paths.js';
 import { parseDepFlag } from './plan.js';
 import { SECRET_MARKER_RE, type ArtifactSpec, type DepSpec, type GpuSpec, type JobOverrides, type JobSpec, type Project, type Resources, type WorkflowSpec } from './types.js';
 import { imageReferenceProblem } from './workflow/image-ref.js';
+import { DEFAULT_IMAGES, defaultImageFor } from './default-image.js';
 import { interpolate, type InterpolationScope } from './workflow/interpolate.js';
 import { LIMITS, outOfBounds, showBytes } from './workflow/limits.js';
 import { shellQuote } from './workflow/shell.js';
@@ -54,7 +55,6 @@ export function resolveJob(workflow: WorkflowSpec, ctx: ResolveContext): JobSpec
   const setup = all(workflow.setup, 'setup');
   const commands = all(workflow.commands, 'commands');
   const python = workflow.python === undefined ? undefined : interp(workflow.python, 'python');
-  const image = imageOf(workflow, project.root, python, (t) => interp(t, 'image'));
 
   const env: Record<string, string> = {};
   for (const e of workflow.env) {
@@ -79,11 +79,13 @@ export function resolveJob(workflow: WorkflowSpec, ctx: ResolveContext): JobSpec
   const over = o ? applyOverrides(o, ctx.hostEnv, { resources: workflow.resources, env, artifacts, workingDir, deps: workflow.deps }) : undefined;
   const { resources, deps } = over ?? { resources: workflow.resources, deps: workflow.deps };
   if (over) workingDir = over.workingDir;
+  const image = imageOf(workflow, project.root, python, (resources.gpu?.count ?? 0) > 0, (t) => interp(t, 'image'));
 
   return {
     workflow: workflow.name,
     provider: workflow.provider,
     image,
+    ...(workflow.image === undefined ? { defaultImage: true as const } : {}),
     ...containerCommand(workflow, setup, commands, (s, i) => interp(s, `entrypoint.${i}`)),
     env,
     workingDir,
@@ -115,7 +117,7 @@ const HAS_SECRET = new RegExp(SECRET_MARKER_RE.source);
  * The image, interpolated, checked against Docker's reference grammar (a name from a template or
  * `python:` is only known now) and never holding a secret: image names are stored and shown.
  */
-function imageOf(workflow: WorkflowSpec, root: string, python: string | undefined, interp: (t: string) => string): string {
+function imageOf(workflow: WorkflowSpec, root: string, python: string | undefined, gpu: boolean, interp: (t: string) => string): string {
   if (workflow.image === undefined && workflow.provider !== 'bash') {
     // Caught when loading already; kept so that a hand-built WorkflowSpec cannot slip through.
     throw new DstackError('DS0004', `workflow \`${workflow.name}\` uses provider \`docker\` but has no \`image\``, {
@@ -124,7 +126,11 @@ function imageOf(workflow: WorkflowSpec, root: string, python: string | undefine
     });
   }
   const field = workflow.image !== undefined ? 'image' : 'python';
-  const image = workflow.image !== undefined ? interp(workflow.image) : `python:${python ?? DEFAULT_PYTHON}-slim`;
+  const image = workflow.image !== undefined ? interp(workflow.image) : defaultImageFor(python ?? DEFAULT_PYTHON, gpu);
+  if (image === undefined) {
+    throw fieldError(root, 'DS0044', `\`python: ${python}\` of workflow \`${workflow.name}\` has no default image`, workflow, field,
+      `give a version among ${Object.keys(DEFAULT_IMAGES).join(', ')}, or an image of your own with \`image:\` (e.g. python:${python}-slim)`);
+  }
   if (HAS_SECRET.test(image))
     throw fieldError(root, 'DS0021', `\`image\` of workflow \`${workflow.name}\` reads a secret; image names are stored and shown, so they cannot hold one`, workflow, field,
       'put the registry credentials under `registry_auth:` (username and password may read secrets)');

@@ -6,13 +6,12 @@
  * not re-run because they changed (issue 8). Variable overrides reach every job that declares the
  * variable (in `global:` or its own section), since that is what declaring one there means.
  */
-import { DstackError, DstackErrors } from './errors.js';
+import { DstackError } from './errors.js';
 import { planRun, type Plan } from './plan.js';
 import { resolveJob } from './resolve.js';
-import type { JobRecord, RunRecord, RunStore, TagRecord } from './store/types.js';
+import type { JobRecord, RunRecord, RunWriter, TagReader, TagRecord } from './store/types.js';
 import type { JobOverrides, JobSpec, Project, RepoInfo, RunName } from './types.js';
 import { declaredVariables, parseRunArgs } from './workflow/args.js';
-import { lineTextAt } from './workflow/source.js';
 
 export interface SubmitRequest {
   readonly project: Project;
@@ -50,7 +49,7 @@ export interface PreparedRun {
  * about to run, by its fingerprint (see executor.ts), since that needs its own deps' results.
  * `tag:` deps must name a known tag.
  */
-export function prepareRun(store: RunStore, request: SubmitRequest, runName: string): PreparedRun {
+export function prepareRun(store: { readonly tags: TagReader }, request: SubmitRequest, runName: string): PreparedRun {
   const { project, target } = request;
   const plan = planRun(project, target, request.jobOverrides?.deps);
   const declared = declaredVariables(
@@ -63,7 +62,7 @@ export function prepareRun(store: RunStore, request: SubmitRequest, runName: str
   for (const job of plan.jobs) {
     for (const name of job.tagDeps) {
       if (tags.has(name)) continue;
-      const tag = store.getTag(name);
+      const tag = store.tags.getTag(name);
       if (!tag) {
         const dep = job.workflow.deps.find((d) => d.kind === 'tag' && d.name === name);
         throw new DstackError('DS0015', `workflow '${job.workflow.name}' depends on tag '${name}', which does not exist`, {
@@ -101,25 +100,24 @@ export interface CreateRunRequest extends SubmitRequest {
 }
 
 /** Plans and records the run: every job of the DAG, `submitted`. */
-export function createRun(store: RunStore, request: CreateRunRequest): { run: RunRecord; jobs: readonly JobRecord[]; prepared: PreparedRun } {
-  const name = store.reserveName();
-  return recordRun(store, name, prepareRecordable(store, request, name), request);
+export function createRun(store: { readonly runs: RunWriter; readonly tags: TagReader }, request: CreateRunRequest): { run: RunRecord; jobs: readonly JobRecord[]; prepared: PreparedRun } {
+  const name = store.runs.reserveName();
+  return recordRun(store.runs, name, prepareRecordable(store, request, name), request);
 }
 
 /** `prepareRun`, refusing what can be planned but not run yet (artifacts outside /workflow). */
-export function prepareRecordable(store: RunStore, request: SubmitRequest, name: RunName): PreparedRun {
+export function prepareRecordable(store: { readonly tags: TagReader }, request: SubmitRequest, name: RunName): PreparedRun {
   const prepared = prepareRun(store, request, name);
-  refuseAbsoluteArtifacts(request.project.root, prepared);
   return prepared;
 }
 
 /**
- * Records a run prepared under `name` (reserved with `store.reserveName()`) by
+ * Records a run prepared under `name` (reserved with `runs.reserveName()`) by
  * `prepareRecordable`, for a caller that checks the plan against its backend between planning and
  * recording.
  */
-export function recordRun(store: RunStore, name: RunName, prepared: PreparedRun, request: CreateRunRequest): { run: RunRecord; jobs: readonly JobRecord[]; prepared: PreparedRun } {
-  const { run, jobs } = store.createRun({
+export function recordRun(runs: RunWriter, name: RunName, prepared: PreparedRun, request: CreateRunRequest): { run: RunRecord; jobs: readonly JobRecord[]; prepared: PreparedRun } {
+  const { run, jobs } = runs.createRun({
     name,
     workflow: request.target,
     owner: request.owner,
@@ -131,25 +129,4 @@ export function recordRun(store: RunStore, name: RunName, prepared: PreparedRun,
     jobs: prepared.jobs.map((j) => ({ spec: j.spec, deps: j.deps })),
   });
   return { run, jobs, prepared };
-}
-
-/**
- * Paths outside `/workflow` load and plan (issue 12: a Conda environment kept for the next
- * workflow), but no backend saves them yet: refuse the run before anything starts, naming each.
- */
-function refuseAbsoluteArtifacts(root: string, prepared: PreparedRun): void {
-  const errors: DstackError[] = [];
-  for (const job of prepared.jobs) {
-    const wf = prepared.plan.jobs.find((j) => j.workflow.name === job.workflow)?.workflow;
-    job.spec.artifacts.forEach((a) => {
-      if (!a.absolute) return;
-      const i = wf?.artifacts.findIndex((x) => x.path === a.path) ?? -1;
-      const location = i >= 0 ? wf!.fieldLocations.get(`artifacts.${i}`) : undefined;
-      errors.push(new DstackError('DS0025', `workflow \`${job.workflow}\` saves \`${a.path}\`, outside /workflow, and this dstack cannot save such artifacts yet`, {
-        ...(location ? { location, lineText: lineTextAt(root, location) } : {}),
-        hint: 'keep it under the project (e.g. ./env) for now, or under `cache:` to keep it between runs of this workflow; `--dry-run` still plans it',
-      }));
-    });
-  }
-  if (errors.length) throw errors.length === 1 ? errors[0]! : new DstackErrors(errors);
 }

@@ -12,7 +12,7 @@
  */
 import type { Backend, OwnedMachine } from './backend.js';
 import { supervisorGone } from './reconcile.js';
-import type { RunStore } from './store/types.js';
+import type { RunReader } from './store/types.js';
 import { asJobId, isFinal, type RunName } from './types.js';
 
 export interface SweptMachine extends OwnedMachine {
@@ -29,7 +29,7 @@ export interface SweepResult {
 }
 
 /** Why the machine is stale, or undefined while a live run holds it. */
-export function staleBecause(store: Pick<RunStore, 'getJob' | 'getRun'>, m: OwnedMachine): string | undefined {
+export function staleBecause(store: Pick<RunReader, 'getJob' | 'getRun'>, m: OwnedMachine): string | undefined {
   if (!m.job) return m.run ? runStale(store, m.run, `run ${m.run}`) : 'it names no job';
   const job = store.getJob(asJobId(m.job));
   // A name the backend could only guess (a folder's): the run decides.
@@ -38,7 +38,7 @@ export function staleBecause(store: Pick<RunStore, 'getJob' | 'getRun'>, m: Owne
   return runStale(store, job.run, m.job);
 }
 
-function runStale(store: Pick<RunStore, 'getRun'>, name: string, what: string): string | undefined {
+function runStale(store: Pick<RunReader, 'getRun'>, name: string, what: string): string | undefined {
   const run = store.getRun(name as RunName);
   if (!run) return `the run of ${what} is not in this dstack home`;
   if (isFinal(run.status)) return `its run ${run.name} ended ${run.status}`;
@@ -47,7 +47,7 @@ function runStale(store: Pick<RunStore, 'getRun'>, name: string, what: string): 
 }
 
 /** Ends this home's machines that cost money (`Backend.owned`) and no live run holds. */
-export async function sweepMachines(store: Pick<RunStore, 'getJob' | 'getRun'>, backend: Backend): Promise<SweepResult> {
+export async function sweepMachines(store: Pick<RunReader, 'getJob' | 'getRun'>, backend: Backend): Promise<SweepResult> {
   if (!backend.owned) return { swept: [], kept: [], failed: [] };
   return sweepList(store, backend, await backend.owned());
 }
@@ -56,7 +56,7 @@ export async function sweepMachines(store: Pick<RunStore, 'getJob' | 'getRun'>, 
  * Removes this home's leftovers (`Backend.leftovers`: containers by label, job folders) that no
  * live run holds — what a dstack killed at any point, or cut off from its engine, left behind.
  */
-export async function sweepLeftovers(store: Pick<RunStore, 'getJob' | 'getRun'>, backend: Backend): Promise<SweepResult> {
+export async function sweepLeftovers(store: Pick<RunReader, 'getJob' | 'getRun'>, backend: Backend): Promise<SweepResult> {
   if (!backend.leftovers) return { swept: [], kept: [], failed: [] };
   return sweepList(store, backend, await backend.leftovers(), (m) => {
     const why = staleBecause(store, m);
@@ -67,7 +67,7 @@ export async function sweepLeftovers(store: Pick<RunStore, 'getJob' | 'getRun'>,
   });
 }
 
-function unfinished(store: Pick<RunStore, 'getJob' | 'getRun'>, m: OwnedMachine): boolean {
+function unfinished(store: Pick<RunReader, 'getJob' | 'getRun'>, m: OwnedMachine): boolean {
   const job = m.job ? store.getJob(asJobId(m.job)) : undefined;
   if (job) return !isFinal(job.status);
   const run = m.run ? store.getRun(m.run as RunName) : undefined;
@@ -75,7 +75,7 @@ function unfinished(store: Pick<RunStore, 'getJob' | 'getRun'>, m: OwnedMachine)
 }
 
 async function sweepList(
-  store: Pick<RunStore, 'getJob' | 'getRun'>,
+  store: Pick<RunReader, 'getJob' | 'getRun'>,
   backend: Backend,
   machines: readonly OwnedMachine[],
   stale: (m: OwnedMachine) => string | undefined = (m) => staleBecause(store, m),

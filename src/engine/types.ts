@@ -172,6 +172,11 @@ export interface JobSpec {
   readonly workflow: string;
   readonly provider: Provider;
   readonly image: string;
+  /**
+   * Present when `image` is provider bash's default (default-image.ts), not the workflow's own: an
+   * absent default image then says to set `image:` or pull it (DS0043). Not part of the fingerprint.
+   */
+  readonly defaultImage?: true;
   /** The argv the container runs, e.g. `['/bin/sh', '-c', 'set -e\n…']`; undefined keeps the image's own. */
   readonly command?: readonly string[];
   readonly entrypoint?: readonly string[];

@@ -113,7 +113,7 @@ test(
   withTimeout(20_000, async () => {
     const r = await inProject(undefined, ['ps', '--bogus']);
     expectUsage(r, 'error DS0100: Unsupported option name ("--bogus").');
-    assert.ok(r.stderr.includes('$ dstack ps [-a,--all] [--json] [-w,--watch] [RUN]'), r.stderr);
+    assert.ok(r.stderr.includes('$ dstack ps [-a,--all] [-A,--all-projects] [--json] [-w,--watch] [RUN]'), r.stderr);
     assert.ok(r.stderr.includes('= see `dstack --help`'), r.stderr);
   }),
 );

@@ -12,7 +12,7 @@ import { writeFile, appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertNoContainersLeft, assertNoCrash, createProject, docker, runNameOf, type Project, type PsJob } from '../helpers/cli.js';
+import { aThenB, assertNoContainersLeft, assertNoCrash, createProject, docker, runNameOf, type Project, type PsJob } from '../helpers/cli.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 const BASE = 'dstack-test/busybox:latest';
@@ -85,7 +85,8 @@ async function run(...args: string[]): Promise<{ name: string; jobs: Map<string,
 async function assertReused(r: { name: string; jobs: Map<string, PsJob> }, workflow: string, from: string): Promise<void> {
   const j = r.jobs.get(workflow)!;
   assert.is(j.status, 'done');
-  assert.is(j.reason, `cached: ${from}/${workflow}`);
+  assert.is(j.cachedFrom, `${from}/${workflow}`);
+  assert.is(j.reason, null);
   assert.equal(j.history.map((h) => h.status), ['submitted', 'done']);
   const logs = await p.run(['logs', r.name]);
   assert.not.ok(logs.stdout.split('\n').some((l) => l.startsWith(`${workflow} |`)), logs.stdout);
@@ -249,6 +250,31 @@ test(
     const bad = await p.run(['run', 'b', '--explain']);
     assert.is(bad.exitCode, 2);
     assert.ok(bad.stderr.includes('--explain goes with --dry-run'), bad.stderr);
+  }),
+);
+
+test(
+  'after rm of the run that made an artifact, a reuse names the run that still holds it, never the removed one',
+  withTimeout(60_000, async () => {
+    const q = await createProject({ workflows: `workflows:\n${aThenB(BASE)}` });
+    try {
+      const first = runNameOf((await q.run(['run', 'b'])).stderr);
+      const second = await q.run(['run', 'b']);
+      assert.ok(second.stderr.includes(`  a: cached (same inputs as ${first}/a)\n`), second.stderr);
+      const secondName = runNameOf(second.stderr);
+      const rm = await q.run(['rm', first, '-y']);
+      assert.is(rm.exitCode, 0, rm.stderr);
+
+      const plan = await q.run(['run', 'b', '--dry-run']);
+      assert.ok(plan.stdout.startsWith(`1. a  cached (run ${secondName})\n`), plan.stdout);
+      const third = await q.run(['run', 'b']);
+      assert.is(third.exitCode, 0, third.stderr);
+      assert.ok(third.stderr.includes(`  a: cached (same inputs as ${secondName}/a)\n`), third.stderr);
+      assert.not.ok(third.stderr.includes(first) || plan.stdout.includes(first), 'the removed run is named');
+      assert.is(third.stdout, 'b-reads-content-from-a\n', "a's artifact is there for b");
+    } finally {
+      await q.cleanup();
+    }
   }),
 );
 

@@ -129,7 +129,7 @@ test(
       const detail = await p.json<PsRunWithJobs>(['ps', second, '--json']);
       const a = detail.jobs.find((j) => j.workflow === 'a')!;
       assert.is(a.status, 'done');
-      assert.ok(a.reason === `cached: ${first}/a`, `reason: ${a.reason}`);
+      assert.is(a.cachedFrom, `${first}/a`);
       assert.equal(a.artifacts, ['out/x.txt']);
       assert.is(detail.jobs.find((j) => j.workflow === 'b')!.status, 'done');
 

@@ -54,7 +54,7 @@ test(
       const again = await p.json<PsRunWithJobs>(['ps', runNameOf(second.stderr), '--json']);
       assert.is(again.backend, 'ssh:pool');
       const data = again.jobs.find((j) => j.workflow === 'mnist-data');
-      assert.ok(data?.reason?.startsWith('cached: '), String(data?.reason));
+      assert.ok(data?.cachedFrom?.endsWith('/mnist-data'), String(data?.cachedFrom));
       assert.equal(again.jobs.map((j) => j.status), ['done', 'done']);
       assert.equal(await containersOf(p.home), []);
       console.log(`    first run ${firstMs} ms, second run ${secondMs} ms (accuracy ${metrics.accuracy.toFixed(4)})`);

@@ -77,6 +77,56 @@ test(
   }),
 );
 
+test(
+  'a secret inside commands works (it used to break the job) and is masked, also when printed in pieces',
+  withTimeout(60_000, async () => {
+    const p = await createProject({
+      secrets: { TOKEN: VALUE },
+      workflows: `workflows:
+  - name: cmd
+    image: ${IMAGE}
+    commands:
+      - echo "cmd=\${{ secrets.TOKEN }}"
+      - echo \${{ secrets.TOKEN }} | tr s S
+      - printf 's3cr'; printf '3t-value\\n'
+`,
+    });
+    try {
+      const r = await p.run(['run', 'cmd']);
+      assertNoCrash(r);
+      assert.is(r.exitCode, 0, r.stderr);
+      assert.is(r.stdout, 'cmd=***\nS3cr3t-value\n***\n');
+      const logs = await p.run(['logs', runNameOf(r.stderr)]);
+      assert.is(logs.stdout, 'cmd=***\nS3cr3t-value\n***\n');
+      for (const f of readdirSync(p.home).filter((n) => n.startsWith('store.db'))) {
+        assert.not.ok(readFileSync(join(p.home, f)).includes(Buffer.from(VALUE)), `${f} holds the secret's bytes`);
+      }
+    } finally {
+      await p.cleanup();
+    }
+  }),
+);
+
+test(
+  'secret names that are JavaScript object properties are unknown like any other: DS0016, exit 2',
+  withTimeout(60_000, async () => {
+    for (const name of ['constructor', '__proto__']) {
+      const p = await createProject({
+        secrets: { OTHER: 'x' },
+        workflows: `workflows:\n  - name: w\n    image: ${IMAGE}\n    commands:\n      - echo \${{ secrets.${name} }}\n`,
+      });
+      try {
+        const r = await p.run(['run', 'w']);
+        assertNoCrash(r);
+        assert.is(r.exitCode, 2, r.stderr);
+        assert.ok(r.stderr.includes(`error DS0016: secret '${name}' used by the commands of w is not set\n`), r.stderr);
+      } finally {
+        await p.cleanup();
+      }
+    }
+  }),
+);
+
 test('no container is left by this file', withTimeout(20_000, () => assertNoContainersLeft()));
 
 test.run();

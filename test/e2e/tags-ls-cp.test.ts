@@ -117,7 +117,7 @@ test(
 
       fails(await p.run(['ls', 'no-such-run-1']), 2, "error DS0101: no run named 'no-such-run-1'\n  = list runs with `dstack ps -a`, or name a tag as `:TAG`\n");
       fails(await p.run(['ls', ':nope']), 2, "error DS0015: no tag named 'nope'\n  = list tags with `dstack tags list`\n");
-      fails(await p.run(['ls', run, '../x']), 2, "error DS0009: prefix '../x' leaves the artifact tree\n  = artifact paths are relative, e.g. `out/`\n");
+      fails(await p.run(['ls', run, '../x']), 2, "error DS0009: prefix '../x' leaves the artifact tree\n  = artifact paths are relative, e.g. `out/`, or absolute for those saved outside /workflow, e.g. `/opt/venv/`\n");
     } finally {
       await removeContainers(p.home);
     }
@@ -161,7 +161,9 @@ test(
       `error DS0009: SRC '../etc/passwd' leaves the artifact tree\n  = give a path as \`dstack ls ${run}\` shows it, e.g. out/model.pt\n`,
     );
     fails(await p.run(['cp', run, 'out/../../x', 'dst/evil']), 2, `error DS0009: SRC 'out/../../x' leaves the artifact tree\n  = give a path as \`dstack ls ${run}\` shows it, e.g. out/model.pt\n`);
-    fails(await p.run(['cp', run, '/etc/passwd', 'dst/evil']), 2, `error DS0009: SRC '/etc/passwd' leaves the artifact tree\n  = give a path as \`dstack ls ${run}\` shows it, e.g. out/model.pt\n`);
+    // An absolute SRC names an artifact saved outside /workflow (/opt/venv); this run has none there.
+    fails(await p.run(['cp', run, '/etc/passwd', 'dst/evil']), 2, `error DS0107: '/etc/passwd' is not among the artifacts of run ${run}\n  = list them with \`dstack ls ${run}\`\n`);
+    fails(await p.run(['cp', run, '/opt/../etc/passwd', 'dst/evil']), 2, `error DS0009: SRC '/opt/../etc/passwd' leaves the artifact tree\n  = give a path as \`dstack ls ${run}\` shows it, e.g. out/model.pt\n`);
     fails(await p.run(['cp', run, 'out/nope.txt', 'dst/x']), 2, `error DS0107: 'out/nope.txt' is not among the artifacts of run ${run}\n  = list them with \`dstack ls ${run}\`\n`);
     fails(await p.run(['cp', run, 'out', 'dst/renamed.txt']), 2, "error DS0105: cannot copy the folder 'out' onto the file dst/renamed.txt\n  = give a folder (new or existing) as DST\n");
     assert.not.ok(await stat(join(dst, 'evil')).catch(() => undefined), 'nothing written for refused copies');

@@ -120,6 +120,8 @@ export interface PsJob {
   status: string;
   exitCode: number | null;
   reason: string | null;
+  errorCode: string | null;
+  cachedFrom: string | null;
   artifacts: string[];
   history: { status: string; at: string }[];
 }
@@ -129,6 +131,7 @@ export interface PsRun {
   workflow: string;
   status: string;
   backend: string;
+  project: string;
   args: string[];
 }
 /** `dstack ps RUN --json`: the run and its jobs. */

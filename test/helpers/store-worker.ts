@@ -19,7 +19,7 @@ while (Date.now() < startAt); // timers are coarse; spin the last few ms so the 
 const store = openStore(home, { random: () => (Math.random() < 0.5 ? 0 : 0.999) });
 const names: string[] = [];
 for (let i = 0; i < Number(countArg); i++) {
-  const { run } = store.createRun({
+  const { run } = store.runs.createRun({
     workflow: 'train',
     owner: `worker-${process.pid}`,
     backend: 'local',

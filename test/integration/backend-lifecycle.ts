@@ -21,7 +21,7 @@ import { DstackError } from '../../src/engine/errors.js';
 import type { RunEvent } from '../../src/engine/events.js';
 import { executeRun, type RunOutcome } from '../../src/engine/executor.js';
 import { openStore } from '../../src/engine/store/sqlite.js';
-import type { JobRecord, RunStore } from '../../src/engine/store/types.js';
+import type { JobRecord, Store } from '../../src/engine/store/types.js';
 import { asContentHash, type JobSpec } from '../../src/engine/types.js';
 import { until } from '../helpers/wait.js';
 import type { ContractSubject } from './backend-contract.js';
@@ -35,7 +35,7 @@ interface Suite {
 }
 
 interface Started {
-  readonly store: RunStore;
+  readonly store: Store;
   readonly job: () => JobRecord;
   readonly outcome: Promise<RunOutcome>;
   readonly events: RunEvent[];
@@ -46,14 +46,14 @@ interface Started {
 async function startRun(suite: Suite, backend: Backend, spec: JobSpec): Promise<Started> {
   const home = await mkdtemp(join(tmpdir(), 'dstack-lifecycle-'));
   const store = openStore(home);
-  const { run } = store.createRun({ workflow: spec.workflow, owner: 'contract', backend: backend.id, repo: { root: suite.project(), isGit: false }, args: [], jobs: [{ spec, deps: [] }] });
+  const { run } = store.runs.createRun({ workflow: spec.workflow, owner: 'contract', backend: backend.id, repo: { root: suite.project(), isGit: false }, args: [], jobs: [{ spec, deps: [] }] });
   const events: RunEvent[] = [];
   const outcome = executeRun({
     store,
     artifacts: suite.subject().store,
     backend,
     run,
-    jobs: store.jobs(run.name),
+    jobs: store.runs.jobs(run.name),
     snapshot: { manifest: suite.snapshot(), hash: asContentHash('0'.repeat(64)) },
     secrets: () => undefined,
     control: new RunControl(),
@@ -62,7 +62,7 @@ async function startRun(suite: Suite, backend: Backend, spec: JobSpec): Promise<
   outcome.catch(() => undefined);
   return {
     store,
-    job: () => store.jobs(run.name)[0]!,
+    job: () => store.runs.jobs(run.name)[0]!,
     outcome,
     events,
     close: async () => {

@@ -159,7 +159,7 @@ test(
         spec({
           workflow: 'a',
           script: 'mkdir -p out/sub && echo data-a > out/data.txt && printf "#!/bin/sh\\necho tool\\n" > out/tool.sh && chmod +x out/tool.sh && ln -s data.txt out/link && echo deep > out/sub/deep.txt',
-          artifacts: [{ path: 'out', mount: false }, { path: 'absent', mount: false }],
+          artifacts: [{ path: 'out', mount: false }, { path: 'absent.txt', mount: false }],
         }),
       );
       assert.equal(a.exit, { exitCode: 0 });
@@ -170,7 +170,7 @@ test(
       assert.ok(tool?.type === 'file' && tool.mode === 0o755);
       const data = byPath.get('out/data.txt');
       assert.ok(data?.type === 'file' && (await readFile(store.objects.path(data.hash), 'utf8')) === 'data-a\n');
-      assert.ok(a.h.notices.some((n) => n.kind === 'info' && n.message === "artifact 'absent' was not found in /workflow"));
+      assert.ok(a.h.notices.some((n) => n.kind === 'info' && n.message === "artifact 'absent.txt' was not found in /workflow"));
       assert.ok(a.machine.received.objects >= 1);
 
       // b sees a's artifacts at the same paths, read-only, and may save them again as its own.

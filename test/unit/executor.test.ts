@@ -17,7 +17,7 @@ import { DstackError } from '../../src/engine/errors.js';
 import type { RunEvent } from '../../src/engine/events.js';
 import { executeRun } from '../../src/engine/executor.js';
 import { openStore } from '../../src/engine/store/sqlite.js';
-import type { RunStore } from '../../src/engine/store/types.js';
+import type { Store } from '../../src/engine/store/types.js';
 import { asContentHash, secretMarker, type JobSpec } from '../../src/engine/types.js';
 import { withTimeout } from '../helpers/timeout.js';
 import { jobSpec } from '../helpers/spec.js';
@@ -32,6 +32,8 @@ interface Script {
   hang?: Set<string>;
   /** Image digest per image name (default `sha256:<image>`). */
   digest?: Record<string, string>;
+  /** Images whose digest cannot be had: this error. */
+  digestError?: Record<string, DstackError>;
   /** What collect saves, per workflow (default: nothing). */
   outputs?: Record<string, Manifest>;
   /** Workflows whose provision records a handle `{ job }`, then throws this error. */
@@ -53,7 +55,11 @@ function recordingBackend(script: Script, steps: string[]): Backend {
     observe: async () => ({ state: 'gone' }),
     reap: async (handle) => void steps.push(`reap(${String(handle.job)})`),
     close: async () => undefined,
-    imageDigest: async (spec) => script.digest?.[spec.image] ?? `sha256:${spec.image}`,
+    imageDigest: async (spec) => {
+      const failed = script.digestError?.[spec.image];
+      if (failed) throw failed;
+      return script.digest?.[spec.image] ?? `sha256:${spec.image}`;
+    },
     provision: async (ctx: JobContext): Promise<Machine> => {
       const wf = ctx.spec.workflow;
       steps.push(`${wf}:provision`);
@@ -118,13 +124,13 @@ async function setup(script: Script, jobs: { spec: JobSpec; deps: number[] }[], 
   const store = openStore(home);
   const steps: string[] = [];
   const events: RunEvent[] = [];
-  const { run } = store.createRun({ workflow: jobs.at(-1)!.spec.workflow, owner: 't', backend: 'test', repo: { root: home, isGit: false }, args: [], jobs });
+  const { run } = store.runs.createRun({ workflow: jobs.at(-1)!.spec.workflow, owner: 't', backend: 'test', repo: { root: home, isGit: false }, args: [], jobs });
   const run$ = executeRun({
     store,
     artifacts: new LocalArtifactStore({ home }),
     backend: recordingBackend(script, steps),
     run,
-    jobs: store.jobs(run.name),
+    jobs: store.runs.jobs(run.name),
     snapshot: SNAPSHOT,
     secrets: (n) => (n === 'TOKEN' ? 'tok-secret-1' : undefined),
     control,
@@ -137,7 +143,7 @@ async function setup(script: Script, jobs: { spec: JobSpec; deps: number[] }[], 
 async function withHangingJob(fn: (s: Awaited<ReturnType<typeof setup>>) => Promise<void>): Promise<void> {
   const s = await setup({ hang: new Set(['a']) }, [{ spec: spec('a'), deps: [] }]);
   try {
-    await until('a running', 4000, () => s.store.jobs(s.run.name)[0]!.status === 'running', 2);
+    await until('a running', 4000, () => s.store.runs.jobs(s.run.name)[0]!.status === 'running', 2);
     await fn(s);
   } finally {
     s.done();
@@ -158,7 +164,7 @@ test(
         'a:provision', 'a:bootstrap', 'a:stage(0 deps)', 'a:start', 'a:collect', 'a:teardown',
         'b:provision', 'b:bootstrap', 'b:stage(1 deps)', 'b:start', 'b:collect', 'b:teardown',
       ]);
-      const history = s.store.jobs(s.run.name)[1]!.history.map((h) => h.status);
+      const history = s.store.runs.jobs(s.run.name)[1]!.history.map((h) => h.status);
       assert.equal(history, ['submitted', 'provisioning', 'downloading', 'running', 'uploading', 'done']);
     } finally {
       s.done();
@@ -177,11 +183,33 @@ test(
       const outcome = await s.run$;
       assert.is(outcome.status, 'failed');
       assert.equal(s.steps, ['a:provision', 'a:bootstrap', 'a:stage(0 deps)', 'a:start', 'a:teardown']);
-      const [a, b] = s.store.jobs(s.run.name);
+      const [a, b] = s.store.runs.jobs(s.run.name);
       assert.is(a!.status, 'failed');
       assert.is(a!.exitCode, 7);
       assert.is(b!.status, 'aborted');
       assert.is(b!.reason, 'not run: dependency a ended failed');
+    } finally {
+      s.done();
+    }
+  }),
+);
+
+test(
+  'provider bash\'s default image that cannot be had is DS0043, naming image: and docker pull; a workflow\'s own image keeps DS0201',
+  withTimeout(5000, async () => {
+    const missing = new DstackError('DS0201', "image 'dstackai/miniforge:py3.11-0.2' is not available locally and could not be pulled (offline)");
+    const s = await setup({ digestError: { 'dstackai/miniforge:py3.11-0.2': missing, own: missing } }, [
+      { spec: jobSpec({ workflow: 'a', image: 'dstackai/miniforge:py3.11-0.2', defaultImage: true }), deps: [] },
+      { spec: jobSpec({ workflow: 'b', image: 'own' }), deps: [] },
+    ]);
+    try {
+      const [a, b] = (await s.run$).jobs;
+      const e = a!.error as DstackError;
+      assert.is(e.code, 'DS0043');
+      assert.is(e.exitCode, 3);
+      assert.is(e.message, `workflow \`a\` names no image, and its default, dstackai/miniforge:py3.11-0.2, is not available: ${missing.message}`);
+      assert.is(e.hint, 'set `image:` in the workflow to an image you have (`docker images`), or pull the default: `docker pull dstackai/miniforge:py3.11-0.2`');
+      assert.is(b!.error, missing);
     } finally {
       s.done();
     }
@@ -198,7 +226,7 @@ test(
       assert.is(outcome.jobs[0]!.error, err);
       // What the failed bootstrap recorded is reaped after the teardown, in case the machine kept something.
       assert.equal(s.steps, ['a:provision', 'a:bootstrap', 'a:teardown', `reap(${s.run.name}/a)`]);
-      assert.is(s.store.jobs(s.run.name)[0]!.reason, "DS0201: image 'nope' is not available");
+      assert.is(s.store.runs.jobs(s.run.name)[0]!.reason, "DS0201: image 'nope' is not available");
     } finally {
       s.done();
     }
@@ -237,9 +265,9 @@ test(
     const s = await setup({}, [{ spec: spec('a', { TOKEN: '\u0000secret:TOKEN\u0000' }), deps: [] }]);
     try {
       await s.run$;
-      const logged = s.store.readLogs(s.run.name).map((l) => l.data.toString()).join('');
+      const logged = [...s.store.logs.readLogs(s.run.name)].map((l) => l.data.toString()).join('');
       assert.is(logged, 'hello from a ***\n');
-      const spec0 = JSON.stringify(s.store.jobs(s.run.name)[0]!.spec);
+      const spec0 = JSON.stringify(s.store.runs.jobs(s.run.name)[0]!.spec);
       assert.not.ok(spec0.includes('tok-secret-1'));
     } finally {
       s.done();
@@ -256,7 +284,7 @@ test(
       const outcome = await s.run$;
       assert.is(outcome.jobs[0]!.error, err);
       assert.equal(s.steps, ['a:provision', `reap(${s.run.name}/a)`]);
-      const [a] = s.store.jobs(s.run.name);
+      const [a] = s.store.runs.jobs(s.run.name);
       assert.is(a!.status, 'failed');
       assert.is(a!.reason, 'DS0215: the instance did not answer over SSH');
     } finally {
@@ -293,7 +321,7 @@ test(
     ]);
     try {
       const outcome = await s.run$;
-      const [a, b, c] = s.store.jobs(s.run.name);
+      const [a, b, c] = s.store.runs.jobs(s.run.name);
       assert.equal([a!.status, a!.reason, a!.exitCode], ['interrupted', 'the spot instance was preempted', 137]);
       assert.equal([b!.status, b!.reason], ['aborted', 'not run: dependency a ended interrupted']);
       assert.equal([c!.status, c!.reason], ['failed', 'lost connection to the host']);
@@ -322,7 +350,7 @@ test(
       assert.equal(s.steps.filter((x) => x === 'a:provision' || x === 'a:teardown' || x === 'a:collect'), ['a:provision', 'a:teardown', 'a:provision', 'a:teardown', 'a:provision', 'a:collect', 'a:teardown']);
       const retries = s.events.filter((e) => e.type === 'job-retry');
       assert.equal(retries.map((e) => e.type === 'job-retry' && [e.attempt, e.of, e.reason]), [[1, 2, 'the spot instance was preempted'], [2, 2, 'the spot instance was preempted']]);
-      const [a] = s.store.jobs(s.run.name);
+      const [a] = s.store.runs.jobs(s.run.name);
       assert.equal([a!.status, a!.exitCode], ['done', 0]);
     } finally {
       s.done();
@@ -352,7 +380,7 @@ test(
     try {
       await s.run$;
       assert.equal(pins, ['a:sha256:pinned']);
-      assert.is(s.store.jobs(s.run.name)[0]!.fingerprintParts?.parts.image, 'sha256:pinned');
+      assert.is(s.store.runs.jobs(s.run.name)[0]!.fingerprintParts?.parts.image, 'sha256:pinned');
     } finally {
       s.done();
     }
@@ -361,7 +389,7 @@ test(
 
 /** One run of `jobs` in an existing store (for caching across runs). */
 async function runIn(
-  store: RunStore,
+  store: Store,
   home: string,
   script: Script,
   jobs: { spec: JobSpec; deps: number[] }[],
@@ -370,20 +398,20 @@ async function runIn(
 ) {
   const steps: string[] = [];
   const events: RunEvent[] = [];
-  const { run } = store.createRun({ workflow: jobs.at(-1)!.spec.workflow, owner: 't', backend: 'test', repo: { root: home, isGit: false }, args: [], jobs });
+  const { run } = store.runs.createRun({ workflow: jobs.at(-1)!.spec.workflow, owner: 't', backend: 'test', repo: { root: home, isGit: false }, args: [], jobs });
   const outcome = await executeRun({
     store,
     artifacts: new LocalArtifactStore({ home }),
     backend: recordingBackend(script, steps),
     run,
-    jobs: store.jobs(run.name),
+    jobs: store.runs.jobs(run.name),
     snapshot: SNAPSHOT,
     ...(cache ? { cache } : {}),
     secrets,
     control: new RunControl(),
     onEvent: (e) => events.push(e),
   });
-  return { run, outcome, steps, events, jobs: store.jobs(run.name) };
+  return { run, outcome, steps, events, jobs: store.runs.jobs(run.name) };
 }
 
 const out = (content: string): Manifest => ({
@@ -413,7 +441,8 @@ test(
       assert.ok(second.steps.includes('b:start'), 'the named workflow runs');
       const [a2] = second.jobs;
       assert.is(a2!.status, 'done');
-      assert.is(a2!.reason, `cached: ${first.run.name}/a`);
+      assert.is(a2!.cachedFrom, `${first.run.name}/a`);
+      assert.is(a2!.reason, undefined);
       assert.equal(a2!.manifest, out('1'));
       assert.equal(a2!.history.map((h) => h.status), ['submitted', 'done']);
       assert.ok(second.events.some((e) => e.type === 'job-reused' && e.from === `${first.run.name}/a`));
@@ -422,8 +451,15 @@ test(
       // Reused from a reuse: still names the job that ran.
       const third = await runIn(store, home, script, dag, { reuse: true });
       assert.equal(third.steps, [], 'with --reuse nothing runs');
-      assert.is(third.jobs[0]!.reason, `cached: ${first.run.name}/a`);
-      assert.is(third.jobs[1]!.reason, `cached: ${second.run.name}/b`);
+      assert.is(third.jobs[0]!.cachedFrom, `${first.run.name}/a`);
+      assert.is(third.jobs[1]!.cachedFrom, `${second.run.name}/b`);
+
+      // The run that really made a's artifacts removed: the next reuse names the record that holds them.
+      store.runs.deleteRun(first.run.name);
+      const fourth = await runIn(store, home, script, dag, { reuse: true });
+      assert.equal(fourth.steps, [], 'the artifacts live on in the later records');
+      assert.ok(fourth.events.some((e) => e.type === 'job-reused' && e.from === third.jobs[0]!.id), JSON.stringify(fourth.events));
+      assert.not.ok(JSON.stringify(fourth.events).includes(first.run.name), 'no event names the removed run');
 
       const rerun = await runIn(store, home, script, dag, { rerun: true });
       assert.ok(rerun.steps.includes('a:start') && rerun.steps.includes('b:start'));

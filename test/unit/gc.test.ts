@@ -77,17 +77,17 @@ test(
       const listingJson = JSON.stringify({ 'data/in.txt': input });
       const snapshot = await f.put(snapshotJson);
       const listing = await f.put(listingJson);
-      const { run, jobs } = store.createRun({
+      const { run, jobs } = store.runs.createRun({
         workflow: 'a', owner: 'o', backend: 'local', repo: { root: '/p', isGit: false }, args: [], jobs: [{ spec: spec('a'), deps: [] }],
       });
       const jobId = jobs[0]!.id;
-      store.setJobManifest(jobId, makeManifest([{ type: 'file', path: 'out/x', size: 14, mode: 0o644, hash: artifact }]));
-      store.setJobFingerprint(jobId, 'f'.repeat(64) as never, { version: 1, parts: {}, inputsListing: listing });
-      store.setRunSnapshot(run.name, snapshot);
-      store.setJobStatus(jobId, 'done');
+      store.runs.setJobManifest(jobId, makeManifest([{ type: 'file', path: 'out/x', size: 14, mode: 0o644, hash: artifact }]));
+      store.cache.setJobFingerprint(jobId, 'f'.repeat(64) as never, { version: 1, parts: {}, inputsListing: listing });
+      store.runs.setRunSnapshot(run.name, snapshot);
+      store.runs.setJobStatus(jobId, 'done');
       // A tag of its own files.
       const tagged = await f.put('tagged bytes');
-      store.putTag({ name: 't', manifest: makeManifest([{ type: 'file', path: 'd/t', size: 12, mode: 0o644, hash: tagged }]), createdAt: Date.now() });
+      store.tags.putTag({ name: 't', manifest: makeManifest([{ type: 'file', path: 'd/t', size: 12, mode: 0o644, hash: tagged }]), createdAt: Date.now() });
 
       const garbage = await f.put('nobody refers to me');
       // Something in the objects folder that is not an object of ours: left alone.
@@ -102,15 +102,15 @@ test(
       writeFileSync(freshTmp, 'being written');
       const young = await f.put('written a minute ago, not recorded yet');
 
-      const live = await liveObjects(f.home, store.referencedObjects());
+      const live = await liveObjects(f.home, store.prune.referencedObjects());
       for (const h of [artifact, code, input, snapshot, listing, tagged]) assert.ok(live.has(h), `live: ${h}`);
       assert.not.ok(live.has(garbage));
 
-      const dry = await collectGarbage({ home: f.home, roots: store.referencedObjects(), dryRun: true });
+      const dry = await collectGarbage({ home: f.home, roots: store.prune.referencedObjects(), dryRun: true });
       assert.equal(dry, { objects: 1, bytes: 19, live: 6, young: 1, tmpFiles: 1, tmpBytes: 14 });
       assert.ok(f.exists(garbage) && existsSync(staleTmp), 'a dry run deletes nothing');
 
-      const real = await collectGarbage({ home: f.home, roots: store.referencedObjects() });
+      const real = await collectGarbage({ home: f.home, roots: store.prune.referencedObjects() });
       assert.equal(real, dry);
       assert.not.ok(f.exists(garbage));
       assert.not.ok(existsSync(staleTmp));
@@ -118,8 +118,8 @@ test(
       assert.ok(existsSync(stray) && existsSync(freshTmp));
 
       // Once the run is gone, what only it referred to goes too; the tag's files stay.
-      store.deleteRun(run.name);
-      const after = await collectGarbage({ home: f.home, roots: store.referencedObjects() });
+      store.runs.deleteRun(run.name);
+      const after = await collectGarbage({ home: f.home, roots: store.prune.referencedObjects() });
       const bytes = 14 + 14 + 13 + snapshotJson.length + listingJson.length;
       assert.equal(after, { objects: 5, bytes, live: 1, young: 1, tmpFiles: 0, tmpBytes: 0 });
       for (const h of [artifact, code, input, snapshot, listing]) assert.not.ok(f.exists(h), `removed: ${h}`);

@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { DstackError, formatError } from '../../src/engine/errors.js';
-import { BASH_BOOTSTRAP, resolveJob, type ResolveContext } from '../../src/engine/resolve.js';
+import { BASH_BOOTSTRAP, DEFAULT_PYTHON, resolveJob, type ResolveContext } from '../../src/engine/resolve.js';
 import { secretMarker, type JobSpec, type Project } from '../../src/engine/types.js';
 import { declaredVariables, parseRunArgs } from '../../src/engine/workflow/args.js';
 import { loadProject } from '../../src/engine/workflow/load.js';
@@ -66,10 +66,39 @@ t('variables, CLI override, run.args, $$ and secrets', async () => {
     'echo $HOME costs 5$ on $PORT_0 in wet-mangust-1',
   ].join('\n');
   assert.equal(job.command, ['/bin/sh', '-c', BASH_BOOTSTRAP, 'dstack', script]);
-  assert.is(job.image, 'python:3.10-slim');
+  assert.is(job.image, 'dstackai/miniforge:py3.10-0.2');
+  assert.is(job.defaultImage, true);
   assert.equal(job.env, { HF_TOKEN: secretMarker('HF_TOKEN'), FROM_HOST: 'h', OUT: '/workflow/wet-mangust-1' });
   assert.is(job.workingDir, '');
   assert.equal(job.artifacts, [{ path: 'model', mount: false }]);
+});
+
+t('the default image of provider bash: Miniforge for `python:`, its CUDA variant with a GPU, DS0044 for a version without one', async () => {
+  const p = await load({
+    '.dstack/workflows.yaml': [
+      'workflows:',
+      '  - name: cpu',
+      '    commands: [echo]',
+      '  - name: gpu',
+      '    python: 3.9',
+      '    resources: { gpu: 1 }',
+      '    commands: [echo]',
+      '  - name: own',
+      '    image: busybox',
+      '    commands: [echo]',
+      '  - name: old',
+      '    python: 2.7',
+      '    commands: [echo]',
+      '',
+    ].join('\n'),
+  });
+  assert.is(resolve(p, 'cpu').image, `dstackai/miniforge:py${DEFAULT_PYTHON}-0.2`);
+  assert.is(resolve(p, 'gpu').image, 'dstackai/miniforge:py3.9-0.2-cuda-11.1');
+  assert.is(resolve(p, 'own').defaultImage, undefined);
+  const e = resolveError(p, 'old');
+  assert.is(e.code, 'DS0044');
+  assert.is(e.message, '`python: 2.7` of workflow `old` has no default image');
+  assert.is(e.hint, 'give a version among 3.7, 3.8, 3.9, 3.10, 3.11, or an image of your own with `image:` (e.g. python:2.7-slim)');
 });
 
 t('an override of a variable the workflow does not declare is ignored', async () => {

@@ -9,7 +9,7 @@ import { MIGRATIONS, SCHEMA_VERSION } from '../../src/engine/store/migrations.js
 import { ADJECTIVES, ANIMALS, parseRunName, randomPrefix } from '../../src/engine/store/names.js';
 import { openStore, type OpenStoreOptions } from '../../src/engine/store/sqlite.js';
 import { aggregateStatus } from '../../src/engine/store/status.js';
-import type { NewRun, RunStore } from '../../src/engine/store/types.js';
+import type { NewRun, Store } from '../../src/engine/store/types.js';
 import { asJobId, type JobSpec, type RepoInfo } from '../../src/engine/types.js';
 import { jobSpec } from '../helpers/spec.js';
 
@@ -20,7 +20,7 @@ function tempHome(): string {
   return join(d, 'home');
 }
 
-function withStore(fn: (store: RunStore, clock: { t: number }) => void, options: OpenStoreOptions = {}): () => void {
+function withStore(fn: (store: Store, clock: { t: number }) => void, options: OpenStoreOptions = {}): () => void {
   return () => {
     const clock = { t: 1_700_000_000_000 };
     const store = openStore(tempHome(), { now: () => clock.t, ...options });
@@ -63,7 +63,7 @@ const newRun = (extra: Partial<NewRun> = {}): NewRun => ({
 test(
   'createRun, getRun, listRuns and jobs round-trip every field, JSON included',
   withStore((store, clock) => {
-    const { run, jobs } = store.createRun(newRun({ tag: 'v1', pid: 4242, hostname: 'box' }));
+    const { run, jobs } = store.runs.createRun(newRun({ tag: 'v1', pid: 4242, hostname: 'box' }));
     assert.ok(parseRunName(run.name), run.name);
     assert.equal(run, {
       name: run.name,
@@ -78,8 +78,8 @@ test(
       pid: 4242,
       hostname: 'box',
     });
-    assert.equal(store.getRun(run.name), run);
-    assert.equal(store.listRuns(), [run]);
+    assert.equal(store.runs.getRun(run.name), run);
+    assert.equal(store.runs.listRuns(), [run]);
     assert.is(jobs.length, 2);
     const [prep, train] = jobs;
     assert.equal(train, {
@@ -94,33 +94,33 @@ test(
       history: [{ status: 'submitted', at: clock.t }],
     });
     assert.equal(prep?.deps, []);
-    assert.equal(store.jobs(run.name), jobs);
-    assert.equal(store.getJob(asJobId(`${run.name}/train`)), train);
-    assert.is(store.getRun('nope-nope-1'), undefined);
-    assert.is(store.getJob(asJobId('nope-nope-1/x')), undefined);
-    assert.equal(store.jobs('nope-nope-1'), []);
+    assert.equal(store.runs.jobs(run.name), jobs);
+    assert.equal(store.runs.getJob(asJobId(`${run.name}/train`)), train);
+    assert.is(store.runs.getRun('nope-nope-1'), undefined);
+    assert.is(store.runs.getJob(asJobId('nope-nope-1/x')), undefined);
+    assert.equal(store.runs.jobs('nope-nope-1'), []);
 
     const handle = { container: 'c0ffee', host: 'box', port: 22, spot: false, extra: null };
-    store.setJobHandle(asJobId(`${run.name}/prepare`), handle);
+    store.runs.setJobHandle(asJobId(`${run.name}/prepare`), handle);
     const manifest = { version: 1 as const, entries: [], size: 0 };
-    store.setJobManifest(asJobId(`${run.name}/prepare`), manifest);
-    store.setRunOwnerProcess(run.name, 77, 'other');
-    const j = store.getJob(asJobId(`${run.name}/prepare`));
+    store.runs.setJobManifest(asJobId(`${run.name}/prepare`), manifest);
+    store.runs.setRunOwnerProcess(run.name, 77, 'other');
+    const j = store.runs.getJob(asJobId(`${run.name}/prepare`));
     assert.equal(j?.handle, handle);
     assert.equal(j?.manifest, manifest);
-    store.setJobHandle(asJobId(`${run.name}/prepare`), undefined);
-    assert.is(store.getJob(asJobId(`${run.name}/prepare`))?.handle, undefined);
-    assert.is(store.getRun(run.name)?.pid, 77);
-    assert.is(store.getRun(run.name)?.hostname, 'other');
-    assert.throws(() => store.setJobHandle(asJobId('nope-nope-1/x'), handle), /no such record/);
+    store.runs.setJobHandle(asJobId(`${run.name}/prepare`), undefined);
+    assert.is(store.runs.getJob(asJobId(`${run.name}/prepare`))?.handle, undefined);
+    assert.is(store.runs.getRun(run.name)?.pid, 77);
+    assert.is(store.runs.getRun(run.name)?.hostname, 'other');
+    assert.throws(() => store.runs.setJobHandle(asJobId('nope-nope-1/x'), handle), /no such record/);
   }),
 );
 
 test(
   'createRun refuses a dep that is not an earlier job, and leaves nothing behind',
   withStore((store) => {
-    assert.throws(() => store.createRun(newRun({ jobs: [{ spec: spec('a'), deps: [0] }] })), /not an earlier job/);
-    assert.equal(store.listRuns({ all: true }), []);
+    assert.throws(() => store.runs.createRun(newRun({ jobs: [{ spec: spec('a'), deps: [0] }] })), /not an earlier job/);
+    assert.equal(store.runs.listRuns({ all: true }), []);
   }),
 );
 
@@ -136,18 +136,18 @@ test('run names are adjective-animal-N with a per-prefix counter; the random sou
 
   withStore(
     (store) => {
-      const names = [1, 2, 3].map(() => store.createRun(newRun()).run.name);
+      const names = [1, 2, 3].map(() => store.runs.createRun(newRun()).run.name);
       const p = `${ADJECTIVES[0]}-${ANIMALS[0]}`;
       assert.equal(names, [`${p}-1`, `${p}-2`, `${p}-3`]);
       // A reserved name is skipped by later allocations and used by the createRun that passes it.
-      const reserved = store.reserveName();
+      const reserved = store.runs.reserveName();
       assert.is(reserved, `${p}-4`);
-      assert.is(store.createRun(newRun()).run.name, `${p}-5`);
-      assert.is(store.createRun(newRun({ name: reserved })).run.name, reserved);
-      assert.throws(() => store.createRun(newRun({ name: reserved })), /UNIQUE/);
+      assert.is(store.runs.createRun(newRun()).run.name, `${p}-5`);
+      assert.is(store.runs.createRun(newRun({ name: reserved })).run.name, reserved);
+      assert.throws(() => store.runs.createRun(newRun({ name: reserved })), /UNIQUE/);
       // A deleted run's name is never handed out again.
-      store.deleteRun(`${p}-5`);
-      assert.is(store.createRun(newRun()).run.name, `${p}-6`);
+      store.runs.deleteRun(`${p}-5`);
+      assert.is(store.runs.createRun(newRun()).run.name, `${p}-6`);
     },
     { random: () => 0 },
   )();
@@ -171,23 +171,23 @@ test('aggregateStatus: active wins with running first, then the worst final stat
 test(
   'setJobStatus records history, start and finish times, keeps final statuses, and updates the run',
   withStore((store, clock) => {
-    const { run, jobs } = store.createRun(newRun());
+    const { run, jobs } = store.runs.createRun(newRun());
     const t0 = clock.t;
     const [a, b] = jobs.map((j) => j.id) as [ReturnType<typeof asJobId>, ReturnType<typeof asJobId>];
     clock.t = t0 + 10;
-    assert.ok(store.setJobStatus(a, 'provisioning'));
-    assert.is(store.getRun(run.name)?.status, 'provisioning');
+    assert.ok(store.runs.setJobStatus(a, 'provisioning'));
+    assert.is(store.runs.getRun(run.name)?.status, 'provisioning');
     clock.t = t0 + 20;
-    assert.ok(store.setJobStatus(a, 'running'));
+    assert.ok(store.runs.setJobStatus(a, 'running'));
     clock.t = t0 + 25;
-    assert.ok(store.setJobStatus(a, 'running')); // same status: no new history entry
-    assert.is(store.getRun(run.name)?.status, 'running');
+    assert.ok(store.runs.setJobStatus(a, 'running')); // same status: no new history entry
+    assert.is(store.runs.getRun(run.name)?.status, 'running');
     clock.t = t0 + 30;
-    assert.ok(store.setJobStatus(a, 'done', { exitCode: 0 }));
-    assert.is(store.getRun(run.name)?.status, 'submitted');
-    assert.is(store.getRun(run.name)?.finishedAt, undefined);
+    assert.ok(store.runs.setJobStatus(a, 'done', { exitCode: 0 }));
+    assert.is(store.runs.getRun(run.name)?.status, 'submitted');
+    assert.is(store.runs.getRun(run.name)?.finishedAt, undefined);
 
-    const ja = store.getJob(a);
+    const ja = store.runs.getJob(a);
     assert.equal(ja?.history, [
       { status: 'submitted', at: t0 },
       { status: 'provisioning', at: t0 + 10 },
@@ -200,21 +200,21 @@ test(
 
     // Final is final.
     clock.t = t0 + 40;
-    assert.is(store.setJobStatus(a, 'failed', { exitCode: 1, reason: 'late' }), false);
-    assert.is(store.getJob(a)?.status, 'done');
-    assert.is(store.getJob(a)?.exitCode, 0);
-    assert.is(store.getJob(a)?.history.length, 4);
-    assert.is(store.setJobStatus(asJobId('nope-nope-1/x'), 'running'), false);
+    assert.is(store.runs.setJobStatus(a, 'failed', { exitCode: 1, reason: 'late' }), false);
+    assert.is(store.runs.getJob(a)?.status, 'done');
+    assert.is(store.runs.getJob(a)?.exitCode, 0);
+    assert.is(store.runs.getJob(a)?.history.length, 4);
+    assert.is(store.runs.setJobStatus(asJobId('nope-nope-1/x'), 'running'), false);
 
-    assert.ok(store.setJobStatus(b, 'running'));
+    assert.ok(store.runs.setJobStatus(b, 'running'));
     clock.t = t0 + 50;
-    assert.ok(store.setJobStatus(b, 'stopped', { exitCode: 143, reason: 'stopped by user' }));
-    const rb = store.getRun(run.name);
+    assert.ok(store.runs.setJobStatus(b, 'stopped', { exitCode: 143, reason: 'stopped by user' }));
+    const rb = store.runs.getRun(run.name);
     assert.is(rb?.status, 'stopped');
     assert.is(rb?.finishedAt, t0 + 50);
-    assert.is(store.getJob(b)?.reason, 'stopped by user');
+    assert.is(store.runs.getJob(b)?.reason, 'stopped by user');
     assert.equal(
-      store.listRuns().map((r) => r.status),
+      store.runs.listRuns().map((r) => r.status),
       ['stopped'],
     );
   }),
@@ -226,37 +226,37 @@ test(
     const names: string[] = [];
     for (let i = 0; i < 30; i++) {
       clock.t += 1000;
-      const { run, jobs } = store.createRun(newRun({ jobs: [{ spec: spec('w'), deps: [] }] }));
+      const { run, jobs } = store.runs.createRun(newRun({ jobs: [{ spec: spec('w'), deps: [] }] }));
       names.push(run.name);
       // Runs 0 and 1 stay active; the rest finish.
-      if (i > 1) store.setJobStatus(jobs[0]!.id, 'done');
+      if (i > 1) store.runs.setJobStatus(jobs[0]!.id, 'done');
     }
     const newestFirst = [...names].reverse();
-    assert.equal(store.listRuns({ all: true }).map((r) => r.name), newestFirst);
-    assert.equal(store.listRuns({ all: true, limit: 5 }).map((r) => r.name), newestFirst.slice(0, 5));
-    assert.equal(store.listRuns().map((r) => r.name), [...newestFirst.slice(0, 20), names[1], names[0]]);
-    assert.equal(store.listRuns({ limit: 3 }).map((r) => r.name), [...newestFirst.slice(0, 3), names[1], names[0]]);
+    assert.equal(store.runs.listRuns({ all: true }).map((r) => r.name), newestFirst);
+    assert.equal(store.runs.listRuns({ all: true, limit: 5 }).map((r) => r.name), newestFirst.slice(0, 5));
+    assert.equal(store.runs.listRuns().map((r) => r.name), [...newestFirst.slice(0, 20), names[1], names[0]]);
+    assert.equal(store.runs.listRuns({ limit: 3 }).map((r) => r.name), [...newestFirst.slice(0, 3), names[1], names[0]]);
     // Same-millisecond runs still come newest first.
-    const a = store.createRun(newRun()).run.name;
-    const b = store.createRun(newRun()).run.name;
-    assert.equal(store.listRuns({ limit: 2 }).slice(0, 2).map((r) => r.name), [b, a]);
+    const a = store.runs.createRun(newRun()).run.name;
+    const b = store.runs.createRun(newRun()).run.name;
+    assert.equal(store.runs.listRuns({ limit: 2 }).slice(0, 2).map((r) => r.name), [b, a]);
   }),
 );
 
 test(
   'appendLog numbers records per job; readLogs orders by time, job, seq and filters by since and after',
   withStore((store, clock) => {
-    const { run, jobs } = store.createRun(newRun());
+    const { run, jobs } = store.runs.createRun(newRun());
     const [a, b] = jobs.map((j) => j.id) as [ReturnType<typeof asJobId>, ReturnType<typeof asJobId>];
     const t = clock.t;
-    store.appendLog(b, 'stdout', Buffer.from('b1'), t + 1);
-    store.appendLog(a, 'stdout', Buffer.from('a1'), t + 1);
-    store.appendLog(a, 'stderr', Buffer.from('a2'), t + 2);
+    store.logs.appendLog(b, 'stdout', Buffer.from('b1'), t + 1);
+    store.logs.appendLog(a, 'stdout', Buffer.from('a1'), t + 1);
+    store.logs.appendLog(a, 'stderr', Buffer.from('a2'), t + 2);
     clock.t = t + 3;
-    store.appendLog(a, 'stdout', Buffer.from([0, 255, 10])); // binary, default time
-    store.appendLog(b, 'stdout', Buffer.from('b2'), t + 5);
+    store.logs.appendLog(a, 'stdout', Buffer.from([0, 255, 10])); // binary, default time
+    store.logs.appendLog(b, 'stdout', Buffer.from('b2'), t + 5);
 
-    const all = store.readLogs(run.name);
+    const all = [...store.logs.readLogs(run.name)];
     assert.equal(
       all.map((r) => [r.workflow, r.seq, r.at, r.stream, r.data.toString('latin1')]),
       [
@@ -269,45 +269,45 @@ test(
     );
     assert.ok(Buffer.isBuffer(all[3]?.data));
     assert.is(all[0]?.job, a);
-    assert.equal(store.readLogs(run.name, { sinceMs: t + 2 }).map((r) => r.data.toString()), ['a2', '\u0000\ufffd\n', 'b2']);
+    assert.equal([...store.logs.readLogs(run.name, { sinceMs: t + 2 })].map((r) => r.data.toString()), ['a2', '\u0000\ufffd\n', 'b2']);
     assert.equal(
-      store.readLogs(run.name, { after: new Map([[a, 2]]) }).map((r) => r.data.toString()),
+      [...store.logs.readLogs(run.name, { after: new Map([[a, 2]]) })].map((r) => r.data.toString()),
       ['b1', '\u0000\ufffd\n', 'b2'],
     );
     assert.equal(
-      store.readLogs(run.name, { after: new Map([[a, 3], [b, 1]]), sinceMs: t }).map((r) => r.data.toString()),
+      [...store.logs.readLogs(run.name, { after: new Map([[a, 3], [b, 1]]), sinceMs: t })].map((r) => r.data.toString()),
       ['b2'],
     );
-    assert.equal(store.readLogs('nope-nope-1'), []);
+    assert.equal([...store.logs.readLogs('nope-nope-1')], []);
   }),
 );
 
 test(
   'deleteRun removes the run with its jobs, history and logs, and nothing of other runs',
   withStore((store) => {
-    const keep = store.createRun(newRun());
-    const gone = store.createRun(newRun());
+    const keep = store.runs.createRun(newRun());
+    const gone = store.runs.createRun(newRun());
     for (const { jobs } of [keep, gone]) {
-      store.setJobStatus(jobs[0]!.id, 'running');
-      store.appendLog(jobs[0]!.id, 'stdout', Buffer.from('x'));
+      store.runs.setJobStatus(jobs[0]!.id, 'running');
+      store.logs.appendLog(jobs[0]!.id, 'stdout', Buffer.from('x'));
     }
-    store.deleteRun(gone.run.name);
-    store.deleteRun('nope-nope-1'); // unknown: no-op
-    assert.is(store.getRun(gone.run.name), undefined);
-    assert.equal(store.jobs(gone.run.name), []);
-    assert.equal(store.readLogs(gone.run.name), []);
-    assert.is(store.jobs(keep.run.name).length, 2);
-    assert.is(store.readLogs(keep.run.name).length, 1);
+    store.runs.deleteRun(gone.run.name);
+    store.runs.deleteRun('nope-nope-1'); // unknown: no-op
+    assert.is(store.runs.getRun(gone.run.name), undefined);
+    assert.equal(store.runs.jobs(gone.run.name), []);
+    assert.equal([...store.logs.readLogs(gone.run.name)], []);
+    assert.is(store.runs.jobs(keep.run.name).length, 2);
+    assert.is([...store.logs.readLogs(keep.run.name)].length, 1);
   }),
 );
 
 test('counts in the database after deleteRun: no orphans', () => {
   const home = tempHome();
   const store = openStore(home);
-  const { run, jobs } = store.createRun(newRun());
-  store.setJobStatus(jobs[1]!.id, 'running');
-  store.appendLog(jobs[1]!.id, 'stderr', Buffer.from('y'));
-  store.deleteRun(run.name);
+  const { run, jobs } = store.runs.createRun(newRun());
+  store.runs.setJobStatus(jobs[1]!.id, 'running');
+  store.logs.appendLog(jobs[1]!.id, 'stderr', Buffer.from('y'));
+  store.runs.deleteRun(run.name);
   store.close();
   const db = new Database(join(home, 'store.db'), { readonly: true });
   try {
@@ -322,13 +322,13 @@ test('counts in the database after deleteRun: no orphans', () => {
 test('a fresh home is 0700 and store.db 0600; reopening keeps the schema version and the data', () => {
   const home = tempHome();
   const s1 = openStore(home);
-  const name = s1.createRun(newRun()).run.name;
+  const name = s1.runs.createRun(newRun()).run.name;
   s1.close();
   assert.is(statSync(home).mode & 0o777, 0o700);
   assert.is(statSync(join(home, 'store.db')).mode & 0o777, 0o600);
 
   const s2 = openStore(home);
-  assert.is(s2.getRun(name)?.name, name);
+  assert.is(s2.runs.getRun(name)?.name, name);
   s2.close();
   const s3 = openStore(home);
   s3.close();
@@ -362,7 +362,7 @@ test('listRuns reads through an index', () => {
   }
 });
 
-test('a store from a newer dstack, or a file that is not a database, is a DS0300 naming the file', () => {
+test('a store from a newer dstack is a DS0300 naming the file; a file that is not a database a DS0322 naming it and the repair', () => {
   const home = tempHome();
   openStore(home).close();
   const db = new Database(join(home, 'store.db'));
@@ -390,8 +390,10 @@ test('a store from a newer dstack, or a file that is not a database, is a DS0300
     assert.unreachable('should have thrown');
   } catch (e) {
     assert.instance(e, DstackError);
-    assert.is((e as DstackError).code, 'DS0300');
+    assert.is((e as DstackError).code, 'DS0322');
     assert.match((e as DstackError).message, /damaged/);
+    assert.match((e as DstackError).message, join(bad, 'store.db'));
+    assert.match((e as DstackError).hint ?? '', /dstack store verify/);
     assert.match((e as DstackError).hint ?? '', /move .*store\.db aside/);
   }
 });

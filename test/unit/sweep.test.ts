@@ -6,13 +6,13 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Backend, BackendHandle, OwnedMachine } from '../../src/engine/backend.js';
-import type { JobRecord, RunRecord, RunStore } from '../../src/engine/store/types.js';
+import type { JobRecord, RunRecord, RunReader } from '../../src/engine/store/types.js';
 import { sweepLeftovers } from '../../src/engine/sweep.js';
 
 /** A pid no process has (pid_max is at most 2^22). */
 const DEAD = 2 ** 22 + 1;
 
-function storeOf(runs: Record<string, { status: string; pid: number }>, jobs: Record<string, { run: string; status: string }>): Pick<RunStore, 'getJob' | 'getRun'> {
+function storeOf(runs: Record<string, { status: string; pid: number }>, jobs: Record<string, { run: string; status: string }>): Pick<RunReader, 'getJob' | 'getRun'> {
   return {
     getRun: (name) => (runs[name] ? ({ name, ...runs[name] } as unknown as RunRecord) : undefined),
     getJob: (id) => (jobs[id] ? ({ id, ...jobs[id] } as unknown as JobRecord) : undefined),

@@ -13,7 +13,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { IncomingMessage } from 'node:http';
-import type { Duplex } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type Dockerode from 'dockerode';
 import { DstackError } from '../../engine/errors.js';
 import { dockerTimeouts, type DockerTimeouts } from './timeouts.js';
@@ -113,6 +113,8 @@ export interface RequestOptions {
   readonly body?: unknown;
   readonly headers?: Readonly<Record<string, string>>;
   readonly signal?: AbortSignal;
+  /** A body streamed as it is read (a tar for `PUT /containers/{id}/archive`); `body` is then ignored. */
+  readonly upload?: Readable;
   /**
    * How long the engine has (timeouts.ts): for `open`, until the answer's headers; for `call`, until
    * the whole answer. Default: `inspect` for a call, `streamOpen` for a stream.
@@ -194,7 +196,7 @@ export class DockerClient {
     const fullPath = q ? `${path}?${q}` : path;
     const body = options.body === undefined ? undefined : Buffer.from(JSON.stringify(options.body));
     const headers: Record<string, string | number> = { ...options.headers };
-    if (body) {
+    if (body && !options.upload) {
       headers['Content-Type'] = 'application/json';
       headers['Content-Length'] = body.length;
     }
@@ -229,7 +231,9 @@ export class DockerClient {
         clearTimeout(timer);
         reject(expired ?? engineError(e, endpoint));
       });
-      req.end(body);
+      if (!options.upload) return req.end(body);
+      options.upload.on('error', (e) => req.destroy(e));
+      options.upload.pipe(req);
     });
   }
 

@@ -21,6 +21,11 @@ export interface StartContainerOptions {
   readonly logs: LogSink;
   /** Called with the id as soon as the engine has made the container (record the handle there). */
   readonly onCreated: (id: string) => void;
+  /**
+   * Runs between create and start, on the container made: the deps' artifacts outside /workflow are
+   * written into its own layer there (archive.ts). A throw ends the job before it started.
+   */
+  readonly beforeStart?: (id: string) => Promise<void>;
   /** Host ports asked for, to explain a start that failed on them. */
   readonly ports?: readonly number[];
   /** Says where the image was looked for, in DS0201 ("locally", "on root@host:22"). */
@@ -62,6 +67,7 @@ export class JobContainer {
     this.id = id;
     o.onCreated(id);
     ctx.signal.throwIfAborted();
+    await o.beforeStart?.(id);
 
     // Both must be in place before start: a wait registered afterwards could miss a fast exit, and
     // attach would miss the first output. The engine answers each with headers once it holds them.

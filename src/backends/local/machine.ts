@@ -32,6 +32,7 @@ import { notifyUnsaved, saveWithDeps, stageDeps, type DepMount } from '../docker
 import type { DockerClient } from '../docker/docker.js';
 import { JobContainer, hasGpuSupport } from '../docker/job-container.js';
 import { pinnedImage, registryAuthOf, type ImageCache } from '../docker/pull.js';
+import { OutsideArtifacts, insideSpecs } from '../docker/outside-artifacts.js';
 
 export interface LocalMachineOptions {
   readonly client: DockerClient;
@@ -75,6 +76,8 @@ export class LocalMachine implements Machine {
   private linked: readonly ContentHash[] = [];
   /** The image id the container is created from, pinned by bootstrap. */
   private imageId: string | undefined;
+  /** Artifacts outside /workflow: the deps' restored before start, the job's read after it. */
+  private readonly outside = new OutsideArtifacts();
 
   constructor(options: LocalMachineOptions) {
     this.client = options.client;
@@ -118,7 +121,8 @@ export class LocalMachine implements Machine {
     await rm(this.workflowDir, { recursive: true, force: true });
     await mkdirNoFollow(this.home, relative(this.home, this.workflowDir), { what: `the folder of job ${ctx.job}` });
     await materializeSnapshot(input.store, input.snapshot, this.workflowDir);
-    const staged = await stageDeps({ deps: input.deps, store: input.store, depsDir: this.depsDir, workflowDir: this.workflowDir });
+    const deps = this.outside.stage(input.deps, input.store);
+    const staged = await stageDeps({ deps, store: input.store, depsDir: this.depsDir, workflowDir: this.workflowDir });
     this.depMounts = staged.mounts;
     this.linked = staged.linked;
     const folders = artifactFolders(ctx.spec.artifacts, { snapshot: input.snapshot, depPaths: staged.mounts.map((m) => m.path) });
@@ -156,6 +160,7 @@ export class LocalMachine implements Machine {
       logs,
       ports,
       onCreated: () => ctx.recordHandle(this.handle()),
+      beforeStart: this.outside.beforeStart(ctx, this.client, this.imageHome),
     });
     for (const p of ports) ctx.notify({ kind: 'port', containerPort: p, url: `http://127.0.0.1:${p}` });
     for (const a of spec.artifacts) {
@@ -169,10 +174,20 @@ export class LocalMachine implements Machine {
    * reported missing. A path the deps provided (read-only, so unchanged) is read from the deps'
    * folder, not from its empty mount point in /workflow.
    */
-  async collect(ctx: JobContext, artifacts: readonly ArtifactSpec[], store: ArtifactStore): Promise<Manifest> {
+  async collect(ctx: JobContext, all: readonly ArtifactSpec[], store: ArtifactStore): Promise<Manifest> {
+    const outside = await this.outside.collect({
+      ctx,
+      client: this.client,
+      container: this.container.id,
+      specs: all,
+      home: this.imageHome,
+      store,
+      tmpDir: join(this.jobDir, 'outside'),
+    });
+    const artifacts = insideSpecs(all);
     if (!existsSync(this.workflowDir)) {
       for (const a of artifacts) ctx.notify({ kind: 'info', message: `artifact '${a.path}' was not found in /workflow` });
-      return makeManifest([]);
+      return makeManifest(outside);
     }
     const { manifest, missing, skipped } = await saveWithDeps({
       artifacts,
@@ -180,7 +195,7 @@ export class LocalMachine implements Machine {
       save: (from, specs) => store.save(from === 'workflow' ? this.workflowDir : this.depsDir, specs),
     });
     notifyUnsaved(ctx, missing, skipped);
-    return manifest;
+    return outside.length ? makeManifest([...manifest.entries, ...outside]) : manifest;
   }
 
   async teardown(): Promise<void> {

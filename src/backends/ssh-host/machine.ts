@@ -15,7 +15,7 @@
  * nothing dstack writes on the host holds them.
  */
 import { createHash } from 'node:crypto';
-import { posix } from 'node:path';
+import { join, posix } from 'node:path';
 import type { ArtifactStore, Manifest } from '../../artifacts/types.js';
 import { makeManifest } from '../../artifacts/manifest.js';
 import type { BackendHandle, JobContext, LogSink, Machine, RunningJob, StageInput } from '../../engine/backend.js';
@@ -25,6 +25,7 @@ import { LABEL_HOME, LABEL_JOB, LABEL_RUN, cacheMounts, createOptions } from '..
 import { notifyUnsaved, saveWithDeps, type DepMount } from '../docker/deps.js';
 import { JobContainer, hasGpuSupport } from '../docker/job-container.js';
 import { pinnedImage, registryAuthOf } from '../docker/pull.js';
+import { OutsideArtifacts, insideSpecs } from '../docker/outside-artifacts.js';
 import { layoutOf, type HostLayout } from './host-layout.js';
 import { evictObjects, removeJobDirOnHost } from './object-cache.js';
 import type { SshConnection } from './session.js';
@@ -85,6 +86,8 @@ export class RemoteMachine implements Machine {
   /** The image id the container is created from, pinned by bootstrap. */
   private imageId: string | undefined;
   private tunnels: Tunnel[] = [];
+  /** Artifacts outside /workflow, through the host engine's archive API: nothing of them is staged on the host. */
+  private readonly outside = new OutsideArtifacts();
   private tornDown: Promise<void> | undefined;
   /** Bytes and objects sent to the host by stage() (0 when the host had them all). */
   sent = { bytes: 0, objects: 0 };
@@ -147,7 +150,7 @@ export class RemoteMachine implements Machine {
     const plan = stagePlan(layout, {
       jobDir,
       snapshot: input.snapshot,
-      deps: input.deps,
+      deps: this.outside.stage(input.deps, input.store),
       cacheDirs: cacheMounts(ctx.spec.cache, this.imageHome).map((m) => posix.join(this.cacheDir(layout, ctx), m.source)),
       artifacts: ctx.spec.artifacts,
     });
@@ -200,6 +203,7 @@ export class RemoteMachine implements Machine {
       logs,
       where: `on ${this.connection.label}`,
       onCreated: () => ctx.recordHandle(this.handle()),
+      beforeStart: this.outside.beforeStart(ctx, this.o.engine.client, this.imageHome),
     });
     if (this.tunnels.length > 0) {
       const info = await this.o.engine.client.inspectContainer(this.container.id!);
@@ -216,13 +220,17 @@ export class RemoteMachine implements Machine {
   }
 
   /** As the local backend's: what is there is saved, what is not is reported missing. */
-  async collect(ctx: JobContext, artifacts: readonly ArtifactSpec[], store: ArtifactStore): Promise<Manifest> {
+  async collect(ctx: JobContext, all: readonly ArtifactSpec[], store: ArtifactStore): Promise<Manifest> {
     const workflowDir = this.workflowDir;
     const depsDir = this.depsDir;
     const layout = this.layout;
+    const outside = this.connection.closed
+      ? []
+      : await this.outside.collect({ ctx, client: this.o.engine.client, container: this.container.id, specs: all, home: this.imageHome, store, tmpDir: join(this.o.home, 'tmp') });
+    const artifacts = insideSpecs(all);
     if (!workflowDir || !depsDir || !layout) {
       for (const a of artifacts) ctx.notify({ kind: 'info', message: `artifact '${a.path}' was not found in /workflow` });
-      return makeManifest([]);
+      return makeManifest(outside);
     }
     const { manifest, missing, skipped } = await saveWithDeps({
       artifacts,
@@ -230,7 +238,7 @@ export class RemoteMachine implements Machine {
       save: (from, specs) => receiveArtifacts(this.connection, layout, from === 'workflow' ? workflowDir : depsDir, specs, store, this.received),
     });
     notifyUnsaved(ctx, missing, skipped);
-    return manifest;
+    return outside.length ? makeManifest([...manifest.entries, ...outside]) : manifest;
   }
 
   teardown(): Promise<void> {

@@ -1,8 +1,9 @@
 import { stat } from 'node:fs/promises';
-import { basename, dirname, resolve } from 'node:path';
+import { basename, dirname, posix, resolve } from 'node:path';
 import { Command, Option } from 'clipanion';
 import { escapingLinks, makeManifest, symlinkTargetInside } from '../../artifacts/manifest.js';
 import type { ManifestEntry } from '../../artifacts/types.js';
+import { isOutsidePath, isValidOutsidePath, roots } from '../../artifacts/outside.js';
 import { DstackError } from '../../engine/errors.js';
 import { insideRelative } from '../../engine/paths.js';
 import { resolveArtifactSource } from '../artifact-ref.js';
@@ -34,7 +35,7 @@ export class CpCommand extends DstackCommand {
   dst = Option.String({ name: 'DST' });
 
   async run(): Promise<number> {
-    const rel = this.src.split(/[\\/]/).includes('..') ? undefined : insideRelative(this.src);
+    const rel = this.src.split(/[\\/]/).includes('..') ? undefined : srcPath(this.src);
     if (rel === undefined) {
       throw new DstackError('DS0009', `SRC '${this.src}' leaves the artifact tree`, {
         hint: `give a path as \`dstack ls ${this.source}\` shows it, e.g. out/model.pt`,
@@ -42,8 +43,13 @@ export class CpCommand extends DstackCommand {
     }
     const session = new Session();
     try {
-      const source = resolveArtifactSource(await session.store(), this.source);
-      const entries = source.manifest.entries;
+      const source = resolveArtifactSource(await session.store('read'), this.source);
+      // Artifacts outside /workflow (/opt/venv) are copied by their own path, not with `.`: under DST
+      // they would need a folder per absolute path, which `cp -r` never makes.
+      const all = source.manifest.entries;
+      const entries = rel === '' ? all.filter((e) => !isOutsidePath(e.path)) : all;
+      const left = rel === '' ? roots(all.filter((e) => isOutsidePath(e.path))) : [];
+      if (left.length) this.context.stderr.write(`note: not copied, outside /workflow: ${left.join(', ')} (copy each by its path: \`dstack cp ${this.source} ${left[0]} DST\`)\n`);
       const exact = rel === '' ? undefined : entries.find((e) => e.path === rel);
       const under = rel === '' ? entries : entries.filter((e) => e.path.startsWith(`${rel}/`));
       const dst = resolve(this.dst);
@@ -89,6 +95,13 @@ export class CpCommand extends DstackCommand {
       await session.close();
     }
   }
+}
+
+/** SRC as a manifest path: relative to /workflow, or an absolute one for artifacts saved outside it. */
+function srcPath(src: string): string | undefined {
+  if (!isOutsidePath(src)) return insideRelative(src);
+  const n = src.startsWith('~') ? src.replace(/\/+$/, '') : posix.normalize(src).replace(/(.)\/+$/, '$1');
+  return isValidOutsidePath(n) ? n : undefined;
 }
 
 const describe = (s: ReturnType<typeof resolveArtifactSource>): string => (s.kind === 'run' ? `run ${s.run.name}` : `tag ${s.tag.name}`);

@@ -1,6 +1,8 @@
 import { Command, Option } from 'clipanion';
 import type { ManifestEntry } from '../../artifacts/types.js';
 import { DstackError } from '../../engine/errors.js';
+import { posix } from 'node:path';
+import { isOutsidePath } from '../../artifacts/outside.js';
 import { insideRelative } from '../../engine/paths.js';
 import { resolveArtifactSource } from '../artifact-ref.js';
 import { DstackCommand } from '../base.js';
@@ -30,7 +32,7 @@ export class LsCommand extends DstackCommand {
   async run(): Promise<number> {
     const session = new Session();
     try {
-      const src = resolveArtifactSource(await session.store(), this.source);
+      const src = resolveArtifactSource(await session.store('read'), this.source);
       const prefix = normalisePrefix(this.prefix);
       const listed = src.manifest.entries.filter(
         (e): e is Exclude<ManifestEntry, { type: 'dir' }> => e.type !== 'dir' && e.path.startsWith(prefix),
@@ -74,8 +76,13 @@ export class LsCommand extends DstackCommand {
 /** `./out/` and `out/` are the same prefix; a trailing slash is kept, it means "inside the folder". */
 function normalisePrefix(prefix: string | undefined): string {
   if (prefix === undefined) return '';
+  // Artifacts outside /workflow are listed under their absolute path (/opt/venv/bin/python, ~/.cache/x).
+  if (isOutsidePath(prefix) && !prefix.split('/').includes('..')) {
+    const n = prefix.startsWith('~') ? prefix : posix.normalize(prefix);
+    return prefix.endsWith('/') || n === '/' ? n.replace(/\/?$/, '/') : n;
+  }
   const inside = insideRelative(prefix);
-  if (inside === undefined) throw new DstackError('DS0009', `prefix '${prefix}' leaves the artifact tree`, { hint: 'artifact paths are relative, e.g. `out/`' });
+  if (inside === undefined) throw new DstackError('DS0009', `prefix '${prefix}' leaves the artifact tree`, { hint: 'artifact paths are relative, e.g. `out/`, or absolute for those saved outside /workflow, e.g. `/opt/venv/`' });
   if (inside === '') return '';
   return prefix.endsWith('/') ? `${inside}/` : inside;
 }

@@ -1,10 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, Option } from 'clipanion';
-import type { JobRecord, RunRecord } from '../../engine/store/types.js';
+import type { JobRecord, RunRecord, Store } from '../../engine/store/types.js';
 import { isFinal } from '../../engine/types.js';
 import { DstackCommand } from '../base.js';
 import { readerGone } from '../output.js';
 import { formatAgo, formatDuration, table } from '../format.js';
+import { displayProject, projectScope } from '../project-scope.js';
 import { Session } from '../session.js';
 import { requireRun } from '../runs.js';
 
@@ -13,18 +14,23 @@ export class PsCommand extends DstackCommand {
   static override usage = Command.Usage({
     description: 'list runs',
     details: `
-      Lists unfinished runs and the most recent ones; \`-a\` lists all. With RUN, lists that run's jobs.
+      Lists the unfinished runs and the most recent ones of the current project (the folder holding \`.dstack/\`
+      that you are in); \`-a\` lists all of them. \`-A\` lists the runs of every project, with a PROJECT column (so does
+      \`ps\` outside any project). With RUN, lists that run's jobs.
       Runs whose dstack process died are first reconciled with what their containers really did. With cloud remotes
-      configured, the instances that cost money now are listed below the runs, after ending those no live run holds.
+      configured, the instances that cost money now (of every project) are listed below the runs, after ending those
+      no live run holds.
     `,
     examples: [
-      ['Recent and unfinished runs', 'dstack ps'],
-      ['Every run', 'dstack ps -a'],
+      ['Recent and unfinished runs of this project', 'dstack ps'],
+      ['Every run of this project', 'dstack ps -a'],
+      ['Every run of every project', 'dstack ps -a -A'],
       ['The jobs of one run, as JSON', 'dstack ps wet-mangust-1 --json'],
     ],
   });
 
-  all = Option.Boolean('-a,--all', false, { description: 'list every run' });
+  all = Option.Boolean('-a,--all', false, { description: 'list every run, not only the recent ones' });
+  allProjects = Option.Boolean('-A,--all-projects', false, { description: 'list the runs of every project' });
   json = Option.Boolean('--json', false, { description: 'machine-readable output' });
   watch = Option.Boolean('-w,--watch', false, { description: 'refresh every second until Ctrl-C' });
   runName = Option.String({ required: false, name: 'RUN' });
@@ -51,54 +57,56 @@ export class PsCommand extends DstackCommand {
   }
 
   private async render(session: Session): Promise<string> {
-    const store = await session.store();
-    let runs = this.runName ? [requireRun(store, this.runName)] : store.listRuns({ all: this.all });
-    let reconciled = false;
-    if (runs.some((r) => !isFinal(r.status))) {
-      const { reconcileRuns } = await import('../../engine/reconcile.js');
-      const backends = new Map<string, Awaited<ReturnType<Session['backend']>>>();
-      for (const id of new Set(runs.filter((r) => !isFinal(r.status)).map((r) => r.backend))) backends.set(id, await session.reachable(id));
-      const changed = await reconcileRuns(store, runs, (id) => backends.get(id));
-      if (changed.length) runs = runs.map((r) => (changed.includes(r.name) ? (store.getRun(r.name) ?? r) : r));
-      reconciled = changed.length > 0;
-    }
-    await this.sweepLocal(session, reconciled);
+    const store = await session.store('read');
+    const scope = this.runName ? {} : projectScope(this.allProjects);
+    let runs = this.runName ? [requireRun(store, this.runName)] : store.runs.listRuns({ all: this.all, ...scope });
+    const after = await reconciled(session, store, runs);
+    await this.sweepLocal(session, store, after !== runs);
+    runs = after;
     if (this.runName) {
       const run = runs[0]!;
-      const jobs = store.jobs(run.name);
+      const jobs = store.runs.jobs(run.name);
       if (this.json) return `${JSON.stringify({ ...runJson(run), jobs: jobs.map(jobJson) }, null, 2)}\n`;
       return `${table(
         ['JOB', 'WORKFLOW', 'STATUS', 'EXIT', 'DURATION', 'REASON'],
-        jobs.map((j) => [j.id, j.workflow, j.status, j.exitCode === undefined ? '' : String(j.exitCode), duration(j.startedAt, j.finishedAt), j.reason ?? '']),
+        jobs.map((j) => [j.id, j.workflow, j.status, j.exitCode === undefined ? '' : String(j.exitCode), duration(j.startedAt, j.finishedAt), reasonOf(j)]),
       )}\n`;
     }
     if (this.json) return `${JSON.stringify(runs.map(runJson), null, 2)}\n`;
-    const machines = this.watch ? '' : await this.machines(session);
-    if (runs.length === 0) return `No runs yet. Start one with \`dstack run WORKFLOW\`.\n${machines}`;
-    return `${table(
-      ['RUN', 'WORKFLOW', 'SUBMITTED', 'OWNER', 'STATUS', 'TAG', 'BACKEND', 'DURATION'],
-      runs.map((r) => [r.name, r.workflow, formatAgo(r.submittedAt), r.owner, r.status, r.tag ?? '', r.backend, duration(r.submittedAt, r.finishedAt)]),
-    )}\n${machines}`;
+    const machines = this.watch ? '' : await this.machines(session, store);
+    if (runs.length === 0) {
+      const none = scope.project === undefined
+        ? 'No runs yet. Start one with `dstack run WORKFLOW`.\n'
+        : 'No runs in this project yet. Start one with `dstack run WORKFLOW`; `dstack ps -A` lists every project\'s.\n';
+      return `${none}${machines}`;
+    }
+    const header = ['RUN', 'WORKFLOW', 'SUBMITTED', 'OWNER', 'STATUS', 'TAG', 'BACKEND', 'DURATION'];
+    const row = (r: RunRecord): string[] => [r.name, r.workflow, formatAgo(r.submittedAt), r.owner, r.status, r.tag ?? '', r.backend, duration(r.submittedAt, r.finishedAt)];
+    if (scope.project !== undefined) return `${table(header, runs.map(row))}\n${machines}`;
+    return `${table([...header, 'PROJECT'], runs.map((r) => [...row(r), displayProject(r.repo.root)]))}\n${machines}`;
   }
 
   /**
    * This home's local leftovers (containers, job folders) no live run holds: only when there are job
    * folders, or a run was just found dead (its container may be one no record names), so a `ps`
-   * with nothing to sweep never waits for the engine.
+   * with nothing to sweep never waits for the engine. Not in a read-only home: nothing there can be removed.
    */
-  private async sweepLocal(session: Session, reconciled: boolean): Promise<void> {
+  private async sweepLocal(session: Session, store: Store, reconciled: boolean): Promise<void> {
     const { hasJobFolders, sweepLeftoversOf } = await import('../machines.js');
-    if (this.watch || !(reconciled || hasJobFolders(session.home))) return;
+    if (this.watch || store.readOnly || !(reconciled || hasJobFolders(session.home))) return;
     const local = await session.reachable('local');
-    if (local) await sweepLeftoversOf(await session.store(), local, this.context.stderr);
+    if (local) await sweepLeftoversOf(store.runs, local, this.context.stderr);
   }
 
-  /** The cloud instances that still cost money, after ending those no live run holds (said on stderr). */
-  private async machines(session: Session): Promise<string> {
+  /**
+   * The cloud instances that still cost money, after ending those no live run holds (said on
+   * stderr). Sweeping only reads the store, so a read-only home sweeps too.
+   */
+  private async machines(session: Session, store: Store): Promise<string> {
     const { machineBackends, machineTable, sweepBackends, sweptLines } = await import('../machines.js');
     const backends = await machineBackends(session);
     if (backends.length === 0) return '';
-    const sweeps = await sweepBackends(await session.store(), backends);
+    const sweeps = await sweepBackends(store.runs, backends);
     for (const line of sweptLines(sweeps)) this.context.stderr.write(`${line}\n`);
     for (const s of sweeps) if (s.error) this.context.stderr.write(`Could not list the instances of ${s.backend}: ${s.error}\n`);
     const rows = sweeps.flatMap((s) => (s.result?.kept ?? []).map((machine) => ({ backend: s.backend, machine })));
@@ -106,7 +114,22 @@ export class PsCommand extends DstackCommand {
   }
 }
 
+/**
+ * Runs whose supervising process died, reconciled with what their backend holds. Not on a
+ * read-only home: nothing can be recorded there, so the runs are shown as recorded.
+ */
+async function reconciled(session: Session, store: Store, runs: readonly RunRecord[]): Promise<readonly RunRecord[]> {
+  if (store.readOnly || runs.every((r) => isFinal(r.status))) return runs;
+  const { reconcileRuns } = await import('../../engine/reconcile.js');
+  const backends = new Map<string, Awaited<ReturnType<Session['backend']>>>();
+  for (const id of new Set(runs.filter((r) => !isFinal(r.status)).map((r) => r.backend))) backends.set(id, await session.reachable(id));
+  const changed = await reconcileRuns(store.runs, runs, (id) => backends.get(id));
+  return changed.length ? runs.map((r) => (changed.includes(r.name) ? (store.runs.getRun(r.name) ?? r) : r)) : runs;
+}
+
 const duration = (from: number | undefined, to: number | undefined): string => (from === undefined ? '' : formatDuration((to ?? Date.now()) - from));
+
+const reasonOf = (j: JobRecord): string => (j.cachedFrom ? `cached from ${j.cachedFrom}` : (j.reason ?? ''));
 
 function runJson(r: RunRecord): Record<string, unknown> {
   return {
@@ -118,6 +141,7 @@ function runJson(r: RunRecord): Record<string, unknown> {
     status: r.status,
     tag: r.tag ?? null,
     backend: r.backend,
+    project: r.repo.root,
     args: r.args,
     repo: r.repo,
   };
@@ -130,6 +154,8 @@ function jobJson(j: JobRecord): Record<string, unknown> {
     status: j.status,
     exitCode: j.exitCode ?? null,
     reason: j.reason ?? null,
+    errorCode: j.errorCode ?? null,
+    cachedFrom: j.cachedFrom ?? null,
     submittedAt: new Date(j.submittedAt).toISOString(),
     startedAt: j.startedAt === undefined ? null : new Date(j.startedAt).toISOString(),
     finishedAt: j.finishedAt === undefined ? null : new Date(j.finishedAt).toISOString(),

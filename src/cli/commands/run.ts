@@ -87,6 +87,8 @@ export class RunCommand extends DstackCommand {
     const project = await loadProjectCached(root, { dir: join(session.home, 'project-cache') });
     if (!flags.workflow) throw whichWorkflow(project);
     if (flags.explain && !flags.dryRun) throw usageError('--explain goes with --dry-run', `dstack run ${flags.workflow} --dry-run --explain`);
+    // A bad DSTACK_LOG_LIMIT is refused before a run is recorded (the supervisor reads it again).
+    (await import('../log-limit.js')).logLimitFrom();
     try {
       const backendId = await backendIdOf(session.home, choosePlacement(project.workflows.get(flags.workflow)?.placement, flags.remote), flags.workflow);
       const store = await session.store();
@@ -109,7 +111,7 @@ export class RunCommand extends DstackCommand {
         const [backend, artifacts, snapshot, { assertSupported }] = await Promise.all([session.backend(backendId), session.artifacts(), snapshotting, import('../../engine/preflight.js')]);
         assertSupported(backend!, prepared.jobs);
         // Hashed to decide, not stored: only the stat cache learns from a dry run.
-        const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store });
+        const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store.fileHashes });
         const decisions = await explainRun({
           store,
           backend: backend!,
@@ -134,7 +136,7 @@ export class RunCommand extends DstackCommand {
         import('../../engine/preflight.js'),
         session.artifacts(),
       ]);
-      const name = store.reserveName();
+      const name = store.runs.reserveName();
       const prepared = prepareRecordable(store, request, name);
       // What the backend cannot run, then its credentials, before anything is recorded or costs
       // money; the snapshot's git calls meanwhile.
@@ -144,18 +146,18 @@ export class RunCommand extends DstackCommand {
       if (backend.owned) {
         // What earlier runs left running in this cloud ends before anything new costs money.
         const { sweepBackends, sweptLines } = await import('../machines.js');
-        for (const line of sweptLines(await sweepBackends(store, [backend]))) this.context.stderr.write(`${line}\n`);
+        for (const line of sweptLines(await sweepBackends(store.runs, [backend]))) this.context.stderr.write(`${line}\n`);
       }
       // What earlier runs of this home left (containers, job folders) goes while the snapshot is taken.
       const sweeping = backend.leftovers
-        ? import('../machines.js').then(({ sweepLeftoversOf }) => sweepLeftoversOf(store, backend, this.context.stderr))
+        ? import('../machines.js').then(({ sweepLeftoversOf }) => sweepLeftoversOf(store.runs, backend, this.context.stderr))
         : undefined;
       const [snapshot] = await Promise.all([snapshotting, sweeping]);
       // The code is stored by content now, so the run sees it as it is at this moment whatever is
       // edited later, and a detached run needs no copy of it.
-      const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store, store: artifacts });
+      const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store.fileHashes, store: artifacts });
       const snapshotHash = await putJson(artifacts, tree.manifest);
-      const { run, jobs } = recordRun(store, name, prepared, {
+      const { run, jobs } = recordRun(store.runs, name, prepared, {
         ...request,
         owner: owner(),
         backend: backend.id,
@@ -163,7 +165,7 @@ export class RunCommand extends DstackCommand {
         pid: process.pid,
         hostname: hostname(),
       });
-      store.setRunSnapshot(run.name, snapshotHash);
+      store.runs.setRunSnapshot(run.name, snapshotHash);
       renderNotices(this.context.stderr, prepared.plan.notices);
       const render: (e: RunEvent) => void = createRenderer({
         stdout: this.context.stdout,

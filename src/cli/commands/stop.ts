@@ -42,7 +42,7 @@ export class StopCommand extends DstackCommand {
         }
         runs = [run];
       } else {
-        runs = store.listRuns({ all: true }).filter((r) => !isFinal(r.status));
+        runs = store.runs.listRuns({ all: true }).filter((r) => !isFinal(r.status));
         if (runs.length === 0) {
           this.context.stderr.write('No unfinished runs\n');
           return 0;

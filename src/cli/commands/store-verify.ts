@@ -39,7 +39,7 @@ export class StoreVerifyCommand extends DstackCommand {
       ]);
       const db = checkDatabase(session.home, { quick: this.quick });
       // A damaged database cannot say what it refers to: the objects are still checked.
-      const referenced = db.absent || db.problems.length ? new Set<ContentHash>() : await liveObjects(session.home, (await session.store()).referencedObjects());
+      const referenced = db.absent || db.problems.length ? new Set<ContentHash>() : await liveObjects(session.home, (await session.store()).prune.referencedObjects());
       const objects = await verifyObjects((await session.artifacts()).objects, { referenced, quick: this.quick });
       const at = (p: string | undefined): string | null => (p === undefined ? null : relative(session.home, p));
 

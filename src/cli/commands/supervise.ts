@@ -19,9 +19,9 @@ export class SuperviseCommand extends DstackCommand {
     const session = new Session();
     try {
       const store = await session.store();
-      const run = store.getRun(this.runName);
+      const run = store.runs.getRun(this.runName);
       if (!run) throw new Error(`supervisor: no run ${this.runName}`);
-      store.setRunOwnerProcess(run.name, process.pid, hostname());
+      store.runs.setRunOwnerProcess(run.name, process.pid, hostname());
       if (!run.snapshot) throw new Error(`supervisor: run ${run.name} has no code snapshot`);
       const [{ getJson }, artifacts] = await Promise.all([import('../../artifacts/objects.js'), session.artifacts()]);
       const manifest = await getJson<Manifest>(artifacts, run.snapshot);
@@ -30,7 +30,7 @@ export class SuperviseCommand extends DstackCommand {
       const outcome = await superviseRun({
         session,
         run,
-        jobs: store.jobs(run.name),
+        jobs: store.runs.jobs(run.name),
         snapshot: { manifest, hash: run.snapshot },
         cache: { rerun: this.rerun, reuse: this.reuse },
         render,

@@ -6,7 +6,7 @@ import { Command, Option } from 'clipanion';
 import type { Manifest } from '../../artifacts/types.js';
 import { DstackError } from '../../engine/errors.js';
 import { insideRelative } from '../../engine/paths.js';
-import type { RunStore, TagRecord } from '../../engine/store/types.js';
+import type { Store, TagRecord } from '../../engine/store/types.js';
 import { isFinal, type ArtifactSpec, type RunName } from '../../engine/types.js';
 import { mergeJobManifests, unknownTag } from '../artifact-ref.js';
 import { DstackCommand, usageError } from '../base.js';
@@ -58,10 +58,10 @@ export class TagsAddCommand extends DstackCommand {
     const session = new Session();
     try {
       const store = await session.store();
-      if (store.getTag(this.name)) throw duplicate(this.name);
+      if (store.tags.getTag(this.name)) throw duplicate(this.name);
       const tag = this.runName ? fromRun(store, this.name, this.runName) : await this.fromPaths(session, paths);
-      store.putTag(tag);
-      if (tag.run) store.setRunTag(tag.run, tag.name);
+      store.tags.putTag(tag);
+      if (tag.run) store.tags.setRunTag(tag.run, tag.name);
       const what = tag.run ? `of run ${tag.run}` : `from ${paths.join(', ')}`;
       this.context.stderr.write(`Tagged ${plural(fileCount(tag.manifest), 'file')} (${formatBytes(tag.manifest.size)}) ${what} as ${tag.name}\n`);
       return 0;
@@ -89,7 +89,7 @@ export class TagsAddCommand extends DstackCommand {
   }
 }
 
-function fromRun(store: RunStore, name: string, runName: string): TagRecord {
+function fromRun(store: Pick<Store, 'runs'>, name: string, runName: string): TagRecord {
   const run = requireRun(store, runName);
   if (!isFinal(run.status)) {
     throw new DstackError('DS0104', `run ${run.name} is still ${run.status}`, { hint: `wait for it to finish (\`dstack logs ${run.name} -f\`), then tag it` });
@@ -99,7 +99,7 @@ function fromRun(store: RunStore, name: string, runName: string): TagRecord {
       hint: 'run the workflow again, or tag local files with `dstack tags add NAME -a PATH`',
     });
   }
-  return { name, run: run.name, manifest: mergeJobManifests(store.jobs(run.name)).manifest, createdAt: Date.now() };
+  return { name, run: run.name, manifest: mergeJobManifests(store.runs.jobs(run.name)).manifest, createdAt: Date.now() };
 }
 
 const duplicate = (name: string): DstackError =>
@@ -122,7 +122,7 @@ export class TagsListCommand extends DstackCommand {
   async run(): Promise<number> {
     const session = new Session();
     try {
-      const tags = (await session.store()).listTags();
+      const tags = (await session.store('read')).tags.listTags();
       if (this.json) {
         const out = tags.map((t) => ({
           name: t.name,
@@ -166,10 +166,10 @@ export class TagsDeleteCommand extends DstackCommand {
     const session = new Session();
     try {
       const store = await session.store();
-      const tag = store.getTag(this.name);
+      const tag = store.tags.getTag(this.name);
       if (!tag) throw unknownTag(this.name);
       await confirm(`Delete tag ${tag.name}?`, this.yes, `dstack tags delete ${tag.name} -y`);
-      if (!store.deleteTag(tag.name)) throw unknownTag(this.name);
+      if (!store.tags.deleteTag(tag.name)) throw unknownTag(this.name);
       if (tag.run) clearRunTag(store, tag.run, tag.name);
       this.context.stderr.write(`Deleted tag ${tag.name}\n`);
       return 0;
@@ -180,10 +180,10 @@ export class TagsDeleteCommand extends DstackCommand {
 }
 
 /** The run shows one tag in `ps`: when it was this one, show another tag taken from the run, if any. */
-function clearRunTag(store: RunStore, runName: RunName, deleted: string): void {
-  const run = store.getRun(runName);
+function clearRunTag(store: Pick<Store, 'runs' | 'tags'>, runName: RunName, deleted: string): void {
+  const run = store.runs.getRun(runName);
   if (!run || run.tag !== deleted) return;
-  store.setRunTag(run.name, store.listTags().find((t) => t.run === run.name)?.name);
+  store.tags.setRunTag(run.name, store.tags.listTags().find((t) => t.run === run.name)?.name);
 }
 
 export const tagsCommands = [TagsAddCommand, TagsListCommand, TagsDeleteCommand];

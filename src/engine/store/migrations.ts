@@ -115,6 +115,20 @@ export const MIGRATIONS: readonly Migration[] = [
         );
       `),
   },
+  {
+    description: "a reuse's origin and an ending error's code as columns of their own; runs by project",
+    up: (db) =>
+      db.exec(`
+        -- The job whose artifacts a reuse took: it was encoded in reason as 'cached: <job>' before.
+        ALTER TABLE jobs ADD COLUMN cached_from TEXT;
+        UPDATE jobs SET cached_from = substr(reason, 9), reason = NULL WHERE reason LIKE 'cached: %';
+        -- The code of the error that ended the job (DS0320…): it decides the exit status of \`logs -f\`.
+        ALTER TABLE jobs ADD COLUMN error_code TEXT;
+        UPDATE jobs SET error_code = substr(reason, 1, 6) WHERE reason GLOB 'DS[0-9][0-9][0-9][0-9]: *';
+        -- dstack ps in a project: its newest runs.
+        CREATE INDEX runs_by_project ON runs (repo_root, submitted_at);
+      `),
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -240,11 +240,10 @@ function readArtifacts(r: Reader): ArtifactSpec[] {
       return;
     }
     const mount = isMap(item) && get(r.ctx, item, 'mount')?.toJSON() === true;
-    if (p.absolute) {
-      r.warn(pathNode, 'DS0025', `artifact \`${shown(p.path)}\`${r.where} is outside /workflow: it is planned, but a run cannot save it yet`,
-        'until dstack saves such paths, keep it under the project (e.g. ./env), or under `cache:` to keep it between runs of this workflow');
-      artifacts.push({ path: p.path, mount, absolute: true });
-    } else artifacts.push({ path: p.path, mount });
+    // Outside /workflow (an environment under /opt): saved from the container's file system after the
+    // job and restored in dependents (src/backends/docker/archive.ts); never live, so never mounted.
+    if (p.absolute) artifacts.push({ path: p.path, mount: false, absolute: true });
+    else artifacts.push({ path: p.path, mount });
   });
   return artifacts;
 }

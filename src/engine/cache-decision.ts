@@ -1,0 +1,62 @@
+/**
+ * Whether a job runs or reuses an earlier job's artifacts, decided in one place. The executor
+ * applies the decision (records the fingerprint, and a reuse); `--dry-run --explain` shows it, and
+ * for a job that runs says which input changed. Both call `decideCache` with the same inputs, so
+ * the plan cannot promise a reuse that the run then does not make, nor the other way round.
+ */
+import type { Manifest } from './objects.js';
+import { fingerprintOf, fingerprintParts } from './fingerprint.js';
+import type { CacheHit, CacheIndex } from './store/types.js';
+import type { ContentHash, Fingerprint, FingerprintParts, JobId, JobSpec } from './types.js';
+
+/** A dep's result as the decision sees it; `fingerprint` is unknown while the dep has still to run. */
+export interface DepResult {
+  readonly workflow: string;
+  readonly fingerprint?: Fingerprint;
+  readonly manifest?: Manifest;
+}
+
+export interface DecisionInput {
+  readonly spec: JobSpec;
+  /** The image's digest; asked only when the deps' results are known (it may pull the image). */
+  readonly imageDigest: () => Promise<string>;
+  /** Tree hash of the job's inputs, and the object holding the listing it came from (absent in a dry run). */
+  readonly inputs: { readonly hash: ContentHash; readonly listing?: ContentHash };
+  /** Workflow deps, in the order the spec lists them. */
+  readonly deps: readonly DepResult[];
+  readonly tags: readonly { readonly name: string; readonly manifest: Manifest }[];
+  /** The workflow named on the command line: it runs unless `reuse`. */
+  readonly named: boolean;
+  readonly rerun?: boolean;
+  readonly reuse?: boolean;
+  /** The job being decided: never its own hit. */
+  readonly self?: JobId;
+}
+
+/** Why a job runs: `deps-unknown` — a dep has yet to run (or is a record from before fingerprints). */
+export type RunWhy = 'deps-unknown' | 'rerun' | 'named' | 'no-hit';
+
+export type CacheDecision =
+  | { readonly action: 'run'; readonly why: 'deps-unknown'; readonly fingerprint?: undefined; readonly parts?: undefined }
+  | { readonly action: 'run'; readonly why: Exclude<RunWhy, 'deps-unknown'>; readonly fingerprint: Fingerprint; readonly parts: FingerprintParts }
+  | { readonly action: 'reuse'; readonly fingerprint: Fingerprint; readonly parts: FingerprintParts; readonly hit: CacheHit };
+
+/**
+ * Fingerprints the job once its deps' results are known, then applies the policy: `--rerun` reuses
+ * nothing, the named workflow runs unless `--reuse`, anything else reuses the newest `done` job with
+ * the same fingerprint when there is one.
+ */
+export async function decideCache(cache: Pick<CacheIndex, 'findCacheHit'>, input: DecisionInput): Promise<CacheDecision> {
+  const deps: { workflow: string; fingerprint: Fingerprint; manifest: Manifest }[] = [];
+  for (const d of input.deps) {
+    if (d.fingerprint === undefined || d.manifest === undefined) return { action: 'run', why: 'deps-unknown' };
+    deps.push({ workflow: d.workflow, fingerprint: d.fingerprint, manifest: d.manifest });
+  }
+  const parts = fingerprintParts({ spec: input.spec, imageDigest: await input.imageDigest(), inputs: input.inputs, deps, tags: input.tags });
+  const fingerprint = fingerprintOf(parts);
+  if (input.rerun) return { action: 'run', why: 'rerun', fingerprint, parts };
+  if (input.named && !input.reuse) return { action: 'run', why: 'named', fingerprint, parts };
+  const hit = cache.findCacheHit(fingerprint, input.self === undefined ? {} : { exclude: input.self });
+  if (!hit) return { action: 'run', why: 'no-hit', fingerprint, parts };
+  return { action: 'reuse', fingerprint, parts, hit };
+}

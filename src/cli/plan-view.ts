@@ -14,7 +14,7 @@ export function printPlan(
   if (options.json) {
     const jobs = prepared.jobs.map((j, i) => ({
       workflow: j.workflow,
-      action: decisions[i]?.decision === 'cached' ? 'cached' : 'run',
+      action: decisions[i]?.decision === 'cached' ? 'cached' : decisions[i]?.decision === 'waits' ? 'wait' : 'run',
       ...(decisions[i]?.from ? { from: decisions[i]!.from, fromRun: decisions[i]!.fromRun } : {}),
       ...(options.explain ? { causes: decisions[i]?.causes ?? [] } : {}),
       deps: j.deps.map((d) => prepared.jobs[d]!.workflow),
@@ -36,9 +36,10 @@ export function printPlan(
     const deps = j.deps.map((d) => prepared.jobs[d]!.workflow);
     const decision = decisions[i];
     const cached = decision?.decision === 'cached';
-    lines.push(`${i + 1}. ${j.workflow}  ${cached ? `cached (run ${decision.fromRun})` : 'runs'}`);
+    const waits = decision?.decision === 'waits';
+    lines.push(`${i + 1}. ${j.workflow}  ${cached ? `cached (run ${decision.fromRun})` : waits ? `waits (run ${decision.fromRun} is making it now)` : 'runs'}`);
     if (options.explain) decision?.causes.forEach((c, n) => lines.push(`${n === 0 ? '   why:      ' : '             '}${c.text}`));
-    if (cached) return;
+    if (cached || waits) return;
     lines.push(`   image:    ${j.spec.image}`);
     const script = j.spec.command?.at(-1);
     if (script !== undefined) {

@@ -66,13 +66,14 @@ export class PsCommand extends DstackCommand {
     if (this.runName) {
       const run = runs[0]!;
       const jobs = store.runs.jobs(run.name);
-      if (this.json) return `${JSON.stringify({ ...runJson(run), jobs: jobs.map(jobJson) }, null, 2)}\n`;
-      return `${table(
-        ['JOB', 'WORKFLOW', 'STATUS', 'EXIT', 'DURATION', 'REASON'],
-        jobs.map((j) => [j.id, j.workflow, j.status, j.exitCode === undefined ? '' : String(j.exitCode), duration(j.startedAt, j.finishedAt), reasonOf(j)]),
-      )}\n`;
+      if (this.json) return `${JSON.stringify({ ...runJson(run, jobs), jobs: jobs.map(jobJson) }, null, 2)}\n`;
+      const header = ['JOB', 'WORKFLOW', 'STATUS', 'EXIT', 'DURATION', 'REASON'];
+      const row = (j: JobRecord): string[] => [j.id, j.workflow, j.status, j.exitCode === undefined ? '' : String(j.exitCode), duration(j.startedAt, j.finishedAt), reasonOf(j)];
+      // Where a running job's app is reached: a detached run never printed it anywhere else.
+      if (!jobs.some((j) => j.ports?.length)) return `${table(header, jobs.map(row))}\n`;
+      return `${table([...header, 'URL'], jobs.map((j) => [...row(j), liveUrls(j).join(' ')]))}\n`;
     }
-    if (this.json) return `${JSON.stringify(runs.map(runJson), null, 2)}\n`;
+    if (this.json) return `${JSON.stringify(runs.map((r) => runJson(r, isFinal(r.status) ? [] : store.runs.jobs(r.name))), null, 2)}\n`;
     const machines = this.watch ? '' : await this.machines(session, store);
     if (runs.length === 0) {
       const none = scope.project === undefined
@@ -131,7 +132,11 @@ const duration = (from: number | undefined, to: number | undefined): string => (
 
 const reasonOf = (j: JobRecord): string => (j.cachedFrom ? `cached from ${j.cachedFrom}` : (j.reason ?? ''));
 
-function runJson(r: RunRecord): Record<string, unknown> {
+/** The URLs of a job's published ports while it runs (after that, nothing answers there). */
+const liveUrls = (j: JobRecord): string[] => (j.status === 'running' ? (j.ports ?? []).map((p) => p.url) : []);
+
+/** `jobs`: the run's, to list where its running jobs are reached; none for a finished run. */
+function runJson(r: RunRecord, jobs: readonly JobRecord[]): Record<string, unknown> {
   return {
     run: r.name,
     workflow: r.workflow,
@@ -144,6 +149,7 @@ function runJson(r: RunRecord): Record<string, unknown> {
     project: r.repo.root,
     args: r.args,
     repo: r.repo,
+    urls: jobs.flatMap(liveUrls),
   };
 }
 
@@ -160,6 +166,7 @@ function jobJson(j: JobRecord): Record<string, unknown> {
     startedAt: j.startedAt === undefined ? null : new Date(j.startedAt).toISOString(),
     finishedAt: j.finishedAt === undefined ? null : new Date(j.finishedAt).toISOString(),
     artifacts: j.manifest?.entries.filter((e) => e.type === 'file').map((e) => e.path) ?? [],
+    ports: j.ports ?? [],
     history: j.history.map((h) => ({ status: h.status, at: new Date(h.at).toISOString() })),
   };
 }

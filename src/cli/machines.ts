@@ -4,7 +4,7 @@
  * remote and lists what it ended, `ps` sweeps and shows what still runs. Sweeping is the engine's
  * (engine/sweep.ts); this is which remotes, and the words.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Backend, OwnedMachine } from '../engine/backend.js';
 import type { RunReader } from '../engine/store/types.js';
@@ -50,6 +50,28 @@ export async function sweepBackends(store: RunReader, backends: readonly Backend
     }),
   );
 }
+
+/**
+ * This home's leftovers on `backend` (a local engine's containers by label, job folders) that no
+ * live run holds, removed, one line each on `stderr`. Never throws: an engine that cannot be asked
+ * now is asked by the next command.
+ */
+export async function sweepLeftoversOf(store: Pick<RunReader, 'getJob' | 'getRun'>, backend: Backend, stderr: NodeJS.WritableStream): Promise<void> {
+  if (!backend.leftovers) return;
+  const { sweepLeftovers } = await import('../engine/sweep.js');
+  const result = await sweepLeftovers(store, backend).catch(() => undefined);
+  for (const m of result?.swept ?? []) stderr.write(`Removed ${m.id} (${backend.id}), left behind: ${m.why}\n`);
+  for (const m of result?.failed ?? []) stderr.write(`Could not remove ${m.id} (${backend.id}), left behind: ${m.why}: ${m.error}\n`);
+}
+
+/** Whether this home has job folders: the sign that a local sweep may find something. */
+export const hasJobFolders = (home: string): boolean => {
+  try {
+    return readdirSync(join(home, 'jobs')).length > 0;
+  } catch {
+    return false;
+  }
+};
 
 /** One line per machine ended (or that could not be), for stderr. */
 export function sweptLines(sweeps: readonly RemoteSweep[]): string[] {

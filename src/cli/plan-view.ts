@@ -15,7 +15,7 @@ export function printPlan(
   if (options.json) {
     const jobs = prepared.jobs.map((j, i) => ({
       workflow: j.workflow,
-      action: decisions[i]?.decision === 'cached' ? 'cached' : 'run',
+      action: decisions[i]?.decision === 'cached' ? 'cached' : decisions[i]?.decision === 'waits' ? 'wait' : 'run',
       ...(decisions[i]?.from ? { from: decisions[i]!.from, fromRun: decisions[i]!.fromRun } : {}),
       ...(decisions[i]?.via ? { via: decisions[i]!.via } : {}),
       ...(options.explain ? { causes: decisions[i]?.causes ?? [] } : {}),
@@ -38,10 +38,11 @@ export function printPlan(
     const deps = j.deps.map((d) => prepared.jobs[d]!.workflow);
     const decision = decisions[i];
     const cached = decision?.decision === 'cached';
+    const waits = decision?.decision === 'waits';
     const how = decision?.via ? describeRemoteOrigin(decision.via) : `cached (run ${decision?.fromRun})`;
-    lines.push(`${i + 1}. ${j.workflow}  ${cached ? how : 'runs'}`);
+    lines.push(`${i + 1}. ${j.workflow}  ${cached ? how : waits ? `waits (run ${decision.fromRun} is making it now)` : 'runs'}`);
     if (options.explain) decision?.causes.forEach((c, n) => lines.push(`${n === 0 ? '   why:      ' : '             '}${c.text}`));
-    if (cached) return;
+    if (cached || waits) return;
     lines.push(`   image:    ${j.spec.image}`);
     const script = j.spec.command?.at(-1);
     if (script !== undefined) {

@@ -76,6 +76,9 @@ export function createRenderer(options: RenderOptions): (event: RunEvent) => voi
         say(`Run ${event.run}: ${event.jobs.map((j) => j.workflow).join(' → ')}`);
         break;
       }
+      case 'job-waiting':
+        say(`  ${event.workflow}: waiting for run ${event.producerRun}, which is making the same artifacts now (${event.producer})`);
+        break;
       case 'job-reused':
         reused.add(event.job);
         say(`  ${event.workflow}: ${event.origin ? describeRemoteOrigin(event.origin) : `cached (same inputs as ${event.from})`}`);

@@ -27,6 +27,7 @@
 import type { ArtifactStore, Manifest } from './objects.js';
 import type { ArtifactSpec, JobSpec, JobStatus, RunName, JobId } from './types.js';
 import type { SecretSource } from './secrets.js';
+import type { DstackError } from './errors.js';
 import type * as t from 'typanion';
 
 /** What a backend can't do for a job, with a reason a person can act on. */
@@ -95,11 +96,17 @@ export interface LogSink {
 export type MachineLoss = 'preempted' | 'lost';
 
 export interface ExitInfo {
-  readonly exitCode: number;
+  /** Undefined when nobody can tell (the machine or its engine was lost before the exit was seen). */
+  readonly exitCode?: number;
   /** Set when the job did not end by itself: the backend's view of why (OOM-killed, host lost, preempted). */
   readonly reason?: string;
   /** Set when the backend lost the job's machine, with the cause. */
   readonly lost?: MachineLoss;
+  /**
+   * The loss as a coded error (the Docker engine frozen or gone: DS0060, DS0061), which the run
+   * reports and exits with, as with an error before the job started.
+   */
+  readonly error?: DstackError;
 }
 
 export interface RunningJob {
@@ -175,6 +182,13 @@ export interface Backend {
    */
   owned?(): Promise<readonly OwnedMachine[]>;
   /**
+   * Optional — what this dstack home left on the backend that costs nothing but room (a local
+   * engine's containers by their `dstack.home` label, job folders on disk), also what no record
+   * names (a dstack killed between the engine's answer and the record). `sweepLeftovers`
+   * (sweep.ts) removes those no live run holds.
+   */
+  leftovers?(): Promise<readonly OwnedMachine[]>;
+  /**
    * Optional — backends that choose a machine per job: the machines it would try for this job, in
    * the order it would try them (cheapest first), for `--dry-run`. Rejects (coded) when none fits.
    */
@@ -208,6 +222,11 @@ export interface OwnedMachine {
   readonly state: string;
   /** The job it was launched for, from the cloud's tags. */
   readonly job?: string;
+  /**
+   * The run it belongs to, when the backend can tell that but not the job exactly (a job folder's
+   * name): a live run keeps it.
+   */
+  readonly run?: string;
   /** A few words for listings (`t3a.large, us-east-1a, up 12 min`). */
   readonly detail?: string;
 }

@@ -70,7 +70,8 @@ export async function decideCache(cache: Pick<CacheIndex, 'findCacheHit'>, input
   if (input.named && !input.reuse) return { action: 'run', why: 'named', fingerprint, parts };
   const hit = cache.findCacheHit(fingerprint, input.self === undefined ? {} : { exclude: input.self });
   if (hit) return { action: 'reuse', fingerprint, parts, hit };
-  const far = await remote?.find(fingerprint, input.spec.workflow, input.signal);
+  // Without a team, no await: the decision takes no longer than the local look-up alone.
+  const far = remote ? await remote.find(fingerprint, input.spec.workflow, input.signal) : undefined;
   if (!far) return { action: 'run', why: 'no-hit', fingerprint, parts };
   return { action: 'reuse', fingerprint, parts, hit: remoteCacheHit(far), remote: far };
 }

@@ -130,6 +130,9 @@ export const Codes = {
   DS0042: { title: 'artifact outside /workflow could not be restored', exit: ExitCode.backendUnavailable },
   DS0043: { title: 'default image not available', exit: ExitCode.backendUnavailable },
   DS0044: { title: 'no default image for this Python version', exit: ExitCode.usage },
+  // the engine vanishing or freezing, leftovers (issue 7 §4): DS0060–DS0069, DS0140–DS0149; all 3
+  DS0060: { title: 'Docker engine did not answer in time', exit: ExitCode.backendUnavailable },
+  DS0061: { title: 'lost contact with the Docker engine', exit: ExitCode.backendUnavailable },
   // The team bucket: S3 or a shared folder, push/pull, remote runs, one cache (issue 11).
   // DS0260–DS0289 are this block's; the unused ones are reserved for it.
   DS0260: { title: 'bucket not found', exit: ExitCode.backendUnavailable },

@@ -10,6 +10,8 @@ export type RunEvent =
   | { readonly type: 'run-created'; readonly run: RunName; readonly jobs: readonly { readonly id: JobId; readonly workflow: string }[] }
   /** `origin`: the hit came from the team's records (a bucket), not this home's. */
   | { readonly type: 'job-reused'; readonly job: JobId; readonly workflow: string; readonly from: JobId; readonly origin?: RemoteOrigin }
+  /** Another process is producing this job's fingerprint: the job waits for it, then reuses it (or takes over). */
+  | { readonly type: 'job-waiting'; readonly job: JobId; readonly workflow: string; readonly producer: JobId; readonly producerRun: RunName }
   | {
       readonly type: 'job-status';
       readonly job: JobId;

@@ -12,19 +12,17 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pLimit from 'p-limit';
 import type { ArtifactStore, Manifest } from './objects.js';
 import type { Backend, BackendHandle, ExitInfo, JobContext, Machine } from './backend.js';
-import { decideCache } from './cache-decision.js';
 import type { ControlMode, RunControl } from './control.js';
-import { depsInOrder, type DepArtifacts } from './dep-artifacts.js';
 import { diskError } from './disk-errors.js';
 import { DstackError, isDstackError } from './errors.js';
 import type { RunEvent } from './events.js';
-import { inputsHasher } from './fingerprint.js';
 import { DEFAULT_LOG_LIMIT, startLogged, type LoggedStart } from './job-log.js';
-import type { RemoteCache, RemoteHit } from './remote-cache.js';
 import { containerSecrets, type ContainerSecrets, type SecretSource } from './secrets.js';
+import { decide, depsInOrder } from './job-decision.js';
 import { aggregateStatus } from './store/status.js';
-import type { CacheIndex, JobRecord, LogStore, RunRecord, RunRecords, TagReader, TagRecord } from './store/types.js';
-import { isFinal, type ContentHash, type Fingerprint, type JobId, type JobSpec, type JobStatus } from './types.js';
+import type { RemoteCache } from './remote-cache.js';
+import type { CacheIndex, FingerprintClaims, JobRecord, LogStore, RunRecord, RunRecords, TagReader, TagRecord } from './store/types.js';
+import { isFinal, type ContentHash, type Fingerprint, type JobId, type JobStatus } from './types.js';
 
 /** The code snapshot as stored: its manifest, and the object that holds it. */
 export interface StoredSnapshot {
@@ -38,6 +36,8 @@ export interface ExecutorStore {
   readonly logs: LogStore;
   readonly cache: CacheIndex;
   readonly tags: TagReader;
+  /** Shares a fingerprint being produced with other processes (single-flight.ts); without it, every run produces its own. */
+  readonly claims?: FingerprintClaims;
 }
 
 export interface ExecuteOptions {
@@ -188,10 +188,13 @@ async function runJob(o: ExecuteOptions, job: JobRecord, deps: readonly JobOutco
 
 async function attemptJob(o: ExecuteOptions, job: JobRecord, deps: readonly JobOutcome[], retriesLeft: number): Promise<JobOutcome | Retry> {
   const left: Leftovers = {};
+  let release: (() => void) | undefined;
   try {
-    const depManifests = depsInOrder(job, deps, { tags: o.store.tags, ...(o.external && { external: o.external }) });
+    const depManifests = depsInOrder(o, job, deps);
     const decided = await decide(o, job, depManifests);
-    if (decided.reused) return decided.reused;
+    if (decided.ended) return decided.ended;
+    if (decided.stopped) return endWithout(o, job, decided.stopped, 'not started: the run was stopped');
+    release = decided.release;
     // Secrets in the commands reach the shell through the env (argv cannot carry the marker).
     const runtime = containerSecrets(job.spec, o.secrets);
     const ctx = jobContext(o, job, runtime.spec, o.control.abortSignal, decided.imageDigest, left);
@@ -199,6 +202,8 @@ async function attemptJob(o: ExecuteOptions, job: JobRecord, deps: readonly JobO
   } catch (e) {
     return endOnError(o, job, e);
   } finally {
+    // The job's status is recorded: whoever waits for its fingerprint may go on.
+    release?.();
     await cleanUp(o, left);
   }
 }
@@ -209,7 +214,7 @@ async function runOnMachine(
   job: JobRecord,
   ctx: JobContext,
   left: Leftovers,
-  decided: { readonly runtime: ContainerSecrets; readonly fingerprint?: Fingerprint; readonly depManifests: readonly DepArtifacts[]; readonly retriesLeft: number },
+  decided: { readonly runtime: ContainerSecrets; readonly fingerprint?: Fingerprint; readonly depManifests: ReturnType<typeof depsInOrder>; readonly retriesLeft: number },
 ): Promise<JobOutcome | Retry> {
   const { control } = o;
   setStatus(o, job, 'provisioning');
@@ -282,8 +287,9 @@ async function ended(
     return outcomeOf(job, 'interrupted');
   }
   if (exit.exitCode !== 0 || exit.lost) {
-    setStatus(o, job, 'failed', { exitCode: exit.exitCode, reason: exit.reason ?? `exited with code ${exit.exitCode}` });
-    return outcomeOf(job, 'failed');
+    const reason = exit.error ? `${exit.error.code}: ${exit.error.message}` : (exit.reason ?? `exited with code ${exit.exitCode}`);
+    setStatus(o, job, 'failed', { exitCode: exit.exitCode, reason });
+    return outcomeOf(job, 'failed', exit.error ? { error: exit.error } : {});
   }
   setStatus(o, job, 'uploading');
   const manifest = await collect(o, job, on.machine, on.ctx);
@@ -333,74 +339,6 @@ async function within(ms: number, work: Promise<unknown>): Promise<boolean> {
 const outcomeOf = (job: JobRecord, status: JobStatus, extra: Partial<JobOutcome> = {}): JobOutcome => ({ job: job.id, workflow: job.workflow, status, ...extra });
 
 /**
- * Decides the job (see cache-decision.ts), asking the backend for the image's digest (which may
- * pull it; the machine is then told that digest), and applies the decision: the fingerprint is
- * recorded, and a reuse ends the job `done` with the hit's artifacts, recording the job that made
- * them — a hit in the team's records once its artifacts are fetched into the local store.
- */
-async function decide(
-  o: ExecuteOptions,
-  job: JobRecord,
-  depManifests: readonly DepArtifacts[],
-): Promise<{ readonly imageDigest: string; readonly fingerprint?: Fingerprint; readonly reused?: JobOutcome }> {
-  const notify = (notice: Parameters<JobContext['notify']>[0]): void => o.onEvent({ type: 'job-notice', job: job.id, workflow: job.workflow, notice });
-  const imageDigest = await o.backend.imageDigest(job.spec, { notify, signal: o.control.abortSignal, secrets: o.secrets }).catch((e: unknown) => {
-    throw defaultImageMissing(e, job.spec);
-  });
-  const decision = await decideCache(
-    o.store.cache,
-    {
-      spec: job.spec,
-      imageDigest: () => Promise.resolve(imageDigest),
-      inputs: { hash: inputsOf(o.snapshot)(job.spec.inputs), listing: o.snapshot.hash },
-      // A dep without a fingerprint (a record from before fingerprints) makes this job's unknowable.
-      deps: depManifests.filter((d) => d.kind === 'workflow').map((d) => ({ workflow: d.name, fingerprint: d.fingerprint, manifest: d.manifest })),
-      tags: depManifests.filter((d) => d.kind === 'tag').map((d) => ({ name: d.name, manifest: d.manifest })),
-      named: job.workflow === o.run.workflow,
-      rerun: o.cache?.rerun,
-      reuse: o.cache?.reuse,
-      self: job.id,
-      signal: o.control.abortSignal,
-    },
-    o.remoteCache,
-  );
-  if (decision.fingerprint) o.store.cache.setJobFingerprint(job.id, decision.fingerprint, decision.parts);
-  const ran = { imageDigest, ...(decision.fingerprint && { fingerprint: decision.fingerprint }) };
-  if (decision.action !== 'reuse' || !(await fetched(o, job, decision.remote))) return ran;
-  const { hit, fingerprint, remote } = decision;
-  if (o.store.runs.recordReuse(job.id, hit)) {
-    o.onEvent({ type: 'job-reused', job: job.id, workflow: job.workflow, from: hit.origin.job, ...(remote && { origin: remote.origin }) });
-    o.onEvent({ type: 'job-status', job: job.id, workflow: job.workflow, status: 'done', exitCode: 0 });
-  }
-  return { imageDigest, fingerprint, reused: { job: job.id, workflow: job.workflow, status: 'done', manifest: hit.manifest, fingerprint } };
-}
-
-/**
- * A hit in the team's records has its artifacts brought into the local store first. One that cannot
- * be fetched (an object missing or damaged in the bucket) is not a hit: the job runs, and says why.
- */
-async function fetched(o: ExecuteOptions, job: JobRecord, remote: RemoteHit | undefined): Promise<boolean> {
-  if (!remote || !o.remoteCache) return true;
-  try {
-    await o.remoteCache.fetch(remote, o.control.abortSignal);
-    return true;
-  } catch (e) {
-    if (!isDstackError(e)) throw e;
-    const message = `not reusing ${remote.origin.job} (${remote.origin.source}): ${e.code}: ${e.message}`;
-    o.onEvent({ type: 'job-notice', job: job.id, workflow: job.workflow, notice: { kind: 'info', message } });
-    return false;
-  }
-}
-
-/** One inputs hasher per snapshot (so per run): see `inputsHasher`. */
-const hashers = new WeakMap<StoredSnapshot, ReturnType<typeof inputsHasher>>();
-function inputsOf(snapshot: StoredSnapshot): ReturnType<typeof inputsHasher> {
-  let h = hashers.get(snapshot);
-  if (!h) hashers.set(snapshot, (h = inputsHasher(snapshot.manifest.entries)));
-  return h;
-}
-
-/**
  * What a backend gets to know about the job it works on, and how it reports back. Handles go to
  * the store and are remembered in `left`, for the clean-up after a failed provision.
  */
@@ -411,7 +349,11 @@ function jobContext(o: ExecuteOptions, job: JobRecord, spec: JobRecord['spec'], 
     spec,
     imageDigest,
     signal,
-    notify: (notice) => o.onEvent({ type: 'job-notice', job: job.id, workflow: job.workflow, notice }),
+    notify: (notice) => {
+      // Kept, so `ps` and `logs` can show where a detached run's app is reached.
+      if (notice.kind === 'port') o.store.runs.addJobPort(job.id, { port: notice.containerPort, url: notice.url });
+      o.onEvent({ type: 'job-notice', job: job.id, workflow: job.workflow, notice });
+    },
     recordHandle: (handle) => {
       if (left) left.handle = handle;
       o.store.runs.setJobHandle(job.id, handle);
@@ -431,15 +373,3 @@ async function collect(o: ExecuteOptions, job: JobRecord, machine: Machine, jobC
 
 /** Read through a function so the compiler does not narrow a mode that changes under awaits. */
 const modeOf = (control: RunControl): ControlMode => control.mode;
-
-/**
- * The default image of provider bash (default-image.ts) that cannot be had — offline, most often — is
- * the workflow's to fix by naming an image it has: say so, instead of the engine's pull error alone.
- */
-function defaultImageMissing(e: unknown, spec: JobSpec): unknown {
-  if (!spec.defaultImage || !(e instanceof DstackError) || e.code !== 'DS0201') return e;
-  return new DstackError('DS0043', `workflow \`${spec.workflow}\` names no image, and its default, ${spec.image}, is not available: ${e.message}`, {
-    hint: `set \`image:\` in the workflow to an image you have (\`docker images\`), or pull the default: \`docker pull ${spec.image}\``,
-    cause: e,
-  });
-}

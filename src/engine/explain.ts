@@ -11,7 +11,8 @@ import { isDstackError, type DstackError } from './errors.js';
 import { inputsHasher, selectInputs } from './fingerprint.js';
 import { isExternalDep, pinnedName } from './plan.js';
 import type { RemoteCache, RemoteOrigin } from './remote-cache.js';
-import type { CacheIndex, FingerprintedJob } from './store/types.js';
+import { liveProducer } from './single-flight.js';
+import type { CacheIndex, FingerprintClaims, FingerprintedJob, RunReader } from './store/types.js';
 import type { PreparedRun } from './submit.js';
 import type { ContentHash, Fingerprint, FingerprintParts, JobId, RunName } from './types.js';
 
@@ -32,11 +33,13 @@ export type Cause = { readonly text: string } & (
   | { readonly kind: 'tag'; readonly name: string; readonly change: 'changed' | 'added' | 'removed' }
   | { readonly kind: 'spec'; readonly part: 'command' | 'args' | 'working_dir' | 'resources' | 'artifacts' | 'inputs' | 'version' }
   | { readonly kind: 'not-done'; readonly job: JobId; readonly status: string }
+  | { readonly kind: 'producing'; readonly job: JobId; readonly run: RunName }
 );
 
 export interface JobDecision {
   readonly workflow: string;
-  readonly decision: 'cached' | 'runs';
+  /** `waits`: another process is making the same fingerprint now; the run would wait and reuse it. */
+  readonly decision: 'cached' | 'runs' | 'waits';
   /** The job that would be reused: the one that made the artifacts, while its run exists. */
   readonly from?: JobId;
   readonly fromRun?: RunName;
@@ -47,7 +50,12 @@ export interface JobDecision {
 }
 
 export interface ExplainOptions {
-  readonly store: { readonly cache: Pick<CacheIndex, 'findCacheHit' | 'lastFingerprintedJob'> };
+  readonly store: {
+    readonly cache: Pick<CacheIndex, 'findCacheHit' | 'lastFingerprintedJob'>;
+    /** With these, a job another process is producing now is said to wait for it. */
+    readonly claims?: Pick<FingerprintClaims, 'holder'>;
+    readonly runs?: Pick<RunReader, 'getJob'>;
+  };
   readonly backend: Backend;
   readonly prepared: PreparedRun;
   readonly repoRoot: string;
@@ -114,6 +122,12 @@ export async function explainRun(o: ExplainOptions): Promise<readonly JobDecisio
       });
       continue;
     }
+    const producer = decision.why === 'no-hit' && o.store.claims && o.store.runs ? liveProducer(o.store.claims, o.store.runs, decision.fingerprint) : undefined;
+    if (producer) {
+      const text = `being made now by run ${producer.run} (${producer.job}): this run waits for it and reuses its artifacts`;
+      decisions.push({ workflow: job.workflow, decision: 'waits', fromRun: producer.run, from: producer.job, fingerprint: decision.fingerprint, causes: [{ kind: 'producing', job: producer.job, run: producer.run, text }] });
+      continue;
+    }
     const causes = await causesOf(o, decision, job.workflow, job.spec.inputs, job.deps.map((i) => decisions[i]!));
     decisions.push({ workflow: job.workflow, decision: 'runs', ...(decision.fingerprint && { fingerprint: decision.fingerprint }), causes });
   }
@@ -136,7 +150,7 @@ async function causesOf(
 ): Promise<Cause[]> {
   if (o.rerun) return [{ kind: 'rerun', text: '--rerun' }];
   if (decision.why === 'deps-unknown') {
-    const workflows = deps.filter((d) => d.decision === 'runs' || !d.fingerprint).map((d) => d.workflow);
+    const workflows = deps.filter((d) => d.decision !== 'cached' || !d.fingerprint).map((d) => d.workflow);
     return [{ kind: 'after', workflows, text: `runs after ${workflows.join(', ')} (its inputs change)` }];
   }
   const named = decision.why === 'named';

@@ -5,7 +5,7 @@
 import { execa } from 'execa';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { BIN, assertNoContainersLeft, assertNoCrash, createProject, runNameOf, type CliResult, type Project } from '../helpers/cli.js';
+import { BIN, assertNoContainersLeft, assertNoCrash, createProject, runNameOf, sleep, type CliResult, type Project, type PsRunWithJobs } from '../helpers/cli.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 const IMAGE = 'dstack-test/busybox:latest';
@@ -99,6 +99,53 @@ test(
       assert.ok(ls.stdout.startsWith('PATH              SIZE  JOB\noutput/hello.txt  3 B   hello\n'), ls.stdout);
     } finally {
       await p?.cleanup();
+    }
+  }),
+);
+
+test(
+  'a detached run with a port: ps RUN, ps --json and logs say where it is reached, while it runs',
+  withTimeout(90_000, async () => {
+    const p = await createProject({
+      workflows: `workflows:\n  - name: web\n    image: ${IMAGE}\n    ports: 1\n    commands:\n      - mkdir -p www && echo hello-from-web > www/index.html\n      - httpd -f -p $$PORT_0 -h www\n`,
+    });
+    let name = '';
+    try {
+      const r = await p.run(['run', 'web', '-d']);
+      assert.is(r.exitCode, 0, r.stderr);
+      name = r.stdout.trim();
+      let url = '';
+      for (const deadline = Date.now() + 60_000; !url; await sleep(200)) {
+        const job = (await p.json<PsRunWithJobs>(['ps', name, '--json'])).jobs[0] as PsRunWithJobs['jobs'][number] & { ports: { port: number; url: string }[] };
+        if (job.status === 'running' && job.ports.length) url = job.ports[0]!.url;
+        if (Date.now() > deadline) throw new Error(`no port recorded for ${name}`);
+      }
+      const port = Number(new URL(url).port);
+      assert.is(url, `http://127.0.0.1:${port}`);
+      // The URL is real: the job's own server answers there.
+      let body = '';
+      for (const deadline = Date.now() + 30_000; body !== 'hello-from-web\n'; await sleep(200)) {
+        body = await fetch(url).then((res) => res.text(), () => '');
+        if (Date.now() > deadline) throw new Error(`nothing answered at ${url}`);
+      }
+      const table = await p.run(['ps', name]);
+      assert.match(table.stdout, /^JOB +WORKFLOW +STATUS +EXIT +DURATION +REASON +URL\n/);
+      assert.ok(table.stdout.includes(` ${url}\n`), table.stdout);
+      const listed = await p.json<{ run: string; urls: string[] }[]>(['ps', '--json']);
+      assert.equal(listed.map((x) => [x.run, x.urls]), [[name, [url]]]);
+      const logs = await p.run(['logs', name]);
+      assert.is(logs.exitCode, 0, logs.stderr);
+      assert.is(logs.stderr, `  web: port ${port} → ${url}\n`);
+
+      assert.is((await p.run(['stop', name])).exitCode, 0);
+      // Stopped: nothing answers there any more, so no URL is shown; the record keeps the port.
+      const after = await p.run(['ps', name]);
+      assert.not.ok(after.stdout.includes(url), after.stdout);
+      assert.equal((await p.json<{ urls: string[] }[]>(['ps', '--json']))[0]!.urls, []);
+      assert.is((await p.run(['logs', name])).stderr, '');
+    } finally {
+      if (name) await p.run(['stop', '-x', name]);
+      await p.cleanup();
     }
   }),
 );

@@ -58,7 +58,7 @@ export async function saveOutside(o: SaveOutsideOptions): Promise<SavedOutside> 
     const at = inContainer(spec.path, o.home);
     let res;
     try {
-      res = await o.client.open('GET', `/containers/${o.container}/archive`, { query: { path: at }, signal: o.signal });
+      res = await o.client.open('GET', `/containers/${o.container}/archive`, { query: { path: at }, signal: o.signal, timeoutMs: o.client.timeouts.archive, what: `read ${at} from the container` });
     } catch (e) {
       if (isStatus(e, 404)) {
         missing.push(spec.path);
@@ -216,6 +216,8 @@ export async function restoreOutside(o: RestoreOutsideOptions): Promise<void> {
       headers: { 'Content-Type': 'application/x-tar' },
       upload: tar,
       signal: o.signal,
+      timeoutMs: o.client.timeouts.archive,
+      what: 'write the artifacts outside /workflow into the container',
     });
   } catch (e) {
     if (e instanceof DstackError) throw e;

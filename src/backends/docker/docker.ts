@@ -16,6 +16,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex, Readable } from 'node:stream';
 import type Dockerode from 'dockerode';
 import { DstackError } from '../../engine/errors.js';
+import { dockerTimeouts, type DockerTimeouts } from './timeouts.js';
 
 export type ContainerCreateOptions = Dockerode.ContainerCreateOptions;
 export type ContainerInspectInfo = Dockerode.ContainerInspectInfo;
@@ -114,14 +115,40 @@ export interface RequestOptions {
   readonly signal?: AbortSignal;
   /** A body streamed as it is read (a tar for `PUT /containers/{id}/archive`); `body` is then ignored. */
   readonly upload?: Readable;
+  /**
+   * How long the engine has (timeouts.ts): for `open`, until the answer's headers; for `call`, until
+   * the whole answer. Default: `inspect` for a call, `streamOpen` for a stream.
+   */
+  readonly timeoutMs?: number;
+  /** The call in a few words, for DS0060 (`create the container`). Default: method and path. */
+  readonly what?: string;
+}
+
+/** The engine did not answer in time: it is frozen, or far too busy. */
+export function engineTimeout(endpoint: Endpoint, what: string, ms: number): DstackError {
+  return new DstackError('DS0060', `the Docker engine at ${endpoint.describe} did not answer in ${formatSeconds(ms)} (${what})`, {
+    hint: 'check it with `docker info`; a hung dockerd needs a restart. `dstack ps` then shows what was left and reaps it',
+  });
+}
+
+const formatSeconds = (ms: number): string => (ms >= 1000 ? `${Math.round(ms / 100) / 10} s` : `${ms} ms`);
+
+interface Sent {
+  readonly res: IncomingMessage;
+  /** Stops the call's clock (the answer is in, or the caller reads a stream of its own). */
+  readonly disarm: () => void;
+  /** The DS0060 when the clock ran out, for the body's read. */
+  readonly expired: () => DstackError | undefined;
 }
 
 export class DockerClient {
   readonly endpoint: Endpoint;
+  readonly timeouts: DockerTimeouts;
   private readonly agent: http.Agent;
 
-  constructor(endpoint: Endpoint = endpointFromEnv()) {
+  constructor(endpoint: Endpoint = endpointFromEnv(), timeouts: DockerTimeouts = dockerTimeouts()) {
     this.endpoint = endpoint;
+    this.timeouts = timeouts;
     this.agent = endpoint.connect
       ? new StreamAgent(endpoint.connect)
       : endpoint.tls
@@ -132,9 +159,36 @@ export class DockerClient {
   /**
    * Sends a request and resolves with the response as soon as its headers arrive, so a caller can
    * tell that the engine has taken a streaming request (attach, wait) before it sends the next one.
-   * A status of 400 or more is read and turned into a DockerApiError.
+   * A status of 400 or more is read and turned into a DockerApiError. The time (`timeoutMs`) runs
+   * until the headers: what follows is the caller's stream.
    */
-  open(method: string, path: string, options: RequestOptions = {}): Promise<IncomingMessage> {
+  async open(method: string, path: string, options: RequestOptions = {}): Promise<IncomingMessage> {
+    const sent = await this.send(method, path, options, options.timeoutMs ?? this.timeouts.streamOpen);
+    sent.disarm();
+    return sent.res;
+  }
+
+  /** A request whose whole answer is JSON (or empty), within `timeoutMs` (default `inspect`). */
+  async call<T = unknown>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
+    const sent = await this.send(method, path, options, options.timeoutMs ?? this.timeouts.inspect);
+    let buf: Buffer;
+    try {
+      buf = await readAll(sent.res);
+    } catch (e) {
+      throw sent.expired() ?? engineError(e, this.endpoint);
+    } finally {
+      sent.disarm();
+    }
+    if (buf.length === 0) return undefined as T;
+    try {
+      return JSON.parse(buf.toString('utf8')) as T;
+    } catch {
+      return buf.toString('utf8') as T;
+    }
+  }
+
+  /** The request, on a clock that destroys it (DS0060) when the engine takes longer than `ms`. */
+  private send(method: string, path: string, options: RequestOptions, ms: number): Promise<Sent> {
     const { endpoint } = this;
     const qs = new URLSearchParams();
     for (const [k, v] of Object.entries(options.query ?? {})) if (v !== undefined) qs.set(k, String(v));
@@ -152,66 +206,64 @@ export class DockerClient {
       ? { socketPath: endpoint.socketPath }
       : { host: endpoint.host, port: endpoint.port, ...(endpoint.tls ?? {}) };
     const lib = endpoint.tls ? https : http;
+    let expired: DstackError | undefined;
+    let res: IncomingMessage | undefined;
     return new Promise((resolve, reject) => {
       const req = lib.request(
         { ...base, agent: this.agent, method, path: fullPath, headers, signal: options.signal },
-        (res) => {
-          const status = res.statusCode ?? 0;
-          if (status < 400) return resolve(res);
-          readAll(res).then(
+        (answer) => {
+          res = answer;
+          const status = answer.statusCode ?? 0;
+          if (status < 400) return resolve({ res: answer, disarm: () => clearTimeout(timer), expired: () => expired });
+          readAll(answer).then(
             (buf) => reject(new DockerApiError(status, apiMessage(buf, status))),
-            (e: unknown) => reject(engineError(e, endpoint)),
-          );
+            (e: unknown) => reject(expired ?? engineError(e, endpoint)),
+          ).finally(() => clearTimeout(timer));
         },
       );
-      req.on('error', (e) => reject(engineError(e, endpoint)));
+      const timer = setTimeout(() => {
+        expired = engineTimeout(endpoint, options.what ?? `${method} ${path}`, ms);
+        // A socket destroyed, not closed: a frozen engine never answers a FIN either.
+        res?.destroy(expired);
+        req.destroy(expired);
+      }, ms);
+      req.on('error', (e) => {
+        clearTimeout(timer);
+        reject(expired ?? engineError(e, endpoint));
+      });
       if (!options.upload) return req.end(body);
       options.upload.on('error', (e) => req.destroy(e));
       options.upload.pipe(req);
     });
   }
 
-  /** A request whose whole answer is JSON (or empty). */
-  async call<T = unknown>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
-    const res = await this.open(method, path, options);
-    const buf = await readAll(res).catch((e: unknown) => {
-      throw engineError(e, this.endpoint);
-    });
-    if (buf.length === 0) return undefined as T;
-    try {
-      return JSON.parse(buf.toString('utf8')) as T;
-    } catch {
-      return buf.toString('utf8') as T;
-    }
-  }
-
   ping(signal?: AbortSignal): Promise<string> {
-    return this.call('GET', '/_ping', { signal });
+    return this.call('GET', '/_ping', { signal, timeoutMs: this.timeouts.ping, what: 'ping' });
   }
 
   info(signal?: AbortSignal): Promise<{ Runtimes?: Record<string, unknown>; CDISpecDirs?: string[] | null }> {
-    return this.call('GET', '/info', { signal });
+    return this.call('GET', '/info', { signal, what: 'info' });
   }
 
   imageInspect(image: string, signal?: AbortSignal): Promise<unknown> {
-    return this.call('GET', `/images/${encodeURIComponent(image)}/json`, { signal });
+    return this.call('GET', `/images/${encodeURIComponent(image)}/json`, { signal, what: `inspect the image ${image}` });
   }
 
   createContainer(options: ContainerCreateOptions, signal?: AbortSignal): Promise<{ Id: string; Warnings?: string[] }> {
-    return this.call('POST', '/containers/create', { body: options, signal });
+    return this.call('POST', '/containers/create', { body: options, signal, timeoutMs: this.timeouts.create, what: 'create the container' });
   }
 
   inspectContainer(id: string, signal?: AbortSignal): Promise<ContainerInspectInfo> {
-    return this.call('GET', `/containers/${id}/json`, { signal });
+    return this.call('GET', `/containers/${id}/json`, { signal, what: `inspect the container ${id.slice(0, 12)}` });
   }
 
   listContainers(labels: readonly string[], signal?: AbortSignal): Promise<ContainerInfo[]> {
-    return this.call('GET', '/containers/json', { query: { all: true, filters: JSON.stringify({ label: labels }) }, signal });
+    return this.call('GET', '/containers/json', { query: { all: true, filters: JSON.stringify({ label: labels }) }, signal, what: 'list containers' });
   }
 
   async removeContainer(id: string): Promise<void> {
     try {
-      await this.call('DELETE', `/containers/${id}`, { query: { force: true, v: true } });
+      await this.call('DELETE', `/containers/${id}`, { query: { force: true, v: true }, timeoutMs: this.timeouts.remove, what: `remove the container ${id.slice(0, 12)}` });
     } catch (e) {
       // 404: already gone; 409: a removal is already in progress.
       if (!isStatus(e, 404, 409)) throw e;

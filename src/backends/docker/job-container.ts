@@ -93,7 +93,7 @@ export class JobContainer {
     waitBody.catch(() => undefined);
 
     try {
-      await this.client.call('POST', `/containers/${id}/start`);
+      await this.client.call('POST', `/containers/${id}/start`, { timeoutMs: this.client.timeouts.start, what: 'start the container' });
     } catch (e) {
       this.destroyStreams();
       throw startError(e, ctx.job, o.ports ?? [], o.where);
@@ -178,13 +178,20 @@ class ContainerRunningJob implements RunningJob {
   private async observeEnd(): Promise<ExitInfo> {
     const { client, id } = this.o;
     let body: { StatusCode?: number; Error?: { Message?: string } | null };
+    const beating = new AbortController();
     try {
-      body = JSON.parse((await this.o.waitBody).toString('utf8')) as typeof body;
+      const first = await Promise.race([this.o.waitBody.then((b) => ({ b })), heartbeat(client, beating.signal).then((frozen) => ({ frozen }))]);
+      if ('frozen' in first) return await this.lostEngine(first.frozen);
+      body = JSON.parse(first.b.toString('utf8')) as typeof body;
     } catch (e) {
       const why = e instanceof Error ? e.message : String(e);
       // The stream breaks a moment before the SSH layer reports why: give it that moment.
       await sleep(50);
-      return { exitCode: 137, lost: 'lost', reason: this.o.lostReason() ?? `lost contact with the Docker engine (${why})` };
+      return await this.lostEngine(new DstackError('DS0061', `lost contact with the Docker engine at ${client.endpoint.describe} while job ${this.o.ctx.job} ran (${why})`, {
+        hint: 'check the engine with `docker info`; the job\'s container is removed by the next dstack command that reaches it',
+      }));
+    } finally {
+      beating.abort();
     }
     const drained = new AbortController();
     await Promise.race([this.o.logsDone, sleep(LOG_DRAIN_MS, undefined, { signal: drained.signal }).catch(() => undefined)]);
@@ -205,11 +212,32 @@ class ContainerRunningJob implements RunningJob {
     }
   }
 
+  /**
+   * The wait broke, or the engine froze. Not a 137: nobody saw the container end. An engine that
+   * answers again (a socket blip) may still say how it ended; otherwise the exit stays unknown and
+   * the loss is the cause.
+   */
+  private async lostEngine(error: DstackError): Promise<ExitInfo> {
+    const machine = this.o.lostReason();
+    if (machine) return { lost: 'lost', reason: machine };
+    if (error.code !== 'DS0060') {
+      try {
+        const s = (await this.o.client.inspectContainer(this.o.id)).State;
+        if (s.Status === 'exited' || s.Status === 'dead') return { exitCode: s.ExitCode, ...(s.ExitCode === 0 ? {} : { reason: `exited with code ${s.ExitCode} (seen after the engine's stream broke)` }) };
+      } catch {
+        // Still unreachable: the loss stands.
+      }
+    }
+    return { lost: 'lost', reason: error.message, error };
+  }
+
   async stop(graceSeconds: number): Promise<void> {
     this.endedByUs = true;
     try {
       // The engine sends SIGTERM, then SIGKILL after t seconds, and answers once the container is down.
-      await this.o.client.call('POST', `/containers/${this.o.id}/stop`, { query: { t: Math.max(0, Math.round(graceSeconds)) } });
+      const t = Math.max(0, Math.round(graceSeconds));
+      const timeoutMs = t * 1000 + this.o.client.timeouts.stopExtra;
+      await this.o.client.call('POST', `/containers/${this.o.id}/stop`, { query: { t }, timeoutMs, what: 'stop the container' });
     } catch (e) {
       if (!isStatus(e, 304, 404)) throw e;
     }
@@ -219,7 +247,7 @@ class ContainerRunningJob implements RunningJob {
   async kill(): Promise<void> {
     this.endedByUs = true;
     try {
-      await this.o.client.call('POST', `/containers/${this.o.id}/kill`);
+      await this.o.client.call('POST', `/containers/${this.o.id}/kill`, { timeoutMs: this.o.client.timeouts.remove, what: 'kill the container' });
     } catch (e) {
       if (!isStatus(e, 404, 409)) throw e;
     }
@@ -253,4 +281,33 @@ export function startError(e: unknown, job: string, ports: readonly number[], wh
     });
   }
   return new DstackError('DS0203', `the container for job ${job} could not be started: ${e.message}`, { cause: e });
+}
+
+/**
+ * Resolves with DS0060 once the engine has missed `heartbeatMisses` pings in a row (frozen: its
+ * streams stay open and silent); never while it answers. Ends quietly when `signal` aborts.
+ */
+async function heartbeat(client: DockerClient, signal: AbortSignal): Promise<DstackError> {
+  const { heartbeatMs, heartbeatMisses } = client.timeouts;
+  let misses = 0;
+  let last: unknown;
+  for (;;) {
+    try {
+      await sleep(heartbeatMs, undefined, { signal });
+    } catch {
+      return new Promise<never>(() => undefined);
+    }
+    try {
+      await client.ping(signal);
+      misses = 0;
+    } catch (e) {
+      if (signal.aborted) return new Promise<never>(() => undefined);
+      last = e;
+      if (++misses >= heartbeatMisses) break;
+    }
+  }
+  const why = last instanceof DstackError && last.code === 'DS0060' ? '' : ` (${last instanceof Error ? last.message : String(last)})`;
+  return new DstackError('DS0060', `the Docker engine at ${client.endpoint.describe} stopped answering while the job ran: ${heartbeatMisses} pings in a row went unanswered${why}`, {
+    hint: 'check it with `docker info`; a hung dockerd needs a restart. The job\'s container is removed by the next dstack command that reaches the engine',
+  });
 }

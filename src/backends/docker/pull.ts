@@ -2,7 +2,7 @@ import type { BackendNotice } from '../../engine/backend.js';
 import { DstackError } from '../../engine/errors.js';
 import { revealSecrets, type SecretSource } from '../../engine/secrets.js';
 import { SECRET_MARKER_RE, type JobSpec } from '../../engine/types.js';
-import { DockerApiError, isStatus, readAll, type DockerClient } from './docker.js';
+import { DockerApiError, engineError, engineTimeout, isStatus, readAll, type DockerClient } from './docker.js';
 
 export interface RegistryAuth {
   readonly username: string;
@@ -89,7 +89,7 @@ export async function ensureImage(
   const headers: Record<string, string> = options.auth ? { 'X-Registry-Auth': registryAuthHeader(options.auth, name) } : {};
   let res;
   try {
-    res = await client.open('POST', '/images/create', { query: { fromImage: name, tag }, headers, signal: options.signal });
+    res = await client.open('POST', '/images/create', { query: { fromImage: name, tag }, headers, signal: options.signal, what: `pull ${image}` });
   } catch (e) {
     if (e instanceof DockerApiError) throw unavailable(image, e.message, options.auth !== undefined);
     throw e;
@@ -124,7 +124,17 @@ export async function ensureImage(
     }
     options.notify({ kind: 'pull-progress', image, current, total });
   };
+  // A pull may take long, but not in silence: a progress stream quiet for `pullIdle` is a frozen engine.
+  let idle: ReturnType<typeof engineTimeout> | undefined;
+  const quiet = (): NodeJS.Timeout =>
+    setTimeout(() => {
+      idle = engineTimeout(client.endpoint, `pull ${image}: no progress`, client.timeouts.pullIdle);
+      res.destroy(idle);
+    }, client.timeouts.pullIdle);
+  let timer = quiet();
   res.on('data', (chunk: Buffer) => {
+    clearTimeout(timer);
+    timer = quiet();
     pending += chunk.toString('utf8');
     let nl: number;
     while ((nl = pending.indexOf('\n')) >= 0) {
@@ -132,7 +142,13 @@ export async function ensureImage(
       pending = pending.slice(nl + 1);
     }
   });
-  await readAll(res);
+  try {
+    await readAll(res);
+  } catch (e) {
+    throw idle ?? engineError(e, client.endpoint);
+  } finally {
+    clearTimeout(timer);
+  }
   onLine(pending);
   if (failure !== undefined) throw unavailable(image, failure, options.auth !== undefined);
   options.notify({ kind: 'pull-done', image });

@@ -2,6 +2,8 @@
  * The default backend: jobs in containers of the Docker engine that DOCKER_HOST names (or the local
  * socket). Opening it costs nothing; the first call talks to the engine.
  */
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import type {
   Backend,
   BackendHandle,
@@ -11,18 +13,15 @@ import type {
   JobContext,
   Machine,
   ObservedState,
+  OwnedMachine,
 } from '../../engine/backend.js';
-import { DstackError } from '../../engine/errors.js';
 import type { JobSpec } from '../../engine/types.js';
 import type { Plugin } from '../plugin.js';
-import { LABEL_HOME } from '../docker/container.js';
+import { LABEL_HOME, LABEL_JOB } from '../docker/container.js';
 import { DockerClient, endpointFromEnv } from '../docker/docker.js';
 import { observeContainer } from '../docker/job-container.js';
-import { LocalMachine, removeJobDir } from './machine.js';
+import { LocalMachine, jobDirOf, removeJobDir } from './machine.js';
 import { ImageCache, registryAuthOf } from '../docker/pull.js';
-
-/** How long `check` waits for the engine's `/_ping`. */
-const PING_TIMEOUT_MS = 3000;
 
 /**
  * Settings (BackendOpenOptions.settings) the local backend reads; none comes from config.json.
@@ -56,18 +55,8 @@ export class LocalBackend implements Backend {
   }
 
   async check(signal: AbortSignal): Promise<void> {
-    const timeout = AbortSignal.timeout(PING_TIMEOUT_MS);
-    try {
-      await this.client.ping(AbortSignal.any([signal, timeout]));
-    } catch (e) {
-      if (timeout.aborted && !signal.aborted) {
-        throw new DstackError('DS0200', `no Docker engine answers at ${this.client.endpoint.describe} (no reply within ${PING_TIMEOUT_MS / 1000} s)`, {
-          hint: 'start one: `sudo dockerd &` or `scripts/ensure-docker.sh`, or set DOCKER_HOST',
-          cause: e,
-        });
-      }
-      throw e;
-    }
+    // A frozen engine fails here with DS0060 after the ping's time (timeouts.ts), not later.
+    await this.client.ping(signal);
   }
 
   async imageDigest(spec: JobSpec, options: ImageDigestOptions): Promise<string> {
@@ -94,6 +83,35 @@ export class LocalBackend implements Backend {
     // The container first: while it runs it may still be writing into the folder.
     if (typeof id === 'string' && id) await this.client.removeContainer(id);
     if (typeof handle.jobDir === 'string') await removeJobDir(this.home, handle.jobDir);
+  }
+
+  /**
+   * This home's containers (by the `dstack.home` label) and job folders, whether or not a record
+   * names them: a dstack killed between create and record, or cut off from its engine, leaves them.
+   * A folder's name (`run_workflow`) tells its run, not always its job; the sweep asks the run.
+   */
+  async leftovers(): Promise<readonly OwnedMachine[]> {
+    const jobsDir = join(this.home, 'jobs');
+    const [containers, folders] = await Promise.all([
+      this.client.listContainers([`${LABEL_HOME}=${this.home}`]),
+      readdir(jobsDir).catch(() => [] as string[]),
+    ]);
+    const out: OwnedMachine[] = [];
+    const covered = new Set<string>();
+    for (const c of containers) {
+      const job = c.Labels?.[LABEL_JOB];
+      const jobDir = job ? jobDirOf(this.home, job) : null;
+      if (jobDir) covered.add(jobDir);
+      out.push({ handle: { container: c.Id, jobDir }, id: `container ${c.Id.slice(0, 12)}`, state: c.State, ...(job ? { job } : {}) });
+    }
+    for (const name of folders) {
+      const jobDir = join(jobsDir, name);
+      if (covered.has(jobDir)) continue;
+      // Run names hold no `_`: the first one ends the run's name (jobDirOf).
+      const run = name.split('_', 1)[0] ?? name;
+      out.push({ handle: { container: null, jobDir }, id: `folder jobs/${name}`, state: 'folder', run, job: name.replace('_', '/') });
+    }
+    return out;
   }
 
   async close(): Promise<void> {

@@ -52,7 +52,10 @@ export class LogsCommand extends DstackCommand {
       const run = requireRun(store, this.runName);
       const printer = new LogPrinter(this.context.stdout, this.context.stderr, store.runs.jobs(run.name));
       const after = new Map<JobId, number>();
-      const print = (): Promise<void> => printer.print(store.logs.readLogs(run.name, { sinceMs, after }), after);
+      const print = async (): Promise<void> => {
+        await printer.urls();
+        await printer.print(store.logs.readLogs(run.name, { sinceMs, after }), after);
+      };
       await print();
       if (!this.follow || store.readOnly) {
         await printer.end();
@@ -123,6 +126,24 @@ class LogPrinter {
     this.err = new PacedWriter(stderr);
     this.prefix = jobs.length > 1;
     this.width = Math.max(...jobs.map((j) => j.workflow.length));
+  }
+
+  private readonly announced = new Set<string>();
+
+  /**
+   * Says once, on stderr, where each running job's published ports are reached, as `dstack run`
+   * did when they opened: a detached run printed it nowhere else.
+   */
+  async urls(): Promise<void> {
+    for (const j of this.jobs) {
+      if (j.status !== 'running') continue;
+      for (const p of j.ports ?? []) {
+        const key = `${j.id} ${p.port}`;
+        if (this.announced.has(key)) continue;
+        this.announced.add(key);
+        await this.err.write(`  ${j.workflow}: port ${p.port} → ${p.url}\n`);
+      }
+    }
   }
 
   /** False once stdout's reader went away (`| head`): nothing more is worth reading. */

@@ -67,21 +67,24 @@ export class PsCommand extends DstackCommand {
     const store = await session.store('read');
     const scope = this.runName ? {} : projectScope(this.allProjects);
     let runs = this.runName ? [requireRun(store, this.runName)] : store.runs.listRuns({ all: this.all, ...scope });
-    runs = await reconciled(session, store, runs);
+    const after = await reconciled(session, store, runs);
+    await this.sweepLocal(session, store, after !== runs);
+    runs = after;
     if (this.runName) {
       const run = runs[0]!;
       const jobs = store.runs.jobs(run.name);
-      if (this.json) return `${JSON.stringify({ ...runJson(run), jobs: jobs.map(jobJson) }, null, 2)}\n`;
-      return `${table(
-        ['JOB', 'WORKFLOW', 'STATUS', 'EXIT', 'DURATION', 'REASON'],
-        jobs.map((j) => [j.id, j.workflow, j.status, j.exitCode === undefined ? '' : String(j.exitCode), duration(j.startedAt, j.finishedAt), reasonOf(j)]),
-      )}\n`;
+      if (this.json) return `${JSON.stringify({ ...runJson(run, jobs), jobs: jobs.map(jobJson) }, null, 2)}\n`;
+      const header = ['JOB', 'WORKFLOW', 'STATUS', 'EXIT', 'DURATION', 'REASON'];
+      const row = (j: JobRecord): string[] => [j.id, j.workflow, j.status, j.exitCode === undefined ? '' : String(j.exitCode), duration(j.startedAt, j.finishedAt), reasonOf(j)];
+      // Where a running job's app is reached: a detached run never printed it anywhere else.
+      if (!jobs.some((j) => j.ports?.length)) return `${table(header, jobs.map(row))}\n`;
+      return `${table([...header, 'URL'], jobs.map((j) => [...row(j), liveUrls(j).join(' ')]))}\n`;
     }
     if (this.all && (await hasTeamBucket(session.home))) {
       const { psWithTeam } = await import('../team-runs.js');
       return psWithTeam(session.home, { local: runs, json: this.json, stderr: this.context.stderr });
     }
-    if (this.json) return `${JSON.stringify(runs.map(runJson), null, 2)}\n`;
+    if (this.json) return `${JSON.stringify(runs.map((r) => runJson(r, isFinal(r.status) ? [] : store.runs.jobs(r.name))), null, 2)}\n`;
     const machines = this.watch ? '' : await this.machines(session, store);
     if (runs.length === 0) {
       const none = scope.project === undefined
@@ -93,6 +96,18 @@ export class PsCommand extends DstackCommand {
     const row = (r: RunRecord): string[] => [r.name, r.workflow, formatAgo(r.submittedAt), r.owner, r.status, r.tag ?? '', r.backend, duration(r.submittedAt, r.finishedAt)];
     if (scope.project !== undefined) return `${table(header, runs.map(row))}\n${machines}`;
     return `${table([...header, 'PROJECT'], runs.map((r) => [...row(r), displayProject(r.repo.root)]))}\n${machines}`;
+  }
+
+  /**
+   * This home's local leftovers (containers, job folders) no live run holds: only when there are job
+   * folders, or a run was just found dead (its container may be one no record names), so a `ps`
+   * with nothing to sweep never waits for the engine. Not in a read-only home: nothing there can be removed.
+   */
+  private async sweepLocal(session: Session, store: Store, reconciled: boolean): Promise<void> {
+    const { hasJobFolders, sweepLeftoversOf } = await import('../machines.js');
+    if (this.watch || store.readOnly || !(reconciled || hasJobFolders(session.home))) return;
+    const local = await session.reachable('local');
+    if (local) await sweepLeftoversOf(store.runs, local, this.context.stderr);
   }
 
   /**
@@ -134,7 +149,11 @@ const duration = (from: number | undefined, to: number | undefined): string => (
 
 const reasonOf = (j: JobRecord): string => (j.cachedFrom ? `cached from ${j.cachedFrom}` : (j.reason ?? ''));
 
-function runJson(r: RunRecord): Record<string, unknown> {
+/** The URLs of a job's published ports while it runs (after that, nothing answers there). */
+const liveUrls = (j: JobRecord): string[] => (j.status === 'running' ? (j.ports ?? []).map((p) => p.url) : []);
+
+/** `jobs`: the run's, to list where its running jobs are reached; none for a finished run. */
+function runJson(r: RunRecord, jobs: readonly JobRecord[]): Record<string, unknown> {
   return {
     run: r.name,
     workflow: r.workflow,
@@ -147,6 +166,7 @@ function runJson(r: RunRecord): Record<string, unknown> {
     project: r.repo.root,
     args: r.args,
     repo: r.repo,
+    urls: jobs.flatMap(liveUrls),
   };
 }
 
@@ -163,6 +183,7 @@ function jobJson(j: JobRecord): Record<string, unknown> {
     startedAt: j.startedAt === undefined ? null : new Date(j.startedAt).toISOString(),
     finishedAt: j.finishedAt === undefined ? null : new Date(j.finishedAt).toISOString(),
     artifacts: j.manifest?.entries.filter((e) => e.type === 'file').map((e) => e.path) ?? [],
+    ports: j.ports ?? [],
     history: j.history.map((h) => ({ status: h.status, at: new Date(h.at).toISOString() })),
   };
 }

@@ -127,7 +127,11 @@ export class RunCommand extends DstackCommand {
         const { sweepBackends, sweptLines } = await import('../machines.js');
         for (const line of sweptLines(await sweepBackends(store.runs, [backend]))) this.context.stderr.write(`${line}\n`);
       }
-      const snapshot = await snapshotting;
+      // What earlier runs of this home left (containers, job folders) goes while the snapshot is taken.
+      const sweeping = backend.leftovers
+        ? import('../machines.js').then(({ sweepLeftoversOf }) => sweepLeftoversOf(store.runs, backend, this.context.stderr))
+        : undefined;
+      const [snapshot] = await Promise.all([snapshotting, sweeping]);
       // The code is stored by content now, so the run sees it as it is at this moment whatever is
       // edited later, and a detached run needs no copy of it.
       const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store.fileHashes, store: artifacts });

@@ -129,6 +129,24 @@ export const MIGRATIONS: readonly Migration[] = [
         CREATE INDEX runs_by_project ON runs (repo_root, submitted_at);
       `),
   },
+  {
+    description: 'claims on fingerprints being produced (one producer per fingerprint across processes); a job’s published ports',
+    up: (db) =>
+      db.exec(`
+        -- The job producing a fingerprint right now, and its process: another run that needs the
+        -- same fingerprint waits for it and reuses its artifacts instead of running it again.
+        CREATE TABLE claims (
+          fingerprint TEXT PRIMARY KEY,
+          job         TEXT NOT NULL,
+          run         TEXT NOT NULL,
+          pid         INTEGER NOT NULL,
+          hostname    TEXT NOT NULL,
+          claimed_at  INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        -- JSON [{ "port": N, "url": "http://…" }]: where a job's published ports are reached.
+        ALTER TABLE jobs ADD COLUMN ports TEXT;
+      `),
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

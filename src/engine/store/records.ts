@@ -48,6 +48,8 @@ export interface JobRecord {
   /** A reuse: the job whose artifacts it took (the one that really ran, as recorded then). */
   readonly cachedFrom?: JobId;
   readonly handle?: BackendHandle;
+  /** Where its published ports are reached (while it runs), in the order they were published. */
+  readonly ports?: readonly JobPort[];
   readonly manifest?: Manifest;
   readonly fingerprint?: Fingerprint;
   readonly fingerprintParts?: FingerprintParts;
@@ -56,6 +58,23 @@ export interface JobRecord {
   readonly finishedAt?: number;
   /** Every status change with its time, oldest first. */
   readonly history: readonly { readonly status: JobStatus; readonly at: number }[];
+}
+
+/** A published port of a job and the URL it is reached at. */
+export interface JobPort {
+  readonly port: number;
+  readonly url: string;
+}
+
+/** A job producing a fingerprint right now, and the process that runs it. */
+export interface Claim {
+  readonly fingerprint: Fingerprint;
+  readonly job: JobId;
+  readonly run: RunName;
+  readonly pid: number;
+  readonly hostname: string;
+  /** ms since epoch. */
+  readonly claimedAt: number;
 }
 
 /**

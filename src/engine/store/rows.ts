@@ -8,7 +8,7 @@ import { Codes, type ErrorCode } from '../errors.js';
 import type { FingerprintParts, JobSpec, JobStatus, RepoInfo } from '../types.js';
 import { asContentHash, asJobId, asRunName, RUN_STATUSES } from '../types.js';
 import type { Connection } from './connection.js';
-import type { JobRecord, RunRecord, TagRecord } from './records.js';
+import type { JobPort, JobRecord, RunRecord, TagRecord } from './records.js';
 
 export interface RunRow {
   name: string;
@@ -39,6 +39,7 @@ export interface JobRow {
   error_code: string | null;
   cached_from: string | null;
   handle: string | null;
+  ports: string | null;
   manifest: string | null;
   fingerprint: string | null;
   fingerprint_parts: string | null;
@@ -103,6 +104,8 @@ export function toTag(c: Connection, r: TagRow): TagRecord {
   };
 }
 
+const isPortList = (v: unknown): boolean => Array.isArray(v) && v.every((p) => isObject(p) && typeof p.port === 'number' && typeof p.url === 'string');
+
 export const isFingerprintParts = (v: unknown): boolean => isObject(v) && typeof v.version === 'number' && isObject(v.parts);
 
 export function toJob(c: Connection, r: JobRow, history: JobRecord['history']): JobRecord {
@@ -121,6 +124,7 @@ export function toJob(c: Connection, r: JobRow, history: JobRecord['history']): 
     ...(errorCode !== undefined && { errorCode }),
     ...(r.cached_from !== null && { cachedFrom: asJobId(r.cached_from) }),
     ...(r.handle !== null && { handle: c.json<BackendHandle>(r.handle, `${what} handle`, isObject) }),
+    ...(r.ports !== null && { ports: c.json<JobPort[]>(r.ports, `${what} ports`, isPortList) }),
     ...(r.manifest !== null && { manifest: decodeManifest(c, r.manifest, `${what} manifest`) }),
     ...(r.fingerprint !== null && { fingerprint: r.fingerprint as JobRecord['fingerprint'] }),
     ...(r.fingerprint_parts !== null && {

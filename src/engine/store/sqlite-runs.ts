@@ -9,7 +9,7 @@ import { asJobId, asRunName, isFinal } from '../types.js';
 import type { Connection } from './connection.js';
 import { ACTIVE_STATUSES_SQL } from './migrations.js';
 import { formatRunName, randomPrefix, type RandomSource } from './names.js';
-import type { CacheHit, JobRecord, NewRun, ProjectScope, RunRecord, StatusUpdate } from './records.js';
+import type { CacheHit, JobPort, JobRecord, NewRun, ProjectScope, RunRecord, StatusUpdate } from './records.js';
 import { RUN_COLUMNS, toJob, toRun, type HistoryRow, type JobRow, type RunRow } from './rows.js';
 import { aggregateStatus } from './status.js';
 import type { RunRecords } from './types.js';
@@ -63,6 +63,7 @@ function statements(c: Connection) {
     statusesOfRun: p('SELECT status FROM jobs WHERE run = ?').pluck(),
     updateRunStatus: p('UPDATE runs SET status = ?, finished_at = ? WHERE name = ?'),
     setHandle: p('UPDATE jobs SET handle = ? WHERE id = ?'),
+    addPort: p(`UPDATE jobs SET ports = json_insert(coalesce(ports, '[]'), '$[#]', json(?)) WHERE id = ?`),
     setManifest: p('UPDATE jobs SET manifest = ? WHERE id = ?'),
     setOwner: p('UPDATE runs SET pid = ?, hostname = ? WHERE name = ?'),
     setSnapshot: p('UPDATE runs SET snapshot = ? WHERE name = ?'),
@@ -231,6 +232,11 @@ export class SqliteRuns implements RunRecords {
   setJobHandle(id: JobId, handle: BackendHandle | undefined): void {
     const changes = this.c.guard(() => this.s.setHandle.run(handle === undefined ? null : JSON.stringify(handle), id).changes);
     this.c.mustChange(changes, `setJobHandle(${id})`);
+  }
+
+  addJobPort(id: JobId, port: JobPort): void {
+    const changes = this.c.guard(() => this.s.addPort.run(JSON.stringify({ port: port.port, url: port.url }), id).changes);
+    this.c.mustChange(changes, `addJobPort(${id})`);
   }
 
   setJobManifest(id: JobId, manifest: Manifest): void {

@@ -13,6 +13,7 @@ import { Connection } from './connection.js';
 import { migrate, SCHEMA_VERSION } from './migrations.js';
 import type { RandomSource } from './names.js';
 import { SqliteCacheIndex } from './sqlite-cache.js';
+import { SqliteClaims } from './sqlite-claims.js';
 import { BUSY_TIMEOUT_MS, toStoreError } from './sqlite-errors.js';
 import { SqliteFileHashes } from './sqlite-file-hashes.js';
 import { SqliteImporter } from './sqlite-import.js';
@@ -21,7 +22,7 @@ import { SqlitePrune } from './sqlite-prune.js';
 import { SqliteRuns } from './sqlite-runs.js';
 import { keepReserve } from './reserve.js';
 import { SqliteTags } from './sqlite-tags.js';
-import type { CacheIndex, FileHashStore, LogStore, PruneQueries, RunImporter, RunRecords, Store, TagStore } from './types.js';
+import type { CacheIndex, FileHashStore, FingerprintClaims, LogStore, PruneQueries, RunImporter, RunRecords, Store, TagStore } from './types.js';
 
 export { DEFAULT_PS_LIMIT } from './sqlite-runs.js';
 
@@ -157,6 +158,7 @@ class SqliteStore implements Store {
   #tags?: TagStore;
   #prune?: PruneQueries;
   #importer?: RunImporter;
+  #claims?: FingerprintClaims;
 
   constructor(db: Database.Database, path: string, options: OpenStoreOptions, readOnly: boolean) {
     this.path = path;
@@ -185,6 +187,9 @@ class SqliteStore implements Store {
   }
   get importer(): RunImporter {
     return (this.#importer ??= new SqliteImporter(this.c));
+  }
+  get claims(): FingerprintClaims {
+    return (this.#claims ??= new SqliteClaims(this.c));
   }
 
   close(): void {

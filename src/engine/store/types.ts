@@ -10,8 +10,10 @@ import type { BackendHandle } from '../backend.js';
 import type { ContentHash, Fingerprint, FingerprintParts, JobId, JobStatus, RunName } from '../types.js';
 import type {
   CacheHit,
+  Claim,
   FingerprintedJob,
   ImportedLog,
+  JobPort,
   JobRecord,
   LogRecord,
   LogStream,
@@ -60,6 +62,8 @@ export interface RunWriter {
    */
   recordReuse(id: JobId, hit: CacheHit): boolean;
   setJobHandle(id: JobId, handle: BackendHandle | undefined): void;
+  /** Records where a published port of the job is reached (`ps` and `logs` show it, also for a detached run). */
+  addJobPort(id: JobId, port: JobPort): void;
   setJobManifest(id: JobId, manifest: Manifest): void;
   /** Sets the process supervising the run (a detached supervisor takes over from the CLI). */
   setRunOwnerProcess(name: RunName, pid: number, hostname: string): void;
@@ -100,6 +104,24 @@ export interface CacheIndex {
    * it instead of failing on it forever. Returns how many jobs that was.
    */
   forgetCacheHitsWith(hash: ContentHash): number;
+}
+
+/**
+ * Claims on fingerprints being produced, so that a fingerprint is produced once however many runs
+ * need it at the same time (single flight through the store): the first run to claim it produces
+ * it, the others wait for its `done` job and reuse it.
+ */
+export interface FingerprintClaims {
+  /**
+   * Claims `fingerprint` for `claimant`, atomically: taken when nobody holds it, when the claimant's
+   * own job holds it, or when `stale(holder)` says the holder is gone (its process died, its job
+   * ended without releasing); otherwise the live holder is returned and nothing changes.
+   */
+  claim(fingerprint: Fingerprint, claimant: Omit<Claim, 'fingerprint' | 'claimedAt'>, stale: (holder: Claim) => boolean): { readonly taken: boolean; readonly holder: Claim };
+  /** Drops the claim when `job` holds it; idempotent. */
+  release(fingerprint: Fingerprint, job: JobId): void;
+  /** Who holds the claim on `fingerprint`, if anyone (`--explain`). */
+  holder(fingerprint: Fingerprint): Claim | undefined;
 }
 
 /** The stat cache: content hashes of files, valid while their (dev, ino, size, mtime) stay the same. */
@@ -162,6 +184,7 @@ export interface Store {
   readonly tags: TagStore;
   readonly prune: PruneQueries;
   readonly importer: RunImporter;
+  readonly claims: FingerprintClaims;
   /** The database file, for messages. */
   readonly path: string;
   /** Opened read-only (a read-only home): reads work, every write fails with a coded error. */

@@ -3,13 +3,14 @@
  * that have pre-configured Conda environments" — Python with Conda (Miniforge) ready, the version chosen
  * by `python:`, and a CUDA variant for jobs that ask for a GPU (issue 12).
  *
- * ONE TABLE, TO BE CHECKED: the images are those dstack 0.7's own bash provider named
- * (`dstackai/miniforge:py<python>-<release>` and `…-cuda-11.1`), written here from memory of its
- * source. No registry is reachable from the machine this was written on, so neither the tags nor any
- * digest could be verified: every `digest` is left empty rather than invented, and the tag alone is
- * used until someone with network access fills them in (`docker buildx imagetools inspect IMAGE`
- * prints the digest). With a digest, the reference becomes `name:tag@sha256:…` and the engine
- * runs exactly that image whatever the tag points at later.
+ * ONE TABLE, TO BE CHECKED: the names follow dstack 0.7's own bash provider, read in its public
+ * source (`dstackai/miniforge:py{python}-{miniforge_image}`, `…-cuda-11.1`; later 0.7 releases moved
+ * the CUDA variant to 11.4), and its tests name `dstackai/miniforge:py3.9-0.2`, the release used
+ * here. No registry is reachable from the machine this was written on, so no digest could be read:
+ * every `digest` is left empty rather than invented, and the tag alone is used until someone with
+ * network access fills them in (`docker buildx imagetools inspect IMAGE` prints the digest). With a
+ * digest, the reference becomes `name:tag@sha256:…` and the engine runs exactly that image whatever
+ * the tag points at later.
  */
 
 export interface DefaultImage {

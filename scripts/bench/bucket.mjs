@@ -6,7 +6,7 @@
 // - ps --remote: `dstack ps --remote` over 1,000 team runs of the project's repository. Target < 1 s.
 // moto is the slow side here (a Python server): both uploads meet the same moto.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeFiles } from './hash.mjs';
 import { cacheDir, dstack, median, ms, root, save, time } from './lib.mjs';
@@ -14,21 +14,24 @@ import { cacheDir, dstack, median, ms, root, save, time } from './lib.mjs';
 const DATA = join(cacheDir, 'files-1g');
 const TEAM_RUNS = 1000;
 
+/**
+ * moto logs every request. Its output goes to a file, not a pipe: the measurements run the CLI with
+ * spawnSync, which blocks this process's event loop, so a pipe would fill, moto's logging would block
+ * on it and every request thread behind the logging lock (the "hang under 16 at once" seen before).
+ */
 async function startMoto() {
-  const child = spawn('python3', [join(root, 'test/helpers/moto_server.py'), '-H', '127.0.0.1', '-p', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  const port = await new Promise((resolve, reject) => {
-    const onData = (d) => {
-      out += d.toString();
-      const m = /Running on http:\/\/127\.0\.0\.1:(\d+)/.exec(out);
-      if (m) resolve(Number(m[1]));
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.once('exit', (c) => reject(new Error(`moto exited ${c}: ${out}`)));
-  });
-  child.stdout.resume();
-  child.stderr.resume();
+  const log = join(cacheDir, `moto-${process.pid}.log`);
+  const fd = openSync(log, 'w');
+  const child = spawn('python3', [join(root, 'test/helpers/moto_server.py'), '-H', '127.0.0.1', '-p', '0'], { stdio: ['ignore', fd, fd] });
+  closeSync(fd);
+  let exited;
+  child.once('exit', (c) => (exited = c));
+  let port;
+  for (const deadline = Date.now() + 30_000; port === undefined; await new Promise((r) => setTimeout(r, 100))) {
+    const m = /Running on http:\/\/127\.0\.0\.1:(\d+)/.exec(readFileSync(log, 'utf8'));
+    if (m) port = Number(m[1]);
+    else if (exited !== undefined || Date.now() > deadline) throw new Error(`moto did not start (exit ${exited}): see ${log}`);
+  }
   const endpoint = `http://127.0.0.1:${port}`;
   return { endpoint, stop: () => child.kill('SIGTERM') };
 }

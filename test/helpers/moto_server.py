@@ -7,7 +7,8 @@ The same as `python3 -m moto.server`, with two fixes:
   Dates that are already parsed are passed through.
 - S3's conditional writes (`If-None-Match: *` on PutObject and CompleteMultipartUpload) are atomic:
   of two at once, one wins and the other gets 412. moto checks, then writes, in a threaded server,
-  so two at once could both win. Conditional writes hold one lock from the check to the write.
+  so two at once could both win. A conditional write holds its key's lock from the check to the
+  write: one lock per key, so writes of different keys still run in parallel, as on S3.
 """
 import datetime
 import threading
@@ -25,14 +26,22 @@ amis.parse_timestamp = _parse_once
 
 from moto.s3.responses import S3Response  # noqa: E402
 
-_conditional = threading.Lock()
+_guard = threading.Lock()
+_key_locks = {}
+
+
+def _key_lock(response):
+    # Path-style (`/bucket/key`) or virtual-hosted (`bucket.host`, `/key`): the host and path name the key.
+    name = (response.headers.get("Host", ""), response.path)
+    with _guard:
+        return _key_locks.setdefault(name, threading.Lock())
 
 
 def _atomic_if_none_match(method):
     def wrapper(self, *args, **kwargs):
         if self.headers.get("If-None-Match") != "*":
             return method(self, *args, **kwargs)
-        with _conditional:
+        with _key_lock(self):
             return method(self, *args, **kwargs)
 
     return wrapper

@@ -29,7 +29,7 @@ test(
       usage(await p.run(['sp']), `error DS0100: unknown command 'sp'\n  = did you mean \`dstack ps\` or \`dstack cp\`?${help}\n`);
       usage(
         await p.run(['frobnicate']),
-        "error DS0100: unknown command 'frobnicate'\n  = commands: run, ps, logs, stop, rm, ls, cp, tags, prune, store, secrets, config, init; see `dstack --help`\n",
+        "error DS0100: unknown command 'frobnicate'\n  = commands: run, ps, logs, stop, rm, ls, cp, tags, prune, push, pull, store, secrets, config, init; see `dstack --help`\n",
       );
       usage(await p.run(['tags', 'ad', 'x']), "error DS0100: unknown command 'dstack tags ad'\n  = did you mean `dstack tags add`?\n");
       usage(await p.run(['secrets', 'remove', 'X']), "error DS0100: unknown command 'dstack secrets remove'\n  = one of: dstack secrets add, dstack secrets list, dstack secrets delete\n");

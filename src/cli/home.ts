@@ -20,26 +20,14 @@ export function owner(env: NodeJS.ProcessEnv = process.env): string {
  * pushes to a team bucket (a run's record is rewritten only by the home that owns it).
  */
 export async function homeId(home: string): Promise<string> {
-  const { mkdir, open, readFile } = await import('node:fs/promises');
-  const { randomBytes } = await import('node:crypto');
+  const [{ mkdir, writeFile }, { randomBytes }, { idFile }] = await Promise.all([import('node:fs/promises'), import('node:crypto'), import('../engine/id-file.js')]);
   const path = join(home, 'id');
-  const ok = (s: string): boolean => /^[0-9a-f]{16,64}$/.test(s);
-  const existing = (await readFile(path, 'utf8').catch(() => '')).trim();
-  if (ok(existing)) return existing;
+  const make = (): string => randomBytes(12).toString('hex');
   await mkdir(home, { recursive: true, mode: 0o700 });
-  const id = randomBytes(12).toString('hex');
-  try {
-    const fh = await open(path, 'wx', 0o600);
-    await fh.writeFile(`${id}\n`);
-    await fh.close();
-    return id;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    const theirs = (await readFile(path, 'utf8')).trim();
-    if (ok(theirs)) return theirs;
-    // A damaged id file: replaced, since nothing else can be done with it.
-    const { writeFile } = await import('node:fs/promises');
-    await writeFile(path, `${id}\n`, { mode: 0o600 });
-    return id;
-  }
+  const id = await idFile(path, { valid: /^[0-9a-f]{16,64}$/, make, mode: 0o600 });
+  if (id) return id;
+  // A damaged id file: replaced, since nothing else can be done with it.
+  const fresh = make();
+  await writeFile(path, `${fresh}\n`, { mode: 0o600 });
+  return fresh;
 }

@@ -8,10 +8,10 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { DstackError } from '../engine/errors.js';
+import { idFile } from '../engine/id-file.js';
 
 const run = promisify(execFile);
 
@@ -72,23 +72,11 @@ const LOCAL_ID = /^local-[0-9a-f]{16,64}$/;
 
 async function localIdentity(root: string): Promise<string> {
   const path = join(root, REPO_ID_FILE);
-  const existing = (await readFile(path, 'utf8').catch(() => '')).trim();
-  if (LOCAL_ID.test(existing)) return existing;
-  const id = `local-${randomBytes(16).toString('hex')}`;
-  try {
-    const fh = await open(path, 'wx', 0o644);
-    await fh.writeFile(`${id}\n`);
-    await fh.close();
-    return id;
-  } catch (e) {
-    // Another dstack wrote it first: theirs is the one.
-    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    const theirs = (await readFile(path, 'utf8')).trim();
-    if (LOCAL_ID.test(theirs)) return theirs;
-    throw new DstackError('DS0275', `${path} does not hold a repository id (expected local-<hex>)`, {
-      hint: `restore it from version control; or remove it to start a new identity (runs pushed under the old one are then not this project's)`,
-    });
-  }
+  const id = await idFile(path, { valid: LOCAL_ID, make: () => `local-${randomBytes(16).toString('hex')}`, mode: 0o644 });
+  if (id) return id;
+  throw new DstackError('DS0275', `${path} does not hold a repository id (expected local-<hex>)`, {
+    hint: `restore it from version control; or remove it to start a new identity (runs pushed under the old one are then not this project's)`,
+  });
 }
 
 /**

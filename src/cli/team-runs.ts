@@ -8,7 +8,8 @@ import { DstackError, formatError } from '../engine/errors.js';
 import type { RunRecord } from '../engine/store/types.js';
 import { findProjectRoot } from '../engine/workflow/files.js';
 import type { RunSummary } from '../remote-store/layout.js';
-import { formatAgo, formatDuration, table } from './format.js';
+import { table } from './format.js';
+import { RUN_HEADER, runCells, runSummaryJson, type RunRowSource } from './run-rows.js';
 import { defaultTeamRemote, openTeam, repoOf, teamRemote } from './team.js';
 
 /**
@@ -42,9 +43,8 @@ export async function teamRuns(home: string, remoteName: string | undefined): Pr
   }
 }
 
-type Row = Pick<RunSummary, 'name' | 'workflow' | 'owner' | 'backend' | 'status' | 'submittedAt' | 'finishedAt' | 'tag'> & { where: string };
+type Row = RunRowSource & { where: string };
 
-const HEADER = ['RUN', 'WORKFLOW', 'SUBMITTED', 'OWNER', 'STATUS', 'TAG', 'BACKEND', 'DURATION'];
 
 /**
  * `ps --remote` (the team's runs alone) and `ps -a` (this home's and the team's, with a WHERE
@@ -75,22 +75,10 @@ export async function psWithTeam(
   }
   const list = [...rows.values()].sort((a, b) => b.submittedAt - a.submittedAt);
   if (options.json) {
-    const out = list.map((r) => ({
-      run: r.name,
-      workflow: r.workflow,
-      submittedAt: new Date(r.submittedAt).toISOString(),
-      finishedAt: r.finishedAt === undefined ? null : new Date(r.finishedAt).toISOString(),
-      owner: r.owner,
-      status: r.status,
-      tag: r.tag ?? null,
-      backend: r.backend,
-      where: r.where,
-    }));
+    const out = list.map((r) => ({ ...runSummaryJson(r), where: r.where }));
     return `${JSON.stringify(out, null, 2)}\n`;
   }
   if (list.length === 0) return options.local ? 'No runs yet. Start one with `dstack run WORKFLOW`.\n' : `No runs of this repository in the team bucket ${team?.remote ?? ''} yet. Send one with \`dstack push RUN\`.\n`;
-  const duration = (r: Row): string => formatDuration((r.finishedAt ?? Date.now()) - r.submittedAt);
-  const cells = (r: Row): string[] => [r.name, r.workflow, formatAgo(r.submittedAt), r.owner, r.status, r.tag ?? '', r.backend, duration(r)];
-  if (!options.local) return `${table(HEADER, list.map(cells))}\n`;
-  return `${table([...HEADER, 'WHERE'], list.map((r) => [...cells(r), r.where]))}\n`;
+  if (!options.local) return `${table(RUN_HEADER, list.map(runCells))}\n`;
+  return `${table([...RUN_HEADER, 'WHERE'], list.map((r) => [...runCells(r), r.where]))}\n`;
 }

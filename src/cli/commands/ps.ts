@@ -4,9 +4,10 @@ import type { JobRecord, RunRecord, Store } from '../../engine/store/types.js';
 import { isFinal } from '../../engine/types.js';
 import { DstackCommand } from '../base.js';
 import { readerGone } from '../output.js';
-import { formatAgo, formatDuration, table } from '../format.js';
+import { formatDuration, table } from '../format.js';
 import { displayProject, projectScope } from '../project-scope.js';
 import { Session } from '../session.js';
+import { RUN_HEADER, runCells, runSummaryJson } from '../run-rows.js';
 import { requireRun } from '../runs.js';
 
 export class PsCommand extends DstackCommand {
@@ -92,10 +93,8 @@ export class PsCommand extends DstackCommand {
         : 'No runs in this project yet. Start one with `dstack run WORKFLOW`; `dstack ps -A` lists every project\'s.\n';
       return `${none}${machines}`;
     }
-    const header = ['RUN', 'WORKFLOW', 'SUBMITTED', 'OWNER', 'STATUS', 'TAG', 'BACKEND', 'DURATION'];
-    const row = (r: RunRecord): string[] => [r.name, r.workflow, formatAgo(r.submittedAt), r.owner, r.status, r.tag ?? '', r.backend, duration(r.submittedAt, r.finishedAt)];
-    if (scope.project !== undefined) return `${table(header, runs.map(row))}\n${machines}`;
-    return `${table([...header, 'PROJECT'], runs.map((r) => [...row(r), displayProject(r.repo.root)]))}\n${machines}`;
+    if (scope.project !== undefined) return `${table(RUN_HEADER, runs.map(runCells))}\n${machines}`;
+    return `${table([...RUN_HEADER, 'PROJECT'], runs.map((r) => [...runCells(r), displayProject(r.repo.root)]))}\n${machines}`;
   }
 
   /**
@@ -155,14 +154,7 @@ const liveUrls = (j: JobRecord): string[] => (j.status === 'running' ? (j.ports 
 /** `jobs`: the run's, to list where its running jobs are reached; none for a finished run. */
 function runJson(r: RunRecord, jobs: readonly JobRecord[]): Record<string, unknown> {
   return {
-    run: r.name,
-    workflow: r.workflow,
-    submittedAt: new Date(r.submittedAt).toISOString(),
-    finishedAt: r.finishedAt === undefined ? null : new Date(r.finishedAt).toISOString(),
-    owner: r.owner,
-    status: r.status,
-    tag: r.tag ?? null,
-    backend: r.backend,
+    ...runSummaryJson(r),
     project: r.repo.root,
     args: r.args,
     repo: r.repo,

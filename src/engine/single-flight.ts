@@ -48,18 +48,25 @@ export type Flight =
 export async function singleFlight(o: FlightOptions): Promise<Flight> {
   const me = { job: o.job, run: o.run, pid: process.pid, hostname: hostname() };
   const stale = staleClaim(o.runs);
-  let announced: JobId | undefined;
+  let waitedFor: Claim | undefined;
   for (;;) {
     const { taken, holder } = o.claims.claim(o.fingerprint, me, stale);
-    if (taken) return { kind: 'produce', release: () => releaseQuietly(o) };
+    if (taken) {
+      // The producer records its done job before it releases: a claim free because the producer
+      // just finished (between this job's last look and its claim) must reuse, not make it again.
+      const producer = waitedFor;
+      const hit = producer && o.cache.findCacheHit(o.fingerprint, { exclude: o.job });
+      if (!producer || !hit) return { kind: 'produce', release: () => releaseQuietly(o) };
+      releaseQuietly(o);
+      return { kind: 'reuse', hit, producer };
+    }
     if (!o.wait) return { kind: 'alongside' };
-    if (announced !== holder.job) {
-      announced = holder.job;
+    if (waitedFor?.job !== holder.job) {
+      waitedFor = holder;
       o.onWaiting(holder);
     }
     await sleep(o.pollMs ?? POLL_MS, undefined, { signal: o.signal }).catch(() => undefined);
     if (o.signal.aborted) return { kind: 'stopped' };
-    // Done and recorded before the producer releases: found here, or by the next claim's refusal.
     const hit = o.cache.findCacheHit(o.fingerprint, { exclude: o.job });
     if (hit) return { kind: 'reuse', hit, producer: holder };
   }

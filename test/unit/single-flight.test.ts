@@ -163,4 +163,35 @@ test(
   })),
 );
 
+
+test(
+  'a waiter that looks just before the producer finishes and claims just after it released reuses the artifacts, not makes them again',
+  withTimeout(10_000, async () => {
+    await withStore(async (store) => {
+      const base = { claims: store.claims, runs: store.runs, fingerprint: FP, onWaiting: () => undefined, pollMs: 5 };
+      const producer = newJob(store);
+      const first = await singleFlight({ ...base, cache: store.cache, ...producer, wait: true, signal: new AbortController().signal });
+      // The waiter's look misses; right after it, the producer records done and releases (the race of a loaded machine).
+      let finished = false;
+      const racing = {
+        findCacheHit: (...args: Parameters<typeof store.cache.findCacheHit>) => {
+          const hit = store.cache.findCacheHit(...args);
+          if (!finished) {
+            finished = true;
+            store.cache.setJobFingerprint(producer.job, FP, { version: 1, parts: {} });
+            store.runs.setJobManifest(producer.job, manifest);
+            store.runs.setJobStatus(producer.job, 'done');
+            if (first.kind === 'produce') first.release();
+          }
+          return hit;
+        },
+      };
+      const got = await singleFlight({ ...base, cache: racing, ...newJob(store), wait: true, signal: new AbortController().signal });
+      assert.is(got.kind, 'reuse');
+      assert.is(got.kind === 'reuse' && got.hit.job, producer.job);
+      assert.is(store.claims.holder(FP), undefined, 'the claim taken on the way is given back');
+    })();
+  }),
+);
+
 test.run();

@@ -5,6 +5,7 @@
 // moment the instance became reachable is when its sshd first answered on its mapped loopback port
 // (polled here every 20 ms); dstack's overhead on top of that is the rest of the wall time: SSH,
 // the bootstrap wait, Docker, staging, the job, artifacts back, terminate. Bar: under 10 s.
+// The team bucket the remote names exists, so runs record to it as a team's do.
 // mnist: the wall time of fixtures/mnist `train-mnist --remote` (two jobs, two instances), once.
 //
 // Usage: node --import tsx scripts/bench/aws-driver.ts ROUNDS [mnist]   → JSON on stdout
@@ -15,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { liveInstances, motoClient, startInstanceWatcher } from '../../test/helpers/instances.js';
 import { motoEnv, startMoto } from '../../test/helpers/moto.js';
+import { createBucket, testS3Client } from '../../test/helpers/s3.js';
 
 const root = new URL('../..', import.meta.url).pathname;
 const rounds = Number(process.argv[2] ?? 5);
@@ -48,6 +50,10 @@ const project = await mkdtemp(join(tmpdir(), 'dstack-bench-aws-'));
 const home = `${project}-home`;
 const env = { ...process.env, ...motoEnv(moto.endpoint), DSTACK_HOME: home, DSTACK_INSTANCE_ADDRESS_MAP: watcher.mapPath };
 try {
+  // The team bucket exists, as for a user who configured it: runs record to it as they go.
+  const s3 = testS3Client(moto.endpoint);
+  await createBucket(s3, 'dstack-bench');
+  s3.destroy();
   await mkdir(join(project, '.dstack'), { recursive: true });
   await writeFile(join(project, '.dstack/workflows.yaml'), 'workflows:\n  - name: hello\n    image: dstack-test/busybox:latest\n    commands:\n      - echo hello\n');
   const cfg = await dstack(['config', 'aws', '--name', 'bench', '--region', 'us-east-1', '--bucket', 'dstack-bench', '--ssh-cidr', '127.0.0.1/32'], project, env);

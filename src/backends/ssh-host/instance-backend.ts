@@ -51,6 +51,8 @@ export interface InstanceBackendOptions {
 const DEFAULT_CACHE_BYTES = 10 * 1000 ** 3;
 /** observe of a recorded handle: an instance that does not answer this fast is taken as lost. */
 const LOOKUP_TIMEOUT_MS = 10_000;
+/** How often a fresh instance is asked whether its Docker engine has started. */
+const DOCKER_POLL_MS = 500;
 
 export class InstanceBackend implements Backend {
   readonly id: string;
@@ -174,7 +176,8 @@ export class InstanceBackend implements Backend {
           });
         }
         await sleep(pause, undefined, { signal });
-        pause = Math.min(pause * 2, 2000);
+        // Capped low: the instance's sshd comes up at an unknown moment and each second waited past it is ours.
+        pause = Math.min(pause * 2, 1000);
       }
     }
   }
@@ -188,9 +191,9 @@ export class InstanceBackend implements Backend {
         return await engine.ensureDocker(signal);
       } catch (e) {
         signal.throwIfAborted();
-        if (Date.now() + 1000 > deadline || connection.closed) throw e;
+        if (Date.now() + DOCKER_POLL_MS > deadline || connection.closed) throw e;
         await this.assertAlive(instance, connection.label);
-        await sleep(1000, undefined, { signal });
+        await sleep(DOCKER_POLL_MS, undefined, { signal });
       }
     }
   }

@@ -59,13 +59,14 @@ export class InstanceMachine implements Machine {
   }
 
   /**
-   * The job's container and folder first (a few round trips; should the terminate fail, less is
-   * left running), then the instance, which takes everything else with it: only a failed
-   * terminate is an error.
+   * The instance takes the job's container and folder with it: what this process holds is let go
+   * (the heartbeat first, so nothing talks to an instance going away) and the instance terminated,
+   * without the round trips of cleaning the host. A failed terminate is the error; the sweep and the
+   * dead-man switch end that instance.
    */
   teardown(): Promise<void> {
     this.tornDown ??= (async () => {
-      await this.o.remote.teardown().catch(() => undefined);
+      await this.o.remote.letGo();
       await this.o.connection.close();
       await this.o.provider.terminate(this.o.instance);
     })();

@@ -246,6 +246,20 @@ export class RemoteMachine implements Machine {
     return this.tornDown;
   }
 
+  /**
+   * Teardown for a host that goes with the job (an instance being terminated): only what this
+   * process holds is let go — tunnels, streams, the hold —, without the round trips of removing
+   * what the host holds.
+   */
+  letGo(): Promise<void> {
+    this.tornDown ??= (async () => {
+      await Promise.all(this.tunnels.map((t) => t.close()));
+      this.container.destroyStreams();
+      await this.o.hold.release();
+    })();
+    return this.tornDown;
+  }
+
   private async removeAll(): Promise<void> {
     await Promise.all(this.tunnels.map((t) => t.close()));
     const errors: unknown[] = [];

@@ -8,11 +8,12 @@ import type { Project } from '../../engine/types.js';
 import { choosePlacement, type PlacementChoice } from '../../engine/placement.js';
 import type { JobDecision } from '../../engine/explain.js';
 import type { PreparedRun, SubmitRequest } from '../../engine/submit.js';
+import type { RunRecord } from '../../engine/store/types.js';
 import { DstackCommand, usageError } from '../base.js';
 import { renderNotices, whichWorkflow } from '../diagnostics-view.js';
 import { owner } from '../home.js';
 import { createRenderer } from '../render.js';
-import { RUN_FLAG_NAMES, parseRunFlags } from '../run-flags.js';
+import { RUN_FLAG_NAMES, parseRunFlags, type RunFlags } from '../run-flags.js';
 import { Session } from '../session.js';
 import { exitCodeOf, superviseRun } from '../supervise.js';
 import { printPlan } from '../plan-view.js';
@@ -75,28 +76,17 @@ export class RunCommand extends DstackCommand {
       this.context.stdout.write(this.cli.usage(RunCommand, { detailed: true }));
       return 0;
     }
-    const [{ findProjectRoot }, { loadProjectCached }] = await Promise.all([
-      import('../../engine/workflow/files.js'),
-      import('../../engine/workflow/project-cache.js'),
-    ]);
-    const root = findProjectRoot(process.cwd());
-    if (!root) {
-      throw new DstackError('DS0012', 'no .dstack/workflows.yaml in this folder or any folder above it', { hint: 'create one with `dstack init`' });
-    }
-    if (flags.rerun && flags.reuse) throw usageError('--rerun and --reuse ask for opposite things; pick one');
     const session = new Session();
-    const project = await loadProjectCached(root, { dir: join(session.home, 'project-cache') });
-    if (!flags.workflow) throw whichWorkflow(project);
-    if (flags.explain && !flags.dryRun) throw usageError('--explain goes with --dry-run', `dstack run ${flags.workflow} --dry-run --explain`);
+    const { root, project } = await loadProject(flags, session.home);
+    const workflow = flags.workflow!;
     // A bad DSTACK_LOG_LIMIT is refused before a run is recorded (the supervisor reads it again).
     (await import('../log-limit.js')).logLimitFrom();
     try {
-      const backendId = await backendIdOf(session.home, choosePlacement(project.workflows.get(flags.workflow)?.placement, flags.remote), flags.workflow);
-      const store = await session.store();
-      const external = await externalDeps(session, project, flags.workflow, flags.overrides?.deps);
-      const request = {
+      const backendId = await backendIdOf(session.home, choosePlacement(project.workflows.get(workflow)?.placement, flags.remote), workflow);
+      const external = await externalDeps(session, project, workflow, flags.overrides?.deps);
+      const request: SubmitRequest = {
         project,
-        target: flags.workflow,
+        target: workflow,
         tokens: flags.rest,
         reservedFlags: RUN_FLAG_NAMES,
         jobOverrides: flags.overrides,
@@ -106,77 +96,73 @@ export class RunCommand extends DstackCommand {
       };
       const cache = { rerun: flags.rerun, reuse: flags.reuse };
       if (flags.dryRun) return await this.dryRun(session, root, backendId, request, { ...cache, json: flags.json, explain: flags.explain });
-      const backend = (await session.backend(backendId))!;
-      const [{ takeSnapshot }, { prepareRecordable, recordRun }, { hashTree }, { putJson }, { preflight }, artifacts] = await Promise.all([
-        import('../../engine/snapshot.js'),
-        import('../../engine/submit.js'),
-        import('../../artifacts/tree.js'),
-        import('../../artifacts/objects.js'),
-        import('../../engine/preflight.js'),
-        session.artifacts(),
-      ]);
-      const name = store.runs.reserveName();
-      const prepared = prepareRecordable(store, request, name);
-      // What the backend cannot run, then its credentials, before anything is recorded or costs
-      // money; the snapshot's git calls meanwhile.
-      const snapshotting = takeSnapshot(root);
-      snapshotting.catch(() => undefined);
-      await preflight(backend, prepared.jobs, new AbortController().signal);
-      if (backend.owned) {
-        // What earlier runs left running in this cloud ends before anything new costs money.
-        const { sweepBackends, sweptLines } = await import('../machines.js');
-        for (const line of sweptLines(await sweepBackends(store.runs, [backend]))) this.context.stderr.write(`${line}\n`);
-      }
-      // What earlier runs of this home left (containers, job folders) goes while the snapshot is taken.
-      const sweeping = backend.leftovers
-        ? import('../machines.js').then(({ sweepLeftoversOf }) => sweepLeftoversOf(store.runs, backend, this.context.stderr))
-        : undefined;
-      const [snapshot] = await Promise.all([snapshotting, sweeping]);
-      // The code is stored by content now, so the run sees it as it is at this moment whatever is
-      // edited later, and a detached run needs no copy of it.
-      const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store.fileHashes, store: artifacts });
-      const snapshotHash = await putJson(artifacts, tree.manifest);
-      const { run, jobs } = recordRun(store.runs, name, prepared, {
-        ...request,
-        owner: owner(),
-        backend: backend.id,
-        repo: snapshot.repo,
-        pid: process.pid,
-        hostname: hostname(),
-      });
-      store.runs.setRunSnapshot(run.name, snapshotHash);
+      const { run, jobs, snapshot, prepared } = await this.record(session, root, backendId, request);
       renderNotices(this.context.stderr, prepared.plan.notices);
-      const render: (e: RunEvent) => void = createRenderer({
-        stdout: this.context.stdout,
-        stderr: this.context.stderr,
-        json: flags.json,
-        prefix: jobs.length > 1,
-      });
+      const render: (e: RunEvent) => void = createRenderer({ stdout: this.context.stdout, stderr: this.context.stderr, json: flags.json, prefix: jobs.length > 1 });
       render({ type: 'run-created', run: run.name, jobs: jobs.map((j) => ({ id: j.id, workflow: j.workflow })) });
-
-      if (flags.detach) {
-        const { detachRun } = await import('../detach.js');
-        await detachRun({ session, run, cache });
-        if (flags.json) this.context.stdout.write(`${JSON.stringify({ run: run.name, detached: true })}\n`);
-        else this.context.stdout.write(`${run.name}\n`);
-        this.context.stderr.write(`Run ${run.name} goes on in the background; follow it with \`dstack logs ${run.name} -f\`\n`);
-        return ExitCode.ok;
-      }
-      const outcome = await superviseRun({
-        session,
-        run,
-        jobs,
-        snapshot: { manifest: tree.manifest, hash: snapshotHash },
-        cache,
-        render,
-        stderr: this.context.stderr,
-        foreground: true,
-      });
+      if (flags.detach) return await this.detach(session, run, cache, flags.json);
+      const outcome = await superviseRun({ session, run, jobs, snapshot, cache, render, stderr: this.context.stderr, foreground: true });
       return exitCodeOf(outcome, this.context.stderr);
     } finally {
       await session.close();
     }
   }
+
+  /**
+   * Records the run: what the backend cannot run and its credentials are checked, and what earlier
+   * runs left is swept, before anything is recorded or costs money; the code is stored by content,
+   * so the run sees it as it is now whatever is edited later, and a detached run needs no copy.
+   */
+  private async record(session: Session, root: string, backendId: string, request: SubmitRequest) {
+    const store = await session.store();
+    const backend = (await session.backend(backendId))!;
+    const [{ takeSnapshot }, { prepareRecordable, recordRun }, { hashTree }, { putJson }, { preflight }, artifacts] = await Promise.all([
+      import('../../engine/snapshot.js'),
+      import('../../engine/submit.js'),
+      import('../../artifacts/tree.js'),
+      import('../../artifacts/objects.js'),
+      import('../../engine/preflight.js'),
+      session.artifacts(),
+    ]);
+    const name = store.runs.reserveName();
+    const prepared = prepareRecordable(store, request, name);
+    // The snapshot's git calls run meanwhile.
+    const snapshotting = takeSnapshot(root);
+    snapshotting.catch(() => undefined);
+    await preflight(backend, prepared.jobs, new AbortController().signal);
+    if (backend.owned) {
+      // What earlier runs left running in this cloud ends before anything new costs money.
+      const { sweepBackends, sweptLines } = await import('../machines.js');
+      for (const line of sweptLines(await sweepBackends(store.runs, [backend]))) this.context.stderr.write(`${line}\n`);
+    }
+    // What earlier runs of this home left (containers, job folders) goes while the snapshot is taken.
+    const sweeping = backend.leftovers
+      ? import('../machines.js').then(({ sweepLeftoversOf }) => sweepLeftoversOf(store.runs, backend, this.context.stderr))
+      : undefined;
+    const [snapshot] = await Promise.all([snapshotting, sweeping]);
+    const tree = await hashTree({ root: snapshot.root, files: snapshot.files, cache: store.fileHashes, store: artifacts });
+    const snapshotHash = await putJson(artifacts, tree.manifest);
+    const { run, jobs } = recordRun(store.runs, name, prepared, {
+      ...request,
+      owner: owner(),
+      backend: backend.id,
+      repo: snapshot.repo,
+      pid: process.pid,
+      hostname: hostname(),
+    });
+    store.runs.setRunSnapshot(run.name, snapshotHash);
+    return { run, jobs, prepared, snapshot: { manifest: tree.manifest, hash: snapshotHash } };
+  }
+
+  /** `-d`: the run goes on in a background supervisor; its name is the output. */
+  private async detach(session: Session, run: RunRecord, cache: { readonly rerun: boolean; readonly reuse: boolean }, json: boolean): Promise<number> {
+    const { detachRun } = await import('../detach.js');
+    await detachRun({ session, run, cache });
+    this.context.stdout.write(json ? `${JSON.stringify({ run: run.name, detached: true })}\n` : `${run.name}\n`);
+    this.context.stderr.write(`Run ${run.name} goes on in the background; follow it with \`dstack logs ${run.name} -f\`\n`);
+    return ExitCode.ok;
+  }
+
   /** `--dry-run [--explain]`: the plan and each job's cache decision, nothing run, pulled or stored. */
   private async dryRun(
     session: Session,
@@ -221,6 +207,20 @@ export class RunCommand extends DstackCommand {
     printPlan(this.context.stdout, prepared, decisions, { json: opts.json, explain: opts.explain, ...(offers ? { offers } : {}) });
     return 0;
   }
+}
+
+/** The project around the working folder, loaded (through the home's cache of parsed projects) and checked against the flags. */
+async function loadProject(flags: RunFlags, home: string): Promise<{ readonly root: string; readonly project: Project }> {
+  const [{ findProjectRoot }, { loadProjectCached }] = await Promise.all([import('../../engine/workflow/files.js'), import('../../engine/workflow/project-cache.js')]);
+  const root = findProjectRoot(process.cwd());
+  if (!root) {
+    throw new DstackError('DS0012', 'no .dstack/workflows.yaml in this folder or any folder above it', { hint: 'create one with `dstack init`' });
+  }
+  if (flags.rerun && flags.reuse) throw usageError('--rerun and --reuse ask for opposite things; pick one');
+  const project = await loadProjectCached(root, { dir: join(home, 'project-cache') });
+  if (!flags.workflow) throw whichWorkflow(project);
+  if (flags.explain && !flags.dryRun) throw usageError('--explain goes with --dry-run', `dstack run ${flags.workflow} --dry-run --explain`);
+  return { root, project };
 }
 
 /** Deps of the plan on other repositories, resolved through the team bucket (none: undefined). */

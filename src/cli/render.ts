@@ -31,111 +31,134 @@ export function createRenderer(options: RenderOptions): (event: RunEvent) => voi
       options.stdout.write(`${JSON.stringify(out)}\n`);
     };
   }
-  const { stdout, stderr } = options;
-  const partial = new Map<string, string>();
-  const started = new Map<JobId, number>();
-  const width = new Map<JobId, string>();
-  let progressLine = false;
-  const clearProgress = (): void => {
-    if (progressLine) {
-      stderr.write('\r\x1b[K');
-      progressLine = false;
-    }
-  };
-  const say = (text: string): void => {
-    clearProgress();
-    stderr.write(`${text}\n`);
-  };
-  const tags = new Map<JobId, string>();
-  const reused = new Set<JobId>();
-  /** Per job, decided at its first output line; once one job is prefixed, all are. */
-  const prefixed = new Map<JobId, boolean>();
-  const prefixes = (job: JobId): boolean => {
-    let p = prefixed.get(job);
-    if (p === undefined) {
-      p = [...prefixed.values()].some(Boolean) || [...width.keys()].some((id) => id !== job && !reused.has(id));
-      prefixed.set(job, p);
-    }
-    return p;
-  };
-  /** Ends the unfinished last lines of a job (or of every job), prefixed like the others. */
-  const flush = (job?: JobId): void => {
-    for (const [key, rest] of partial) {
-      const [id, stream] = key.split('\0') as [JobId, string];
-      if (job !== undefined && id !== job) continue;
-      if (rest) (stream === 'stderr' ? stderr : stdout).write(`${tags.get(id) ?? id} | ${rest}\n`);
-      partial.delete(key);
-    }
-  };
+  const text = new TextRenderer(options);
+  return (event) => text.render(event);
+}
 
-  return (event) => {
+/** Events as people read them: statuses on stderr, job output on stdout, prefixed when several jobs print. */
+class TextRenderer {
+  /** A job's output line not ended yet, per job and stream. */
+  private readonly partial = new Map<string, string>();
+  private readonly started = new Map<JobId, number>();
+  /** Each job's workflow name padded to the run's longest: the prefix of its lines. */
+  private readonly width = new Map<JobId, string>();
+  private readonly tags = new Map<JobId, string>();
+  private readonly reused = new Set<JobId>();
+  /** Per job, decided at its first output line; once one job is prefixed, all are. */
+  private readonly prefixed = new Map<JobId, boolean>();
+  private progressLine = false;
+
+  constructor(private readonly o: RenderOptions) {}
+
+  render(event: RunEvent): void {
     switch (event.type) {
       case 'run-created': {
         const pad = Math.max(...event.jobs.map((j) => j.workflow.length));
-        for (const j of event.jobs) width.set(j.id, j.workflow.padEnd(pad));
-        say(`Run ${event.run}: ${event.jobs.map((j) => j.workflow).join(' → ')}`);
+        for (const j of event.jobs) this.width.set(j.id, j.workflow.padEnd(pad));
+        this.say(`Run ${event.run}: ${event.jobs.map((j) => j.workflow).join(' → ')}`);
         break;
       }
       case 'job-waiting':
-        say(`  ${event.workflow}: waiting for run ${event.producerRun}, which is making the same artifacts now (${event.producer})`);
+        this.say(`  ${event.workflow}: waiting for run ${event.producerRun}, which is making the same artifacts now (${event.producer})`);
         break;
       case 'job-reused':
-        reused.add(event.job);
-        say(`  ${event.workflow}: ${event.origin ? describeRemoteOrigin(event.origin) : `cached (same inputs as ${event.from})`}`);
+        this.reused.add(event.job);
+        this.say(`  ${event.workflow}: ${event.origin ? describeRemoteOrigin(event.origin) : `cached (same inputs as ${event.from})`}`);
         break;
       case 'job-status':
-        if (isFinal(event.status)) flush(event.job);
-        if (event.status === 'running') started.set(event.job, Date.now());
-        if (event.status === 'done' && reused.has(event.job)) break;
-        if (event.status === 'done') say(`  ${event.workflow}: done${elapsed(started.get(event.job))}`);
-        else if (event.status === 'failed') say(`  ${event.workflow}: failed${event.reason ? ` — ${event.reason}` : ''}`);
-        else if (event.status === 'stopped' || event.status === 'aborted' || event.status === 'interrupted') say(`  ${event.workflow}: ${event.status}${event.reason ? ` — ${event.reason}` : ''}`);
-        else if (event.status === 'running') say(`  ${event.workflow}: running`);
+        this.status(event);
         break;
-      case 'job-log': {
-        clearProgress();
-        const stream = event.stream === 'stderr' ? stderr : stdout;
-        if (!options.prefix || !prefixes(event.job)) {
-          stream.write(event.data);
-          break;
-        }
-        const key = `${event.job}\0${event.stream}`;
-        const text = (partial.get(key) ?? '') + event.data.toString('utf8');
-        const lines = text.split('\n');
-        partial.set(key, lines.pop() ?? '');
-        const tag = width.get(event.job) ?? event.workflow;
-        tags.set(event.job, tag);
-        for (const line of lines) stream.write(`${tag} | ${line}\n`);
+      case 'job-log':
+        this.log(event);
         break;
-      }
-      case 'job-notice': {
-        const n = event.notice;
-        if (n.kind === 'pull-progress') {
-          if (!stderr.isTTY) break;
-          const pct = n.total > 0 ? ` ${Math.floor((100 * n.current) / n.total)}% (${formatBytes(n.current)} / ${formatBytes(n.total)})` : '';
-          stderr.write(`\r\x1b[K  pulling ${n.image}${pct}`);
-          progressLine = true;
-        } else if (n.kind === 'pull-done') say(`  pulled ${n.image}`);
-        else if (n.kind === 'port') say(`  ${event.workflow}: port ${n.containerPort} → ${n.url}`);
-        else say(`  ${event.workflow}: ${n.message}`);
+      case 'job-notice':
+        this.notice(event);
         break;
-      }
       case 'job-retry':
-        flush(event.job);
-        say(`  ${event.workflow}: interrupted — ${event.reason}; running again on a new machine (${event.attempt} of ${event.of})`);
+        this.flush(event.job);
+        this.say(`  ${event.workflow}: interrupted — ${event.reason}; running again on a new machine (${event.attempt} of ${event.of})`);
         break;
       case 'artifacts-saved':
-        say(`  ${event.workflow}: saved ${event.files} artifact file${event.files === 1 ? '' : 's'} (${formatBytes(event.bytes)})`);
+        this.say(`  ${event.workflow}: saved ${event.files} artifact file${event.files === 1 ? '' : 's'} (${formatBytes(event.bytes)})`);
         break;
       case 'stopping':
-        say(event.mode === 'graceful' ? `Stopping gracefully (artifacts are saved); ${options.abortBy ?? 'press Ctrl-C again'} to abort` : 'Aborting');
+        this.say(event.mode === 'graceful' ? `Stopping gracefully (artifacts are saved); ${this.o.abortBy ?? 'press Ctrl-C again'} to abort` : 'Aborting');
         break;
       case 'run-finished':
-        flush();
-        say(`Run ${event.run} ${event.status}`);
+        this.flush();
+        this.say(`Run ${event.run} ${event.status}`);
         break;
     }
-  };
+  }
+
+  private status(event: Extract<RunEvent, { type: 'job-status' }>): void {
+    if (isFinal(event.status)) this.flush(event.job);
+    if (event.status === 'running') this.started.set(event.job, Date.now());
+    if (event.status === 'done' && this.reused.has(event.job)) return;
+    if (event.status === 'done') this.say(`  ${event.workflow}: done${elapsed(this.started.get(event.job))}`);
+    else if (event.status === 'failed') this.say(`  ${event.workflow}: failed${event.reason ? ` — ${event.reason}` : ''}`);
+    else if (event.status === 'stopped' || event.status === 'aborted' || event.status === 'interrupted') this.say(`  ${event.workflow}: ${event.status}${event.reason ? ` — ${event.reason}` : ''}`);
+    else if (event.status === 'running') this.say(`  ${event.workflow}: running`);
+  }
+
+  private log(event: Extract<RunEvent, { type: 'job-log' }>): void {
+    this.clearProgress();
+    const stream = event.stream === 'stderr' ? this.o.stderr : this.o.stdout;
+    if (!this.o.prefix || !this.prefixes(event.job)) {
+      stream.write(event.data);
+      return;
+    }
+    const key = `${event.job}\0${event.stream}`;
+    const lines = ((this.partial.get(key) ?? '') + event.data.toString('utf8')).split('\n');
+    this.partial.set(key, lines.pop() ?? '');
+    const tag = this.width.get(event.job) ?? event.workflow;
+    this.tags.set(event.job, tag);
+    for (const line of lines) stream.write(`${tag} | ${line}\n`);
+  }
+
+  private notice(event: Extract<RunEvent, { type: 'job-notice' }>): void {
+    const n = event.notice;
+    if (n.kind === 'pull-progress') {
+      if (!this.o.stderr.isTTY) return;
+      const pct = n.total > 0 ? ` ${Math.floor((100 * n.current) / n.total)}% (${formatBytes(n.current)} / ${formatBytes(n.total)})` : '';
+      this.o.stderr.write(`\r\x1b[K  pulling ${n.image}${pct}`);
+      this.progressLine = true;
+    } else if (n.kind === 'pull-done') this.say(`  pulled ${n.image}`);
+    else if (n.kind === 'port') this.say(`  ${event.workflow}: port ${n.containerPort} → ${n.url}`);
+    else this.say(`  ${event.workflow}: ${n.message}`);
+  }
+
+  /** Whether a job's lines are prefixed: once one job's are, or when another job that is not reused prints too. */
+  private prefixes(job: JobId): boolean {
+    let p = this.prefixed.get(job);
+    if (p === undefined) {
+      p = [...this.prefixed.values()].some(Boolean) || [...this.width.keys()].some((id) => id !== job && !this.reused.has(id));
+      this.prefixed.set(job, p);
+    }
+    return p;
+  }
+
+  /** Ends the unfinished last lines of a job (or of every job), prefixed like the others. */
+  private flush(job?: JobId): void {
+    for (const [key, rest] of this.partial) {
+      const [id, stream] = key.split('\0') as [JobId, string];
+      if (job !== undefined && id !== job) continue;
+      if (rest) (stream === 'stderr' ? this.o.stderr : this.o.stdout).write(`${this.tags.get(id) ?? id} | ${rest}\n`);
+      this.partial.delete(key);
+    }
+  }
+
+  private say(text: string): void {
+    this.clearProgress();
+    this.o.stderr.write(`${text}\n`);
+  }
+
+  private clearProgress(): void {
+    if (this.progressLine) {
+      this.o.stderr.write('\r\x1b[K');
+      this.progressLine = false;
+    }
+  }
 }
 
 const elapsed = (since: number | undefined): string => (since ? ` in ${((Date.now() - since) / 1000).toFixed(1)} s` : '');

@@ -1,4 +1,6 @@
-/** Building POSIX shell commands to run on a host over SSH (sshd hands them to the login shell). */
+/** Building POSIX shell commands to run on a host over SSH (sshd hands them to the login shell), and running scripts. */
+import { DstackError } from '../../engine/errors.js';
+import type { SshConnection } from './connect.js';
 
 /** Quotes one word for a POSIX shell: `it's` → `'it'\''s'`. Plain words stay as they are. */
 export const shellQuote = (word: string): string => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`);
@@ -28,4 +30,14 @@ export function boundToChannel(command: string): string {
     'exit $s',
   ].join('\n');
   return `sh -c ${shellQuote(script)} dstack ${shellQuote(command)}`;
+}
+
+/** Runs a script with positional arguments; non-zero exits are errors naming the host. */
+export async function runScript(connection: SshConnection, what: string, script: string, args: readonly string[], stdin?: string): Promise<Buffer> {
+  const command = `sh -c ${shellQuote(script)} dstack ${args.map(shellQuote).join(' ')}`;
+  const r = await connection.exec(command, stdin === undefined ? {} : { stdin });
+  if (r.code !== 0) {
+    throw new DstackError('DS0209', `${what} failed on ${connection.label} (exit ${r.code}): ${r.stderr.toString('utf8').trim().slice(0, 500)}`);
+  }
+  return r.stdout;
 }

@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { SFTPWrapper } from 'ssh2';
-import { escapingSymlinkError, makeManifest, symlinkTargetInside } from '../../artifacts/manifest.js';
+import { makeManifest } from '../../artifacts/manifest.js';
 import { isFileObjectStore, type ArtifactStore, type Manifest, type ManifestEntry, type SkippedEntry } from '../../artifacts/types.js';
 import { DstackError } from '../../engine/errors.js';
 import { insideRelative } from '../../engine/paths.js';
@@ -25,22 +25,14 @@ import { artifactFolders } from '../docker/artifact-dirs.js';
 import { mergeDeps, topLevel, type DepMount } from '../docker/deps.js';
 import type { SshConnection } from './connect.js';
 import type { HostLayout } from './host-layout.js';
-import { shellQuote } from './shell.js';
+import { runScript, shellQuote } from './shell.js';
+import { listOnHost } from './host-listing.js';
 import { acceptUploads, checkOnHost, RECORD_PATHS, recordLines, recordsOf } from './object-cache.js';
 import { MKDIR_NOFOLLOW, REFUSED_LINK_EXIT, refusedOnHost } from './safe-sh.js';
 import { forEachLimit } from '../../engine/limit.js';
 
 const PARALLEL_FILES = 8;
 
-/** Runs a script with positional arguments; non-zero exits are errors naming the host. */
-async function runScript(connection: SshConnection, what: string, script: string, args: readonly string[], stdin?: string): Promise<Buffer> {
-  const command = `sh -c ${shellQuote(script)} dstack ${args.map(shellQuote).join(' ')}`;
-  const r = await connection.exec(command, stdin === undefined ? {} : { stdin });
-  if (r.code !== 0) {
-    throw new DstackError('DS0209', `${what} failed on ${connection.label} (exit ${r.code}): ${r.stderr.toString('utf8').trim().slice(0, 500)}`);
-  }
-  return r.stdout;
-}
 
 export interface SentStats {
   readonly bytes: number;
@@ -258,113 +250,6 @@ export async function materializeOnHost(connection: SshConnection, staged: Stage
   if (r.code !== 0) {
     throw new DstackError('DS0209', `making the job's folder failed on ${connection.label} (exit ${r.code}): ${r.stderr.toString('utf8').trim().slice(0, 500)}`);
   }
-}
-
-interface Listed {
-  readonly entries: Map<string, ManifestEntry>;
-  /** Paths of files, by hash, for fetching. */
-  readonly files: Map<string, string>;
-  readonly missing: string[];
-  readonly skipped: SkippedEntry[];
-}
-
-/**
- * The artifact paths under `root` on the host, as the local store would save them: files (exec bit
- * kept), folders (0755), symlinks that resolve inside (escaping ones refused, DS0302), nothing else.
- * One exec: find for the tree, sha256sum for the content.
- */
-async function listOnHost(connection: SshConnection, root: string, specs: readonly ArtifactSpec[]): Promise<Listed> {
-  const rels = specs.map((s) => {
-    const rel = s.path === '' ? '' : insideRelative(s.path);
-    if (rel === undefined) {
-      throw new DstackError('DS0009', `artifact path '${s.path}' leaves the working directory`, {
-        hint: 'artifact paths are relative to the working directory and may not contain `..` that climbs out',
-      });
-    }
-    return rel;
-  });
-  const script = [
-    'cd "$1" || exit 3',
-    'shift',
-    'printf "R\\0%s\\0" "$(pwd -P)"',
-    'for p in "$@"; do',
-    '  if [ -e "$p" ] || [ -L "$p" ]; then',
-    '    printf "P\\0%s\\0%s\\0" "$p" "$(cd "$(dirname -- "$p")" && pwd -P)"',
-    '    find "$p" -printf "%y\\0%m\\0%s\\0%p\\0%l\\0"',
-    '    printf "E\\0"',
-    // Where each link ends up after the whole chain (LOOP when it never does): `a -> b`, `b -> /etc` leaves.
-    '    find "$p" -type l -exec sh -c \'for l; do printf "L\\0%s\\0%s\\0" "$l" "$(realpath -m -- "$l" 2>/dev/null || printf LOOP)"; done\' sh {} +',
-    '  else printf "M\\0%s\\0" "$p"; fi',
-    'done',
-    'printf "H\\0"',
-    'for p in "$@"; do if [ -e "$p" ] || [ -L "$p" ]; then find "$p" -type f -print0; fi; done | xargs -0 -r sha256sum -z',
-  ].join('\n');
-  const out = await runScript(connection, 'listing the artifacts', script, [root, ...rels.map((r) => (r === '' ? '.' : r))]);
-  const fields = out.toString('utf8').split('\0');
-  const norm = (p: string): string => (p === '.' ? '' : p.startsWith('./') ? p.slice(2) : p);
-  const entries = new Map<string, ManifestEntry>();
-  const pending = new Map<string, { mode: number; size: number }>();
-  const missing: string[] = [];
-  const skipped: SkippedEntry[] = [];
-  let i = 0;
-  let realRoot = '';
-  const next = (): string => fields[i++] ?? '';
-  for (;;) {
-    const tag = next();
-    if (tag === 'R') realRoot = next();
-    else if (tag === 'M') missing.push(norm(next()) || '');
-    else if (tag === 'P') {
-      const rel = norm(next());
-      const parent = next();
-      if (rel !== '' && parent !== realRoot && !parent.startsWith(`${realRoot}/`)) {
-        throw new DstackError('DS0302', `artifact path '${rel}' is reached through a symlink that leaves the working directory (to '${parent}')`);
-      }
-      for (;;) {
-        const type = next();
-        if (type === 'E' || type === '') break;
-        const mode = parseInt(next(), 8);
-        const size = Number(next());
-        const path = norm(next());
-        const target = next();
-        if (type === 'l') {
-          if (symlinkTargetInside(path, target) === undefined) throw escapingSymlinkError(path, target);
-          entries.set(path, { type: 'symlink', path, target });
-        } else if (type === 'd') {
-          if (path !== '') entries.set(path, { type: 'dir', path, mode: 0o755 });
-        } else if (type === 'f') {
-          pending.set(path, { mode: mode & 0o111 ? 0o755 : 0o644, size });
-        } else {
-          // Reading a fifo would hang, a device could be anything: not artifacts, and the user is told.
-          skipped.push({ path: path || '.', kind: type === 'p' ? 'fifo' : type === 's' ? 'socket' : 'device' });
-        }
-      }
-    } else if (tag === 'L') {
-      const path = norm(next());
-      const resolved = next();
-      if (resolved !== 'LOOP' && resolved !== realRoot && !resolved.startsWith(`${realRoot}/`)) {
-        const e = entries.get(path);
-        throw escapingSymlinkError(path, e?.type === 'symlink' ? e.target : '?', `resolving to '${resolved}' on ${connection.label}`);
-      }
-    } else if (tag === 'H') break;
-    else throw new DstackError('DS0209', `unexpected answer from ${connection.label} while listing the artifacts`);
-  }
-  // `sha256sum -z`: "<hash>  <name>\0" (names unescaped with -z).
-  const files = new Map<string, string>();
-  for (; i < fields.length; i++) {
-    const line = fields[i]!;
-    const m = /^([0-9a-f]{64}) [ *](.*)$/s.exec(line);
-    if (!m) continue;
-    const path = norm(m[2]!);
-    const f = pending.get(path);
-    if (!f) continue;
-    const hash = asContentHash(m[1]!);
-    entries.set(path, { type: 'file', path, size: f.size, mode: f.mode, hash });
-    files.set(hash, path);
-  }
-  for (const [path] of pending) {
-    if (!entries.has(path)) throw new DstackError('DS0301', `artifact file '${path}' on ${connection.label} could not be read`);
-  }
-  return { entries, files, missing, skipped };
 }
 
 export interface ReceivedStats {

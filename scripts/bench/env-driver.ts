@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { makeManifest } from '../../src/artifacts/manifest.js';
 import { LocalArtifactStore } from '../../src/artifacts/local-store.js';
 import { restoreOutside, saveOutside } from '../../src/backends/docker/archive.js';
+import { DEFAULT_ARTIFACT_LIMIT } from '../../src/backends/docker/artifact-limit.js';
 import { DockerClient } from '../../src/backends/docker/docker.js';
 
 const IMAGE = 'dstack-test/venv:latest';
@@ -35,7 +36,7 @@ try {
     try {
       const store = new LocalArtifactStore({ home });
       const specs = [{ path: '/opt/venv', mount: false, absolute: true as const }];
-      const o = { client, container: made, specs, home: '/root', store, tmpDir: join(home, 'tmp') };
+      const o = { client, container: made, specs, home: '/root', store, tmpDir: join(home, 'tmp'), limit: DEFAULT_ARTIFACT_LIMIT };
       let t = process.hrtime.bigint();
       const saved = await saveOutside(o);
       const firstMs = since(t);

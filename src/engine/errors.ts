@@ -130,6 +130,8 @@ export const Codes = {
   DS0042: { title: 'artifact outside /workflow could not be restored', exit: ExitCode.backendUnavailable },
   DS0043: { title: 'default image not available', exit: ExitCode.backendUnavailable },
   DS0044: { title: 'no default image for this Python version', exit: ExitCode.usage },
+  DS0045: { title: 'artifact outside /workflow over the size limit', exit: ExitCode.usage },
+  DS0046: { title: 'invalid artifact limit', exit: ExitCode.usage },
   // the engine vanishing or freezing, leftovers (issue 7 §4): DS0060–DS0069, DS0140–DS0149; all 3
   DS0060: { title: 'Docker engine did not answer in time', exit: ExitCode.backendUnavailable },
   DS0061: { title: 'lost contact with the Docker engine', exit: ExitCode.backendUnavailable },

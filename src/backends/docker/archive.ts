@@ -24,6 +24,7 @@ import { makeManifest, validateManifest } from '../../artifacts/manifest.js';
 import type { ArtifactStore, ManifestEntry } from '../../artifacts/types.js';
 import { DstackError } from '../../engine/errors.js';
 import { asContentHash, type ArtifactSpec, type ContentHash } from '../../engine/types.js';
+import { formatLimit } from './artifact-limit.js';
 import { isStatus, type DockerClient } from './docker.js';
 
 export interface SaveOutsideOptions {
@@ -37,6 +38,8 @@ export interface SaveOutsideOptions {
   readonly store: ArtifactStore;
   /** A folder on this machine for the one file being hashed at a time. */
   readonly tmpDir: string;
+  /** Bytes of files one artifact may hold (DSTACK_ARTIFACT_LIMIT). */
+  readonly limit: number;
   readonly signal?: AbortSignal;
 }
 
@@ -53,7 +56,6 @@ export async function saveOutside(o: SaveOutsideOptions): Promise<SavedOutside> 
   const missing: string[] = [];
   const skipped: string[] = [];
   let newBytes = 0;
-  await mkdir(o.tmpDir, { recursive: true });
   for (const spec of o.specs) {
     const at = inContainer(spec.path, o.home);
     let res;
@@ -66,7 +68,7 @@ export async function saveOutside(o: SaveOutsideOptions): Promise<SavedOutside> 
       }
       throw new DstackError('DS0040', `artifact ${spec.path} could not be read from the job's container: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }
-    const r = await readTar(res, { ...o, path: spec.path, base: posix.basename(at) });
+    const r = await readArchive(res, { store: o.store, tmpDir: o.tmpDir, path: spec.path, base: posix.basename(at), limit: o.limit });
     entries.push(...r.entries);
     skipped.push(...r.skipped);
     newBytes += r.newBytes;
@@ -74,20 +76,32 @@ export async function saveOutside(o: SaveOutsideOptions): Promise<SavedOutside> 
   return { entries: makeManifest(entries).entries, missing, skipped, newBytes };
 }
 
-interface TarTarget extends SaveOutsideOptions {
+export interface TarTarget {
+  readonly store: ArtifactStore;
+  /** A folder on this machine for the one file being hashed at a time. */
+  readonly tmpDir: string;
   /** The artifact path as the manifest keeps it (`/opt/venv`, `~/.cache/x`). */
   readonly path: string;
   /** The tar's top name: the basename of the path in the container. */
   readonly base: string;
+  /** Bytes of files the artifact may hold (DSTACK_ARTIFACT_LIMIT). */
+  readonly limit: number;
 }
 
-async function readTar(stream: Readable, t: TarTarget): Promise<{ entries: ManifestEntry[]; skipped: string[]; newBytes: number }> {
+/** One artifact's tar (the engine's answer to GET archive) into the store, checked entry by entry. */
+export async function readArchive(stream: Readable, t: TarTarget): Promise<{ entries: ManifestEntry[]; skipped: string[]; newBytes: number }> {
+  // Until the pipeline below owns it, an error of the engine's answer would be unhandled (a crash);
+  // the stream keeps the error, and the pipeline rejects with it.
+  const early = (): void => undefined;
+  stream.once('error', early);
   const { Parser } = await import('tar');
-  const byName = new Map<string, ManifestEntry>();
-  const skipped: string[] = [];
+  await mkdir(t.tmpDir, { recursive: true });
+  const seen: Seen = { byName: new Map(), links: new Set(), skipped: [], bytes: 0 };
   let newBytes = 0;
   let chain: Promise<void> = Promise.resolve();
   let failed: unknown;
+  // The first refusal stops the read: the rest of a hostile archive (tens of GB of /dev/zero) is never drained.
+  const stop = new AbortController();
   const parser = new Parser({ strict: true });
   // Entries are emitted one after another as the previous one is consumed; the chain keeps their
   // handling in order, and an entry not yet handled holds the stream back (backpressure).
@@ -95,32 +109,43 @@ async function readTar(stream: Readable, t: TarTarget): Promise<{ entries: Manif
     chain = chain.then(async () => {
       if (failed !== undefined) return void entry.resume();
       try {
-        const e = await toEntry(entry, t, byName, skipped);
-        if (e) byName.set(e.path, e.entry);
+        const e = await toEntry(entry, t, seen);
+        if (e) seen.byName.set(e.path, e.entry);
         if (e?.created) newBytes += e.created;
       } catch (err) {
         failed ??= err;
         entry.resume();
+        stop.abort();
       }
     });
   });
-  await pipeline(stream, parser as unknown as NodeJS.WritableStream).catch((e: unknown) => {
+  stream.off('error', early);
+  await pipeline(stream, parser as unknown as NodeJS.WritableStream, { signal: stop.signal }).catch((e: unknown) => {
     failed ??= e instanceof DstackError ? e : new DstackError('DS0041', `the archive of ${t.path} from the job's container is not a valid tar: ${e instanceof Error ? e.message : String(e)}`);
   });
   await chain;
   if (failed !== undefined) throw failed;
-  return { entries: [...byName.values()], skipped, newBytes };
+  return { entries: [...seen.byName.values()], skipped: seen.skipped, newBytes };
+}
+
+/** What one archive has held so far. */
+interface Seen {
+  readonly byName: Map<string, ManifestEntry>;
+  /** Paths of its symlinks: nothing may come under one (`link -> /etc`, then `link/passwd`). */
+  readonly links: Set<string>;
+  readonly skipped: string[];
+  /** File bytes so far, against the limit. */
+  bytes: number;
 }
 
 const FILE_TYPES = new Set(['File', 'OldFile', 'ContiguousFile']);
 
-async function toEntry(
-  entry: ReadEntry,
-  t: TarTarget,
-  byName: ReadonlyMap<string, ManifestEntry>,
-  skipped: string[],
-): Promise<{ path: string; entry: ManifestEntry; created?: number } | undefined> {
+async function toEntry(entry: ReadEntry, t: TarTarget, seen: Seen): Promise<{ path: string; entry: ManifestEntry; created?: number } | undefined> {
   const path = manifestPath(entry.path, t);
+  // An engine's archive names each path once; a second one would replace a folder whose files were already taken.
+  if (seen.byName.has(path)) throw unsafe(t, entry.path, 'a name given twice');
+  const under = [...seen.links].find((l) => path.startsWith(`${l}/`));
+  if (under !== undefined) throw unsafe(t, entry.path, `an entry under its own symlink ${under}`);
   const mode = (entry.mode ?? 0o644) & 0o777;
   switch (entry.type) {
     case 'Directory':
@@ -129,23 +154,26 @@ async function toEntry(
     case 'SymbolicLink':
       entry.resume();
       if (!isValidOutsideTarget(entry.linkpath)) throw unsafe(t, entry.path, 'a symlink without a usable target');
+      seen.links.add(path);
       return { path, entry: { type: 'symlink', path, target: entry.linkpath! } };
     case 'Link': {
       entry.resume();
-      const to = byName.get(manifestPath(entry.linkpath ?? '', t));
-      if (to?.type !== 'file') {
-        skipped.push(`${path} (a hard link to ${entry.linkpath ?? '?'}, not an earlier file)`);
-        return undefined;
-      }
+      // An engine writes a hard link's first name as the file and later names as links to it.
+      const to = seen.byName.get(manifestPath(entry.linkpath ?? '', t));
+      if (to?.type !== 'file' && to?.type !== 'symlink') throw unsafe(t, entry.path, `a hard link to ${entry.linkpath ? `'${entry.linkpath.slice(0, 200)}'` : 'nothing'}, not to a file before it`);
+      if (to.type === 'symlink') seen.links.add(path);
       return { path, entry: { ...to, path } };
     }
     default:
       if (FILE_TYPES.has(entry.type)) {
+        // Refused on its header, before its bytes are read: a job that wrote /dev/zero into it never fills this disk.
+        if (entry.size > t.limit - seen.bytes) throw tooBig(t);
+        seen.bytes += entry.size;
         const put = await putEntry(entry, t);
         return { path, entry: { type: 'file', path, size: put.size, mode, hash: put.hash }, created: put.created ? put.size : 0 };
       }
       entry.resume();
-      skipped.push(`${path} (${entry.type === 'FIFO' ? 'a fifo' : /Device/.test(entry.type) ? 'a device' : `a ${entry.type} entry`})`);
+      seen.skipped.push(`${path} (${entry.type === 'FIFO' ? 'a fifo' : /Device/.test(entry.type) ? 'a device' : `a ${entry.type} entry`})`);
       return undefined;
   }
 }
@@ -163,6 +191,11 @@ function manifestPath(name: string, t: TarTarget): string {
 const unsafe = (t: TarTarget, name: string, what: string): DstackError =>
   new DstackError('DS0041', `the archive of ${t.path} from the job's container holds ${what}: '${name.slice(0, 200)}'`, {
     hint: 'the entry was not saved; if the job made it on purpose, keep it under /workflow instead',
+  });
+
+const tooBig = (t: TarTarget): DstackError =>
+  new DstackError('DS0045', `artifact ${t.path} holds more than ${formatLimit(t.limit)} (DSTACK_ARTIFACT_LIMIT): it was not saved`, {
+    hint: `make the job keep less under ${t.path}, or raise the limit: DSTACK_ARTIFACT_LIMIT=100GiB dstack run …`,
   });
 
 /** The entry's bytes into a temp file, hashed as they pass; into the store unless it has them. */

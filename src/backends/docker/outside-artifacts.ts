@@ -11,6 +11,7 @@ import type { ArtifactStore, Manifest, ManifestEntry } from '../../artifacts/typ
 import type { JobContext } from '../../engine/backend.js';
 import type { ArtifactSpec } from '../../engine/types.js';
 import { restoreOutside, saveOutside } from './archive.js';
+import { artifactLimitFrom } from './artifact-limit.js';
 import { DEFAULT_HOME } from './container.js';
 import type { DockerClient } from './docker.js';
 
@@ -74,7 +75,7 @@ export class OutsideArtifacts {
       for (const a of specs) notify(`artifact '${a.path}' was not found: the job's container was never made`);
       return [];
     }
-    const saved = await saveOutside({ client: o.client, container: o.container, specs, home: o.home ?? DEFAULT_HOME, store: o.store, tmpDir: o.tmpDir, signal: o.ctx.signal });
+    const saved = await saveOutside({ client: o.client, container: o.container, specs, home: o.home ?? DEFAULT_HOME, store: o.store, tmpDir: o.tmpDir, limit: artifactLimitFrom(), signal: o.ctx.signal });
     for (const p of saved.missing) notify(`artifact '${p}' was not found in the job's container`);
     for (const s of saved.skipped) notify(`artifact entry ${s} was not saved`);
     return saved.entries;

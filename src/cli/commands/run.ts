@@ -79,8 +79,9 @@ export class RunCommand extends DstackCommand {
     const session = new Session();
     const { root, project } = await loadProject(flags, session.home);
     const workflow = flags.workflow!;
-    // A bad DSTACK_LOG_LIMIT is refused before a run is recorded (the supervisor reads it again).
+    // A bad DSTACK_LOG_LIMIT or DSTACK_ARTIFACT_LIMIT is refused before a run is recorded (the supervisor reads it again).
     (await import('../log-limit.js')).logLimitFrom();
+    (await import('../../backends/docker/artifact-limit.js')).artifactLimitFrom();
     try {
       const backendId = await backendIdOf(session.home, choosePlacement(project.workflows.get(workflow)?.placement, flags.remote), workflow);
       const external = await externalDeps(session, project, workflow, flags.overrides?.deps);

@@ -133,7 +133,12 @@ t('artifact paths that leave the working dir are DS0009 at their line; absolute 
     { path: '~/.cache/x', mount: false, absolute: true },
     { path: 'out', mount: false },
   ]);
-  assert.equal(ok.diagnostics, []);
+  // mount: true outside /workflow cannot be live: a warning on that field, the workflow still loads.
+  assert.equal(ok.diagnostics.map((d) => [d.severity, d.code, d.location?.line, d.location?.col, d.message, d.hint]), [[
+    'warning', 'DS0013', 5, 16,
+    '`mount: true` on artifact `/opt/conda/envs/myenv/` in workflow `a` is ignored: an artifact outside /workflow is saved when the job ends, not live while it runs',
+    'drop `mount: true`, or keep the artifact under /workflow (such as ./output) to see it live on the machine while the job runs',
+  ]]);
 });
 
 t('python 3.10 keeps its source text; other fields map to the spec', async () => {

@@ -238,11 +238,19 @@ function readArtifacts(r: Reader): ArtifactSpec[] {
         'artifacts are paths inside the project, such as ./output, or absolute paths in the container, such as /opt/venv');
       return;
     }
-    const mount = isMap(item) && get(r.ctx, item, 'mount')?.toJSON() === true;
+    const mountNode = isMap(item) ? get(r.ctx, item, 'mount') : undefined;
+    const mount = mountNode?.toJSON() === true;
     // Outside /workflow (an environment under /opt): saved from the container's file system after the
-    // job and restored in dependents (src/backends/docker/archive.ts); never live, so never mounted.
-    if (p.absolute) artifacts.push({ path: p.path, mount: false, absolute: true });
-    else artifacts.push({ path: p.path, mount });
+    // job and restored in dependents (src/backends/docker/archive.ts), into the container's own layer.
+    // Live (a folder of the host bound there) it would hide what the image has at that path and what
+    // the deps restored, so `mount` is not honoured, and the user is told rather than left to wonder.
+    if (p.absolute) {
+      if (mount) {
+        r.warn(mountNode!, 'DS0013', `\`mount: true\` on artifact \`${shown(raw)}\`${r.where} is ignored: an artifact outside /workflow is saved when the job ends, not live while it runs`,
+          'drop `mount: true`, or keep the artifact under /workflow (such as ./output) to see it live on the machine while the job runs');
+      }
+      artifacts.push({ path: p.path, mount: false, absolute: true });
+    } else artifacts.push({ path: p.path, mount });
   });
   return artifacts;
 }

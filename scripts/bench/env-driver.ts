@@ -36,7 +36,7 @@ try {
     try {
       const store = new LocalArtifactStore({ home });
       const specs = [{ path: '/opt/venv', mount: false, absolute: true as const }];
-      const o = { client, container: made, specs, home: '/root', store, tmpDir: join(home, 'tmp'), limit: DEFAULT_ARTIFACT_LIMIT };
+      const o = { client, container: made, specs, home: '/root', store, limit: DEFAULT_ARTIFACT_LIMIT };
       let t = process.hrtime.bigint();
       const saved = await saveOutside(o);
       const firstMs = since(t);

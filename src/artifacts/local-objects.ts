@@ -229,6 +229,17 @@ export class LocalObjectStore implements FileObjectStore {
     }
   }
 
+  /** Bytes of unknown hash, hashed as they are written to a temp file: see ArtifactStore.putStream. */
+  async putStream(source: AsyncIterable<Buffer> | Iterable<Buffer>, signal?: AbortSignal): Promise<{ readonly hash: ContentHash; readonly created: boolean; readonly size: number }> {
+    const r = await this.writeIn(source, signal);
+    try {
+      if (await this.soundHere(r.hash, r.size)) return { hash: r.hash, created: false, size: r.size };
+      return { hash: r.hash, created: await this.place(r), size: r.size };
+    } finally {
+      await unlink(r.tmp).catch(() => undefined);
+    }
+  }
+
   /**
    * True when a sound object of `size` bytes is already under `hash` (its mtime then refreshed: prune
    * spares young objects, and this one may belong to a run that has not recorded it yet). A damaged
@@ -252,7 +263,7 @@ export class LocalObjectStore implements FileObjectStore {
   }
 
   /** One pass: hash and copy the same chunks into a temp file, fsynced. */
-  private async writeIn(source: AsyncIterable<unknown>, signal?: AbortSignal): Promise<{ tmp: string; hash: ContentHash; size: number; ino: bigint }> {
+  private async writeIn(source: AsyncIterable<unknown> | Iterable<unknown>, signal?: AbortSignal): Promise<{ tmp: string; hash: ContentHash; size: number; ino: bigint }> {
     this.tmpReady ??= mkdir(this.tmpDir, { recursive: true });
     await this.tmpReady;
     const tmp = join(this.tmpDir, `${process.pid}-${randomBytes(8).toString('hex')}`);

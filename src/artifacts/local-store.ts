@@ -43,6 +43,10 @@ export class LocalArtifactStore implements ArtifactStore {
     return this.objects.putFile(path);
   }
 
+  putStream(source: AsyncIterable<Buffer> | Iterable<Buffer>, options: { readonly signal?: AbortSignal } = {}): Promise<{ readonly hash: ContentHash; readonly created: boolean; readonly size: number }> {
+    return this.objects.putStream(source, options.signal);
+  }
+
   async save(root: string, specs: readonly ArtifactSpec[]): Promise<SaveResult> {
     const entries = new Map<string, ManifestEntry>();
     const files = new Map<string, { abs: string; mode: number }>();

@@ -141,5 +141,11 @@ export interface ArtifactStore {
   materialize(manifest: Manifest, dest: string): Promise<void>;
   /** Adds one file's content; returns its hash. A damaged object already under that hash is replaced. */
   putFile(path: string): Promise<{ readonly hash: ContentHash; readonly created: boolean; readonly size: number }>;
+  /**
+   * Adds bytes whose hash is not known before they are read (a file in a container's archive), in
+   * one pass that hashes and writes them. A sound object already under that hash stays (the copy is
+   * dropped); a damaged one is replaced.
+   */
+  putStream(source: AsyncIterable<Buffer> | Iterable<Buffer>, options?: { readonly signal?: AbortSignal }): Promise<{ readonly hash: ContentHash; readonly created: boolean; readonly size: number }>;
   has(hash: ContentHash): Promise<boolean>;
 }

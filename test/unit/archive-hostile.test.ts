@@ -19,7 +19,7 @@ import { withTimeout } from '../helpers/timeout.js';
 
 const sandbox = mkdtempSync(join(tmpdir(), 'dstack-hostile-'));
 const store = new LocalArtifactStore({ home: join(sandbox, 'home') });
-const target = (limit = DEFAULT_ARTIFACT_LIMIT): TarTarget => ({ store, tmpDir: join(sandbox, 'tmp'), path: '/opt/venv', base: 'venv', limit });
+const target = (limit = DEFAULT_ARTIFACT_LIMIT): TarTarget => ({ store, path: '/opt/venv', base: 'venv', limit });
 const TOP: Crafted = { path: 'venv/' };
 
 const read = (bytes: Buffer | Readable, limit?: number) => readArchive(Buffer.isBuffer(bytes) ? Readable.from([bytes]) : bytes, target(limit));
@@ -108,7 +108,7 @@ test('a huge size header on an endless stream: refused by the limit on its heade
 test('the limit counts all of the artifact\'s files; the file that would pass it is never written, nor left in a temp file', withTimeout(10_000, async () => {
   const kib = (c: string): Crafted => ({ path: `venv/${c}`, body: c.repeat(1024) });
   await refused(archive(TOP, kib('a'), kib('b'), kib('c')), 'DS0045', /holds more than 2 KiB/, 2048);
-  assert.equal(readdirSync(join(sandbox, 'tmp')), []);
+  assert.equal(readdirSync(join(sandbox, 'home/objects/tmp')), []);
   const fits = await read(archive(TOP, kib('a'), kib('b')), 2048);
   assert.equal(fits.entries.map((e) => e.path), ['/opt/venv', '/opt/venv/a', '/opt/venv/b']);
 }));

@@ -13,9 +13,8 @@
  * path asked for, hard links must name an earlier file of the same tar, fifos, sockets and devices
  * are skipped and named, and a file's bytes must be as many as its header says (tar's parser, strict).
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, unlink } from 'node:fs/promises';
-import { posix, join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadEntry } from 'tar';
@@ -36,8 +35,6 @@ export interface SaveOutsideOptions {
   /** What `~` is in this container: the image's HOME. */
   readonly home: string;
   readonly store: ArtifactStore;
-  /** A folder on this machine for the one file being hashed at a time. */
-  readonly tmpDir: string;
   /** Bytes of files one artifact may hold (DSTACK_ARTIFACT_LIMIT). */
   readonly limit: number;
   readonly signal?: AbortSignal;
@@ -68,7 +65,7 @@ export async function saveOutside(o: SaveOutsideOptions): Promise<SavedOutside> 
       }
       throw new DstackError('DS0040', `artifact ${spec.path} could not be read from the job's container: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }
-    const r = await readArchive(res, { store: o.store, tmpDir: o.tmpDir, path: spec.path, base: posix.basename(at), limit: o.limit });
+    const r = await readArchive(res, { store: o.store, path: spec.path, base: posix.basename(at), limit: o.limit });
     entries.push(...r.entries);
     skipped.push(...r.skipped);
     newBytes += r.newBytes;
@@ -78,8 +75,6 @@ export async function saveOutside(o: SaveOutsideOptions): Promise<SavedOutside> 
 
 export interface TarTarget {
   readonly store: ArtifactStore;
-  /** A folder on this machine for the one file being hashed at a time. */
-  readonly tmpDir: string;
   /** The artifact path as the manifest keeps it (`/opt/venv`, `~/.cache/x`). */
   readonly path: string;
   /** The tar's top name: the basename of the path in the container. */
@@ -95,7 +90,6 @@ export async function readArchive(stream: Readable, t: TarTarget): Promise<{ ent
   const early = (): void => undefined;
   stream.once('error', early);
   const { Parser } = await import('tar');
-  await mkdir(t.tmpDir, { recursive: true });
   const seen: Seen = { byName: new Map(), links: new Set(), skipped: [], bytes: 0 };
   let newBytes = 0;
   let chain: Promise<void> = Promise.resolve();
@@ -198,31 +192,30 @@ const tooBig = (t: TarTarget): DstackError =>
     hint: `make the job keep less under ${t.path}, or raise the limit: DSTACK_ARTIFACT_LIMIT=100GiB dstack run …`,
   });
 
-/** The entry's bytes into a temp file, hashed as they pass; into the store unless it has them. */
+/**
+ * Most files of an environment are small: read whole, hashed, and written only when the store lacks
+ * them (saving an unchanged environment again writes nothing). Larger ones stream straight into the
+ * store, hashed as they are written, once.
+ */
+const IN_MEMORY = 1024 * 1024;
+
+/** The entry's bytes into the store, hashed once as they pass; DS0041 when fewer than its header says. */
 async function putEntry(entry: ReadEntry, t: TarTarget): Promise<{ hash: ContentHash; size: number; created: boolean }> {
-  const tmp = join(t.tmpDir, `outside-${process.pid}-${randomBytes(6).toString('hex')}`);
-  const h = createHash('sha256');
-  let size = 0;
-  const fh = await open(tmp, 'wx', 0o600);
-  try {
-    // Read by iteration, not a 'data' listener: the entry may hold bytes already, which a listener
-    // would take before any pipe is attached.
-    for await (const chunk of entry as AsyncIterable<Buffer>) {
-      h.update(chunk);
-      size += chunk.length;
-      await fh.write(chunk);
-    }
-    await fh.close();
-    if (size !== entry.size) throw unsafe(t, entry.path, `a file of ${size} bytes where its header says ${entry.size}`);
-    const hash = asContentHash(h.digest('hex'));
-    if (await t.store.has(hash)) return { hash, size, created: false };
-    const put = await t.store.putFile(tmp);
-    if (put.hash !== hash) throw unsafe(t, entry.path, 'a file that changed while it was stored');
-    return { hash, size, created: put.created };
-  } finally {
-    await fh.close().catch(() => undefined);
-    await unlink(tmp).catch(() => undefined);
+  // Read by iteration, not a 'data' listener: the entry may hold bytes already, which a listener
+  // would take before any pipe is attached.
+  const bytes = entry as AsyncIterable<Buffer>;
+  let put: { hash: ContentHash; size: number; created: boolean };
+  if (entry.size <= IN_MEMORY) {
+    const chunks: Buffer[] = [];
+    for await (const chunk of bytes) chunks.push(chunk);
+    const whole = Buffer.concat(chunks);
+    const hash = asContentHash(createHash('sha256').update(whole).digest('hex'));
+    put = (await t.store.has(hash)) ? { hash, size: whole.length, created: false } : await t.store.putStream([whole]);
+  } else {
+    put = await t.store.putStream(bytes);
   }
+  if (put.size !== entry.size) throw unsafe(t, entry.path, `a file of ${put.size} bytes where its header says ${entry.size}`);
+  return put;
 }
 
 export interface RestoreOutsideOptions {

@@ -66,7 +66,6 @@ export class OutsideArtifacts {
     readonly specs: readonly ArtifactSpec[];
     readonly home: string | undefined;
     readonly store: ArtifactStore;
-    readonly tmpDir: string;
   }): Promise<readonly ManifestEntry[]> {
     const specs = o.specs.filter((a) => a.absolute);
     if (specs.length === 0) return [];
@@ -75,7 +74,7 @@ export class OutsideArtifacts {
       for (const a of specs) notify(`artifact '${a.path}' was not found: the job's container was never made`);
       return [];
     }
-    const saved = await saveOutside({ client: o.client, container: o.container, specs, home: o.home ?? DEFAULT_HOME, store: o.store, tmpDir: o.tmpDir, limit: artifactLimitFrom(), signal: o.ctx.signal });
+    const saved = await saveOutside({ client: o.client, container: o.container, specs, home: o.home ?? DEFAULT_HOME, store: o.store, limit: artifactLimitFrom(), signal: o.ctx.signal });
     for (const p of saved.missing) notify(`artifact '${p}' was not found in the job's container`);
     for (const s of saved.skipped) notify(`artifact entry ${s} was not saved`);
     return saved.entries;

@@ -182,7 +182,6 @@ export class LocalMachine implements Machine {
       specs: all,
       home: this.imageHome,
       store,
-      tmpDir: join(this.jobDir, 'outside'),
     });
     const artifacts = insideSpecs(all);
     if (!existsSync(this.workflowDir)) {

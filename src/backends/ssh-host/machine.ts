@@ -15,7 +15,7 @@
  * nothing dstack writes on the host holds them.
  */
 import { createHash } from 'node:crypto';
-import { join, posix } from 'node:path';
+import { posix } from 'node:path';
 import type { ArtifactStore, Manifest } from '../../artifacts/types.js';
 import { makeManifest } from '../../artifacts/manifest.js';
 import type { BackendHandle, JobContext, LogSink, Machine, RunningJob, StageInput } from '../../engine/backend.js';
@@ -226,7 +226,7 @@ export class RemoteMachine implements Machine {
     const layout = this.layout;
     const outside = this.connection.closed
       ? []
-      : await this.outside.collect({ ctx, client: this.o.engine.client, container: this.container.id, specs: all, home: this.imageHome, store, tmpDir: join(this.o.home, 'tmp') });
+      : await this.outside.collect({ ctx, client: this.o.engine.client, container: this.container.id, specs: all, home: this.imageHome, store });
     const artifacts = insideSpecs(all);
     if (!workflowDir || !depsDir || !layout) {
       for (const a of artifacts) ctx.notify({ kind: 'info', message: `artifact '${a.path}' was not found in /workflow` });

@@ -40,9 +40,10 @@ const WORKFLOWS = `workflows:
     image: ${IMAGE}
     commands:
       - echo kept > out/kept.txt
+      - echo model > /opt/models/m.txt
       - echo saver-started
       - sleep 1000
-    artifacts: [out]
+    artifacts: [out, /opt/models]
   - name: gpu
     image: ${IMAGE}
     commands:
@@ -208,7 +209,7 @@ test(
 );
 
 test(
-  'dstack stop of a detached plain shell job on an instance: SIGTERM reaches it under the init (exit 143, not 137 after the grace), its artifact folder was made before it, its artifacts are saved, the instance terminated',
+  'dstack stop of a detached plain shell job on an instance: SIGTERM reaches it under the init (exit 143, not 137 after the grace), its artifact folders (one under /opt) were made before it, its artifacts are saved, the instance terminated',
   withTimeout(240_000, async () => {
     const p = await awsProject({ env: { DSTACK_STOP_GRACE: '60' } });
     const r = await p.run(['run', 'saver', '--remote', '-d'], { timeoutMs: 60_000 });
@@ -225,11 +226,15 @@ test(
     const run = await p.json<PsRunWithJobs>(['ps', name, '--json']);
     assert.equal(
       [run.status, run.jobs.map((j) => [j.status, j.exitCode, j.artifacts])],
-      ['stopped', [['stopped', 143, ['out/kept.txt']]]],
+      ['stopped', [['stopped', 143, ['/opt/models/m.txt', 'out/kept.txt']]]],
     );
     const out = join(p.dir, 'kept.txt');
     assert.is((await p.run(['cp', name, 'out/kept.txt', out])).exitCode, 0);
     assert.is(await readFile(out, 'utf8'), 'kept\n');
+    // Outside /workflow too, saved from the instance's container through its engine's archive API.
+    const model = join(p.dir, 'm.txt');
+    assert.is((await p.run(['cp', name, '/opt/models/m.txt', model])).exitCode, 0);
+    assert.is(await readFile(model, 'utf8'), 'model\n');
     for (const deadline = Date.now() + 60_000; (await liveInstances(ec2)).length > 0; await sleep(500)) {
       if (Date.now() > deadline) throw new Error('the instance outlived its stopped run');
     }

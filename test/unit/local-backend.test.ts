@@ -181,6 +181,10 @@ test('splitImage: tags, registries with ports, digests', () => {
   assert.equal(splitImage('localhost:5000/x/y'), { name: 'localhost:5000/x/y', tag: 'latest' });
   assert.equal(splitImage('localhost:5000/x/y:v2'), { name: 'localhost:5000/x/y', tag: 'v2' });
   assert.equal(splitImage('x@sha256:abc'), { name: 'x', tag: 'sha256:abc' });
+  // A pinned reference (the default image once its digest is read): the digest, never the tag.
+  assert.equal(splitImage('dstackai/miniforge:py3.9-0.2@sha256:abc'), { name: 'dstackai/miniforge', tag: 'sha256:abc' });
+  assert.equal(splitImage('localhost:5000/x/y:v2@sha256:abc'), { name: 'localhost:5000/x/y', tag: 'sha256:abc' });
+  assert.equal(splitImage('localhost:5000/x/y@sha256:abc'), { name: 'localhost:5000/x/y', tag: 'sha256:abc' });
 });
 
 test('an engine with no docker-init: DS0130 says where and how to get one; other start errors stay DS0203', () => {

@@ -9,10 +9,14 @@ export interface RegistryAuth {
   readonly password: string;
 }
 
-/** `name[:tag]` or `name@digest` → what `POST /images/create` wants. */
+/**
+ * `name[:tag]` or `name[:tag]@digest` → what `POST /images/create` wants. A digest wins over the
+ * tag beside it (the tag only says which one was pinned): the name goes without it, so the engine
+ * pulls exactly the digest, as `docker pull name:tag@digest` does.
+ */
 export function splitImage(image: string): { readonly name: string; readonly tag: string } {
   const at = image.indexOf('@');
-  if (at >= 0) return { name: image.slice(0, at), tag: image.slice(at + 1) };
+  if (at >= 0) return { name: splitImage(image.slice(0, at)).name, tag: image.slice(at + 1) };
   const colon = image.lastIndexOf(':');
   if (colon > image.lastIndexOf('/')) return { name: image.slice(0, colon), tag: image.slice(colon + 1) };
   return { name: image, tag: 'latest' };

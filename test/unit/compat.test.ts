@@ -15,6 +15,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { pin } from '../../src/engine/default-image.js';
 import { DstackError, DstackErrors, formatError, type ErrorCode } from '../../src/engine/errors.js';
 import { planRun } from '../../src/engine/plan.js';
 import { resolveJob } from '../../src/engine/resolve.js';
@@ -224,9 +225,9 @@ if (SHARED) {
   const job = (file: string, i = 0): JobSpec => jobsOf.get(`dstack 0.7 docs/${file}`)![i]!;
 
   test('dstack 0.7 docs: details that must not be misread', () => {
-    assert.is(job('docs_reference_providers_bash-1.yaml').image, 'dstackai/miniforge:py3.10-0.2-cuda-11.1'); // asks for a GPU
+    assert.is(job('docs_reference_providers_bash-1.yaml').image, pin('dstackai/miniforge:py3.10-0.2-cuda-11.1')); // asks for a GPU
     assert.equal(job('docs_reference_providers_bash-1.yaml').deps.map((d) => `${d.kind}:${d.name}`), ['tag:some_tag']);
-    assert.is(job('docs_usage_python-3.yaml').image, 'dstackai/miniforge:py3.7-0.2');
+    assert.is(job('docs_usage_python-3.yaml').image, pin('dstackai/miniforge:py3.7-0.2'));
     assert.match(job('docs_reference_providers_bash-2.yaml').command!.at(-1)!, /--bind 0\.0\.0\.0:\$PORT_0$/);
     assert.is(job('docs_reference_providers_bash-2.yaml').ports, 1);
     assert.equal(job('docs_reference_providers_docker-1.yaml').entrypoint, ['/bin/bash', '-i', '-c']);
@@ -253,8 +254,8 @@ if (SHARED) {
 const ourJob = (file: string, i = 0): JobSpec => jobsOf.get(`ours/${file}`)![i]!;
 
 test('ours: details that must not be misread', () => {
-  assert.is(ourJob('bash-python.yaml').image, 'dstackai/miniforge:py3.10-0.2');
-  assert.is(ourJob('args.yaml').image, 'dstackai/miniforge:py3.9-0.2');
+  assert.is(ourJob('bash-python.yaml').image, pin('dstackai/miniforge:py3.10-0.2'));
+  assert.is(ourJob('args.yaml').image, pin('dstackai/miniforge:py3.9-0.2'));
   // Jobs in the order planned: `features` alone, then `train`'s plan (features, train).
   const train = ourJob('bash-deps.yaml', 2);
   assert.equal(train.deps.map((d) => `${d.kind}:${d.name}`), ['workflow:features', 'tag:vocab-v2']);

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { pin } from '../../src/engine/default-image.js';
 import { DstackError, formatError } from '../../src/engine/errors.js';
 import { BASH_BOOTSTRAP, DEFAULT_PYTHON, resolveJob, type ResolveContext } from '../../src/engine/resolve.js';
 import { secretMarker, type JobSpec, type Project } from '../../src/engine/types.js';
@@ -66,7 +67,7 @@ t('variables, CLI override, run.args, $$ and secrets', async () => {
     'echo $HOME costs 5$ on $PORT_0 in wet-mangust-1',
   ].join('\n');
   assert.equal(job.command, ['/bin/sh', '-c', BASH_BOOTSTRAP, 'dstack', script]);
-  assert.is(job.image, 'dstackai/miniforge:py3.10-0.2');
+  assert.is(job.image, pin('dstackai/miniforge:py3.10-0.2'));
   assert.is(job.defaultImage, true);
   assert.equal(job.env, { HF_TOKEN: secretMarker('HF_TOKEN'), FROM_HOST: 'h', OUT: '/workflow/wet-mangust-1' });
   assert.is(job.workingDir, '');
@@ -92,8 +93,8 @@ t('the default image of provider bash: Miniforge for `python:`, its CUDA variant
       '',
     ].join('\n'),
   });
-  assert.is(resolve(p, 'cpu').image, `dstackai/miniforge:py${DEFAULT_PYTHON}-0.2`);
-  assert.is(resolve(p, 'gpu').image, 'dstackai/miniforge:py3.9-0.2-cuda-11.1');
+  assert.is(resolve(p, 'cpu').image, pin(`dstackai/miniforge:py${DEFAULT_PYTHON}-0.2`));
+  assert.is(resolve(p, 'gpu').image, pin('dstackai/miniforge:py3.9-0.2-cuda-11.1'));
   assert.is(resolve(p, 'own').defaultImage, undefined);
   const e = resolveError(p, 'old');
   assert.is(e.code, 'DS0044');

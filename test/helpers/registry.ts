@@ -30,6 +30,8 @@ export interface Registry {
   pushTagOf(local: string, name: string): Promise<string>;
   /** Names pushed so far (full), for the sweep. */
   readonly pushed: readonly string[];
+  /** Full name → the manifest digest `docker push` reported for it (the last push of that name). */
+  readonly digests: ReadonlyMap<string, string>;
   /** Stops the registry, removes its storage and every pulled copy of what was pushed from the engine. */
   stop(): Promise<void>;
 }
@@ -104,10 +106,15 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Regi
   const env = { DOCKER_CONFIG: configDir };
   if (options.auth) await execa('docker', ['login', '-u', options.auth.username, '--password-stdin', host], { input: options.auth.password, env: { ...process.env, ...env } });
   const pushed: string[] = [];
+  const digests = new Map<string, string>();
 
   const push = async (full: string): Promise<string> => {
     pushed.push(full);
-    await docker(['push', full], env);
+    const out = await docker(['push', full], env);
+    // "TAG: digest: sha256:… size: N", the registry's Docker-Content-Digest for the manifest pushed.
+    const digest = /digest: (sha256:[0-9a-f]{64})/.exec(out)?.[1];
+    if (!digest) throw new Error(`docker push ${full} reported no digest:\n${out}`);
+    digests.set(full, digest);
     // Gone from the engine, so the next pull of it is a real one.
     await docker(['rmi', full]);
     return full;
@@ -117,6 +124,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Regi
     host,
     port,
     pushed,
+    digests,
     pushFresh: async (name, o = {}) => {
       const full = `${host}/${name}`;
       const maker = `dstack-registry-${process.pid}-${pushed.length}`;

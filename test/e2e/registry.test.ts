@@ -5,6 +5,7 @@
  * real one on 127.0.0.1 (test/helpers/registry.ts).
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -113,9 +114,22 @@ if (mirrorPort === undefined && process.env.CI !== 'true') {
         assertNoCrash(r);
         assert.is(r.stdout, 'from-the-mirror\n');
         assert.ok(r.stderr.includes(`  pulled ${hubName}\n`), r.stderr);
+
+        // Pinned as the default image is once its digest is read (name:tag@sha256:…): pulled by
+        // digest through the mirror, shown pinned.
+        await docker(['rmi', hubName]);
+        const pinned = `${hubName}@${mirror.digests.get(`${mirror.host}/${hubName}`)}`;
+        await writeFile(join(p.dir, '.dstack', 'workflows.yaml'), `workflows:\n  - name: hub\n    image: ${pinned}\n    commands: [echo pinned]\n`);
+        const plan = await p.run(['run', 'hub', '--dry-run']);
+        assert.ok(plan.stderr.includes(`   image:    ${pinned}\n`) || plan.stdout.includes(`   image:    ${pinned}\n`), plan.stdout + plan.stderr);
+        const again = await p.run(['run', 'hub']);
+        assert.is(again.exitCode, 0, again.stderr);
+        assert.is(again.stdout, 'pinned\n');
+        assert.ok(again.stderr.includes(`  pulled ${pinned}\n`), again.stderr);
       } finally {
         await p?.cleanup();
         await docker(['rmi', '-f', hubName]).catch(() => undefined);
+        await docker(['rmi', '-f', `${hubName.split(':')[0]}@${mirror.digests.get(`${mirror.host}/${hubName}`)}`]).catch(() => undefined);
         await mirror.stop();
       }
     }),

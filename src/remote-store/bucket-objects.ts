@@ -2,12 +2,12 @@
  * Objects by content in a bucket (`objects/sha256/ab/<hash>`, the local store's names), the
  * engine's ObjectStore (src/engine/objects.ts) for S3 and a shared folder alike.
  *
- * - Existence in batches: the hashes asked are grouped by their two-hex shard and each shard is
- *   listed from just before the smallest hash asked to the largest, so 10,000 hashes cost at most
- *   256 listings (fewer pages than that in practice) and a handful cost a handful — never one
- *   request per object.
+ * - Existence in batches: listings, never a request per object. The keys sort as their hashes
+ *   do, so the hashes asked, sorted, are answered by walking the listing from just before each
+ *   (see statMany): 10,000 hashes cost 16 pages in a bucket of 10,000 objects, a handful a handful.
  * - Puts are verified before anything is committed: an object up to PART_SIZE is read whole and
- *   hashed before it is sent (so every retry resends the same checked bytes); a larger one goes up
+ *   hashed before it is sent (so every retry resends the same checked bytes), or comes from the
+ *   local store already proved (`putVerified`: its record, no second hash); a larger one goes up
  *   in parts, hashed as they are read, and the upload is committed only if the whole hashes to its
  *   name. Create-only: an object already there is never overwritten, and of two pushers racing on
  *   the same object one creates it and the other finds it there.
@@ -24,10 +24,8 @@ import { asContentHash, type ContentHash } from '../engine/types.js';
 import { PART_SIZE, toParts, type Bucket } from './bucket.js';
 
 const HASH_RE = /^[0-9a-f]{64}$/;
-/** More shards asked than this: try one listing of everything first. */
-const DENSE_SHARDS = 64;
-/** A listing of everything is given up past this many keys (8 pages of S3's 1,000). */
-const FULL_LISTING_KEYS = 8000;
+/** Keys a listing request returns at most: S3's page. */
+const PAGE_KEYS = 1000;
 
 export interface BucketPutOptions extends PutOptions {
   /** Bytes of this object that reached the bucket so far. */
@@ -39,14 +37,14 @@ export interface BucketObjectStoreOptions {
   readonly prefix?: string;
   /** Listings in flight at once for `statMany`. */
   readonly concurrency?: number;
-  /** A listing of everything is given up past this many keys (default FULL_LISTING_KEYS). */
-  readonly fullListingKeys?: number;
+  /** Keys per listing request for `statMany` (default S3's 1,000). */
+  readonly pageKeys?: number;
 }
 
 export class BucketObjectStore implements ObjectStore {
   readonly prefix: string;
   private readonly concurrency: number;
-  private readonly fullListingKeys: number;
+  private readonly pageKeys: number;
   /** Present when the bucket has URLs (S3), absent for a folder: see ObjectStore. */
   readonly presignGet?: (hash: ContentHash, seconds: number) => Promise<string>;
   readonly presignPut?: (hash: ContentHash, size: number, seconds: number) => Promise<string>;
@@ -57,7 +55,7 @@ export class BucketObjectStore implements ObjectStore {
   ) {
     this.prefix = options.prefix ?? 'objects/sha256/';
     this.concurrency = options.concurrency ?? 16;
-    this.fullListingKeys = options.fullListingKeys ?? FULL_LISTING_KEYS;
+    this.pageKeys = options.pageKeys ?? PAGE_KEYS;
     const { presignGet, presignPut } = bucket;
     if (presignGet) this.presignGet = (hash, seconds) => presignGet.call(bucket, this.key(hash), seconds);
     if (presignPut) this.presignPut = (hash, size, seconds) => presignPut.call(bucket, this.key(hash), size, seconds);
@@ -68,47 +66,39 @@ export class BucketObjectStore implements ObjectStore {
     return `${this.prefix}${hash.slice(0, 2)}/${hash}`;
   }
 
-  /** The size of each of `hashes` the bucket holds (present, not verified). */
+  /**
+   * The size of each of `hashes` the bucket holds (present, not verified). The hashes asked are
+   * sorted and cut into `concurrency` runs of neighbours; each run is a walk through the listing
+   * that asks for a page starting just before its next unanswered hash, so a page never lists keys
+   * below it (a dense ask of a bucket holding about what is asked: a page per run, 16 requests for
+   * 10,000 hashes) and every page answers at least one hash (a sparse ask of a big bucket: at most a
+   * request per hash, never a listing of the whole bucket).
+   */
   async statMany(hashes: Iterable<ContentHash>, signal?: AbortSignal): Promise<Map<ContentHash, number>> {
-    const shards = new Map<string, ContentHash[]>();
-    for (const h of new Set(hashes)) {
-      if (!HASH_RE.test(h)) continue;
-      const list = shards.get(h.slice(0, 2));
-      if (list) list.push(h);
-      else shards.set(h.slice(0, 2), [h]);
-    }
+    const wanted = [...new Set(hashes)].filter((h) => HASH_RE.test(h)).sort();
     const found = new Map<ContentHash, number>();
-    // Asked about most shards, one listing of everything is fewer requests than a listing per
-    // shard — while the bucket is small. It is tried first and given up past a few pages.
-    if (shards.size > DENSE_SHARDS && (await this.listAll(new Set([...shards.values()].flat()), found, signal))) return found;
-    await forEachLimit([...shards.values()], this.concurrency, async (wanted) => {
-      wanted.sort();
-      const want = new Set(wanted);
-      const first = this.key(wanted[0]!);
-      const last = this.key(wanted[wanted.length - 1]!);
-      const shard = first.slice(0, first.lastIndexOf('/') + 1);
-      // From just before the smallest key asked; the listing stops (and pages no further) past the largest.
-      for await (const e of this.bucket.list(shard, { startAfter: first.slice(0, -1), ...(signal ? { signal } : {}) })) {
-        if (e.key > last) break;
-        const h = e.key.slice(shard.length);
-        if (want.has(h as ContentHash)) found.set(h as ContentHash, e.size);
+    const runs = Math.min(this.concurrency, wanted.length);
+    const chunks = Array.from({ length: runs }, (_, i) => wanted.slice(Math.floor((i * wanted.length) / runs), Math.floor(((i + 1) * wanted.length) / runs)));
+    await forEachLimit(chunks, this.concurrency, async (chunk) => {
+      const keys = chunk.map((h) => this.key(h));
+      // The first page is sized for a bucket that holds little besides what is asked (twice the
+      // run's hashes): a second push's case, where a full page would list the next runs' keys too.
+      let page = Math.min(this.pageKeys, 2 * keys.length + 8);
+      let next = 0;
+      while (next < keys.length) {
+        let listed = 0;
+        for await (const e of this.bucket.list(this.prefix, { startAfter: keys[next]!.slice(0, -1), maxKeys: page, ...(signal ? { signal } : {}) })) {
+          listed++;
+          while (next < keys.length && keys[next]! < e.key) next++; // passed over: not there
+          if (keys[next] === e.key) found.set(chunk[next++]!, e.size);
+          if (next === keys.length) break;
+        }
+        // A short page is the end of the listing: whatever is left is not there.
+        if (listed < page) break;
+        page = this.pageKeys;
       }
     });
     return found;
-  }
-
-  /** Lists every object into `found` (those `want`ed); false, leaving `found` to be refilled, when the bucket is too big for it. */
-  private async listAll(want: ReadonlySet<ContentHash>, found: Map<ContentHash, number>, signal?: AbortSignal): Promise<boolean> {
-    let seen = 0;
-    for await (const e of this.bucket.list(this.prefix, signal ? { signal } : {})) {
-      if (++seen > this.fullListingKeys) {
-        found.clear();
-        return false;
-      }
-      const h = e.key.slice(e.key.lastIndexOf('/') + 1) as ContentHash;
-      if (want.has(h)) found.set(h, e.size);
-    }
-    return true;
   }
 
   async hasMany(hashes: Iterable<ContentHash>): Promise<Set<ContentHash>> {
@@ -128,9 +118,7 @@ export class BucketObjectStore implements ObjectStore {
       const body = Buffer.concat(chunks);
       const got = createHash('sha256').update(body).digest('hex');
       if (got !== hash || body.length !== size) throw refuse(got, body.length);
-      const created = await this.bucket.write(key, body, { createOnly: true, ...(signal ? { signal } : {}) });
-      options.onProgress?.(created ? size : 0);
-      return { created: created || (await this.replaceIfWrongSize(key, body, size, signal)) };
+      return this.putVerified(hash, body, options);
     }
     const h = createHash('sha256');
     let read = 0;
@@ -152,6 +140,18 @@ export class BucketObjectStore implements ObjectStore {
       },
     });
     return { created };
+  }
+
+  /**
+   * Puts an object whose bytes the caller has proved to be `hash` (the local store's
+   * `readVerified`: its record, or a hash as it read them), so they are not hashed again here.
+   */
+  async putVerified(hash: ContentHash, body: Buffer, options: BucketPutOptions = {}): Promise<{ readonly created: boolean }> {
+    const key = this.key(hash);
+    const signal = options.signal;
+    const created = await this.bucket.write(key, body, { createOnly: true, ...(signal ? { signal } : {}) });
+    options.onProgress?.(created ? body.length : 0);
+    return { created: created || (await this.replaceIfWrongSize(key, body, body.length, signal)) };
   }
 
   /**

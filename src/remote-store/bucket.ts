@@ -40,6 +40,14 @@ export interface PartsOptions extends WriteOptions {
   readonly onProgress?: (bytes: number) => void;
 }
 
+export interface ListOptions {
+  /** Only the keys after this one. */
+  readonly startAfter?: string;
+  /** At most this many keys (up to 1,000: on S3, one request). */
+  readonly maxKeys?: number;
+  readonly signal?: AbortSignal;
+}
+
 /** Parts of a large object are this big (S3's minimum is 5 MiB); smaller objects are one write. */
 export const PART_SIZE = 8 * 1024 * 1024;
 
@@ -63,7 +71,7 @@ export interface Bucket {
    */
   writeParts(key: string, parts: AsyncIterable<Buffer>, options: PartsOptions): Promise<boolean>;
   /** Keys under `prefix`, in lexicographic order, optionally only those after `startAfter`. */
-  list(prefix: string, options?: { readonly startAfter?: string; readonly signal?: AbortSignal }): AsyncIterable<BucketEntry>;
+  list(prefix: string, options?: ListOptions): AsyncIterable<BucketEntry>;
   /** The next path segments under `prefix` (`a/b/` under `a/`), as S3's delimiter listing gives them. */
   listFolders(prefix: string, signal?: AbortSignal): Promise<readonly string[]>;
   /** Deletes a key; nothing happens when there is none. */

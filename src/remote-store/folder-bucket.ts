@@ -15,7 +15,7 @@ import { access, link, mkdir, open, readdir, readFile, rename, stat, unlink, typ
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { DstackError } from '../engine/errors.js';
-import type { Bucket, BucketEntry, PartsOptions, WriteOptions } from './bucket.js';
+import type { Bucket, BucketEntry, ListOptions, PartsOptions, WriteOptions } from './bucket.js';
 
 const TMP = '.tmp';
 
@@ -176,21 +176,23 @@ export class FolderBucket implements Bucket {
     }
   }
 
-  async *list(prefix: string, options: { readonly startAfter?: string } = {}): AsyncIterable<BucketEntry> {
+  async *list(prefix: string, options: ListOptions = {}): AsyncIterable<BucketEntry> {
     const cut = prefix.lastIndexOf('/');
     const base = cut < 0 ? '' : prefix.slice(0, cut + 1);
-    const startAfter = options.startAfter ?? '';
-    for await (const e of this.walk(base)) {
-      if (!e.key.startsWith(prefix) || e.key <= startAfter) continue;
+    let left = options.maxKeys ?? Infinity;
+    for await (const e of this.walk(base, prefix, options.startAfter ?? '')) {
+      if (left-- <= 0) return;
       yield e;
     }
   }
 
   /**
-   * Files under the folder of key prefix `base` (`''` or ending in `/`), in S3's key order: a folder
-   * sorts as its name followed by `/`, so walking depth-first with that order lists keys sorted.
+   * Files under the folder of key prefix `base` (`''` or ending in `/`) whose keys start with
+   * `prefix` and come after `after`, in S3's key order: a folder sorts as its name followed by `/`,
+   * so walking depth-first with that order lists keys sorted. Folders wholly before `after` or
+   * outside `prefix` are not entered, so a listing that starts late does not read what it skips.
    */
-  private async *walk(base: string): AsyncGenerator<BucketEntry> {
+  private async *walk(base: string, prefix: string, after: string): AsyncGenerator<BucketEntry> {
     const dir = base === '' ? this.root : this.path(base.slice(0, -1));
     let dirents;
     try {
@@ -202,10 +204,15 @@ export class FolderBucket implements Bucket {
     const named = dirents.filter((d) => !d.name.startsWith('.')).map((d) => ({ d, sortKey: d.isDirectory() ? `${d.name}/` : d.name }));
     named.sort((a, b) => (a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0));
     for (const { d } of named) {
-      if (d.isDirectory()) yield* this.walk(`${base}${d.name}/`);
-      else if (d.isFile()) {
+      const key = `${base}${d.name}`;
+      if (d.isDirectory()) {
+        const sub = `${key}/`;
+        const inPrefix = sub.startsWith(prefix) || prefix.startsWith(sub);
+        const reachesAfter = sub > after || after.startsWith(sub);
+        if (inPrefix && reachesAfter) yield* this.walk(sub, prefix, after);
+      } else if (d.isFile() && key.startsWith(prefix) && key > after) {
         const st = await stat(join(dir, d.name)).catch(() => undefined);
-        if (st) yield { key: `${base}${d.name}`, size: st.size };
+        if (st) yield { key, size: st.size };
       }
     }
   }

@@ -98,6 +98,12 @@ export interface FileObjectStore extends ObjectStore {
   /** The object's file once it is proved sound; DS0303/DS0304 (and reported, as for `get`) otherwise. */
   verifiedPath(hash: ContentHash): Promise<string>;
   /**
+   * The object's bytes, whole (for a body sent in one request), proved sound: by its record when
+   * the file is unchanged since it was last hashed and stayed unchanged while read, else by hashing
+   * them. DS0303/DS0304 (and reported, as for `get`) otherwise.
+   */
+  readVerified(hash: ContentHash, size: number): Promise<Buffer>;
+  /**
    * Hard-links the object at `to` once it is proved sound (DS0303/DS0304 otherwise). Errors of the
    * link itself (EXDEV, EPERM…) are the caller's to fall back on (a copy through `get`).
    */

@@ -10,6 +10,7 @@ import { forEachLimit } from '../engine/limit.js';
 import { isFileObjectStore, type Manifest, type ObjectStore } from '../engine/objects.js';
 import type { ContentHash } from '../engine/types.js';
 import type { BucketObjectStore } from './bucket-objects.js';
+import { PART_SIZE } from './bucket.js';
 
 /** Objects in flight at once: what the bars compare against (a plain parallel upload, 16 at a time). */
 export const TRANSFER_CONCURRENCY = 16;
@@ -58,16 +59,21 @@ export async function uploadObjects(local: ObjectStore, remote: BucketObjectStor
   let sent = 0;
   let sentBytes = 0;
   await forEachLimit([...missing], options.concurrency ?? TRANSFER_CONCURRENCY, async ([hash, size]) => {
-    // A file of the local store is read directly once proved sound (cheaply, by its record).
-    const open = isFileObjectStore(local) ? async () => createReadStream(await local.verifiedPath(hash), { highWaterMark: 1 << 20 }) : () => local.get(hash, { size });
     let last = 0;
-    const r = await remote.put(hash, size, open, {
+    const putOptions = {
       ...(options.signal ? { signal: options.signal } : {}),
-      onProgress: (bytes) => {
+      onProgress: (bytes: number) => {
         progress.bytes(bytes - last);
         last = bytes;
       },
-    });
+    };
+    // A file of the local store is read directly once proved sound (cheaply, by its record): a small
+    // one whole, in one read and with no second hash — what a plain upload of the file costs.
+    const r = !isFileObjectStore(local)
+      ? await remote.put(hash, size, () => local.get(hash, { size }), putOptions)
+      : size <= PART_SIZE
+        ? await remote.putVerified(hash, await local.readVerified(hash, size), putOptions)
+        : await remote.put(hash, size, async () => createReadStream(await local.verifiedPath(hash), { highWaterMark: 1 << 20 }), putOptions);
     progress.bytes(size - last);
     progress.object();
     if (r.created) {

@@ -259,6 +259,42 @@ test(
 );
 
 test(
+  'readVerified hands out a sound object whole (by its record), and refuses one changed behind the store with its mtime put back',
+  withTimeout(20_000, async () => {
+    const { home, store, faults, put } = setup();
+    try {
+      const body = payload(300_000, 5);
+      const h = await put(body);
+      await store.verifiedPath(h); // the record is written
+      assert.equal(await new LocalObjectStore({ home }).readVerified(h, body.length), body);
+      // No record to vouch for it (a fresh home's view after a chmod): hashed as read, still the bytes.
+      chmodSync(store.path(h), 0o444);
+      assert.equal(await new LocalObjectStore({ home }).readVerified(h, body.length), body);
+      const st = statSync(store.path(h));
+      flipByte(store.path(h), 1000);
+      utimesSync(store.path(h), st.atime, st.mtime);
+      let e: unknown;
+      try {
+        await store.readVerified(h, body.length);
+      } catch (err) {
+        e = err;
+      }
+      assert.is((e as DstackError).code, 'DS0304');
+      assert.not.ok(existsSync(store.path(h)), 'quarantined');
+      assert.equal(faults, [[h, 'damaged']]);
+      try {
+        await store.readVerified(sha('never stored'), 3);
+        assert.unreachable('a missing object was read');
+      } catch (err) {
+        assert.is((err as DstackError).code, 'DS0303');
+      }
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
+  }),
+);
+
+test(
   'hasMany and list see objects under their own name only',
   withTimeout(10_000, async () => {
     const { home, store, put } = setup();

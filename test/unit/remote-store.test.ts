@@ -9,6 +9,7 @@ import type { Fingerprint, ContentHash } from '../../src/engine/types.js';
 import { toParts } from '../../src/remote-store/bucket.js';
 import { cacheKey, indexKey, parseCacheKey, parseIndexKey, repoOfPrefix, repoPrefix, type RunSummary } from '../../src/remote-store/layout.js';
 import { parseTeamRun, shareableSpec } from '../../src/remote-store/records.js';
+import { parseListing, xmlText } from '../../src/remote-store/s3-listing.js';
 import { identityMatches, normaliseRemoteUrl, repoIdentity } from '../../src/remote-store/repo-id.js';
 import { withTimeout } from '../helpers/timeout.js';
 
@@ -144,3 +145,27 @@ test('toParts cuts a stream into parts of the size asked, the last one shorter',
 }));
 
 test.run();
+
+test('S3 listings are read by their own parser: keys with entities, sizes, the next page; anything else goes to the SDK', () => {
+  const contents = (key: string, size: number): string =>
+    `<Contents><Key>${key}</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>&quot;d41d8&quot;</ETag><Size>${size}</Size><StorageClass>STANDARD</StorageClass></Contents>`;
+  const page = (body: string, count: number, more = ''): string =>
+    `<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix>p/</Prefix>${more}${body}<KeyCount>${count}</KeyCount></ListBucketResult>`;
+  const two = page(`<IsTruncated>true</IsTruncated>${contents('p/a&amp;b&lt;c&gt;&quot;&apos;', 3)}\n  ${contents('p/&#233;t&#xE9;~%7E', 0)}`, 2, '<NextContinuationToken>1/&amp;x==</NextContinuationToken>');
+  assert.equal(parseListing(two), {
+    entries: [
+      { key: `p/a&b<c>"'`, size: 3 },
+      { key: 'p/étè~%7E', size: 0 },
+    ],
+    truncated: true,
+    nextToken: '1/&x==',
+  });
+  assert.equal(parseListing(page('<IsTruncated>false</IsTruncated>', 0)), { entries: [], truncated: false });
+  // Not what it reads: a count that disagrees, an unknown entity, a size that is not a number, no IsTruncated.
+  assert.is(parseListing(page(`<IsTruncated>false</IsTruncated>${contents('p/a', 1)}`, 2)), undefined);
+  assert.is(parseListing(page(`<IsTruncated>false</IsTruncated>${contents('p/&nbsp;', 1)}`, 1)), undefined);
+  assert.is(parseListing(page(`<IsTruncated>false</IsTruncated>${contents('p/a', -1)}`, 1)), undefined);
+  assert.is(parseListing(page(contents('p/a', 1), 1)), undefined);
+  assert.is(parseListing(page(`<IsTruncated>true</IsTruncated>${contents('p/a', 1)}`, 1)), undefined, 'more pages, but no token');
+  assert.is(xmlText('a & b'), undefined);
+});

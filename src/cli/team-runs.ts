@@ -34,10 +34,12 @@ export async function projectRootOf(run: RunRecord | undefined, cwd = process.cw
  */
 export async function teamRuns(home: string, remoteName: string | undefined): Promise<{ readonly remote: string; readonly runs: readonly RunSummary[] }> {
   const remote = await teamRemote(home, remoteName);
+  // The repository's identity (a `git` call) is looked up while the SDK loads.
+  const repo = repoOf(await projectRootOf(undefined));
+  repo.catch(() => undefined); // awaited below; not unhandled if opening the bucket fails first
   const team = await openTeam(remote);
   try {
-    const repo = await repoOf(await projectRootOf(undefined));
-    return { remote: remote.name, runs: await team.listRuns(repo) };
+    return { remote: remote.name, runs: await team.listRuns(await repo) };
   } finally {
     await team.bucket.close();
   }

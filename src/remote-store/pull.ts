@@ -4,7 +4,7 @@
  * quarantined in the bucket and fails the pull, never lands here), its records and its logs — so
  * `ps`, `ls`, `cp`, `logs` and the cache see it like a run made here.
  */
-import { DstackError } from '../engine/errors.js';
+import { Codes, DstackError, type ErrorCode } from '../engine/errors.js';
 import type { Manifest, ObjectStore } from '../engine/objects.js';
 import type { ImportedLog, JobRecord, RunRecord, TagRecord } from '../engine/store/types.js';
 import { asJobId, asRunName, isFinal, type JobId } from '../engine/types.js';
@@ -89,6 +89,8 @@ export function localRunOf(t: TeamRun, manifests: ReadonlyMap<number, Manifest>,
       status: j.status,
       ...(j.exitCode !== undefined ? { exitCode: j.exitCode } : {}),
       ...(j.reason !== undefined ? { reason: j.reason } : {}),
+      // A code this dstack does not know (a newer teammate's) is left out, as the local store does.
+      ...(typeof j.errorCode === 'string' && Object.hasOwn(Codes, j.errorCode) ? { errorCode: j.errorCode as ErrorCode } : {}),
       ...(j.cachedFrom ? { cachedFrom: asJobId(j.cachedFrom) } : {}),
       ...(manifest ? { manifest } : {}),
       ...(j.fingerprint ? { fingerprint: j.fingerprint } : {}),

@@ -29,6 +29,8 @@ export interface TeamJob {
   readonly status: JobStatus;
   readonly exitCode?: number;
   readonly reason?: string;
+  /** The DstackError code a failed job ended with (what sets `dstack run`'s exit status). */
+  readonly errorCode?: string;
   /** A reuse: the job whose artifacts it took, as `run/workflow`. */
   readonly cachedFrom?: string;
   /** The manifest object (in `manifests/`) of its artifacts. */
@@ -131,6 +133,7 @@ export function teamRunOf(options: {
         status: j.status,
         ...(j.exitCode !== undefined ? { exitCode: j.exitCode } : {}),
         ...(j.reason !== undefined ? { reason: j.reason } : {}),
+        ...(j.errorCode !== undefined ? { errorCode: j.errorCode } : {}),
         ...(cachedFrom ? { cachedFrom } : {}),
         ...(manifest ? { manifest, files: files ?? 0, size: j.manifest?.size ?? 0 } : {}),
         ...(j.fingerprint ? { fingerprint: j.fingerprint } : {}),

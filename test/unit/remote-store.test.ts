@@ -8,7 +8,9 @@ import { DstackError } from '../../src/engine/errors.js';
 import type { Fingerprint, ContentHash } from '../../src/engine/types.js';
 import { toParts } from '../../src/remote-store/bucket.js';
 import { cacheKey, indexKey, parseCacheKey, parseIndexKey, repoOfPrefix, repoPrefix, type RunSummary } from '../../src/remote-store/layout.js';
-import { parseTeamRun, shareableSpec } from '../../src/remote-store/records.js';
+import { localRunOf } from '../../src/remote-store/pull.js';
+import { parseTeamRun, shareableSpec, teamRunOf } from '../../src/remote-store/records.js';
+import type { JobRecord, RunRecord } from '../../src/engine/store/types.js';
 import { parseListing, xmlText } from '../../src/remote-store/s3-listing.js';
 import { identityMatches, normaliseRemoteUrl, repoIdentity } from '../../src/remote-store/repo-id.js';
 import { withTimeout } from '../helpers/timeout.js';
@@ -124,6 +126,18 @@ test('run records from the bucket are checked: anything else is DS0266 naming th
       assert.match((e as Error).message, /^the run record s3:\/\/b\/repos\/x\/runs\/r-1\.json is damaged/);
       assert.match((e as Error).message, why);
     }
+  }
+});
+
+test("a failed job's error code goes to the bucket and comes back on pull; a code this dstack does not know is left out", () => {
+  const run = { name: 'r-1', workflow: 'w', owner: 'o', backend: 'local', repo: { root: '/p', isGit: false }, args: [], status: 'failed', submittedAt: 1, finishedAt: 3 } as unknown as RunRecord;
+  const job = { id: 'r-1/w', run: 'r-1', workflow: 'w', index: 0, spec: { workflow: 'w' }, deps: [], status: 'failed', exitCode: 1, reason: 'DS0320: the disk is full', errorCode: 'DS0320', submittedAt: 1, finishedAt: 3, history: [] } as unknown as JobRecord;
+  const team = teamRunOf({ run, jobs: [job], name: 'r-1', home: 'h', repo: 'x', manifests: new Map(), logParts: new Map(), now: 4 });
+  const back = (t: unknown) => localRunOf(parseTeamRun(Buffer.from(JSON.stringify(t)), 'k', 'w'), new Map(), '/q').jobs[0]!;
+  assert.is(back(team).errorCode, 'DS0320');
+  assert.is(back(team).exitCode, 1);
+  for (const unknown of ['DS9999', 'constructor', '__proto__', 42]) {
+    assert.not.ok('errorCode' in back({ ...team, jobs: [{ ...team.jobs[0], errorCode: unknown }] }), String(unknown));
   }
 });
 

@@ -11,10 +11,10 @@ import { LocalArtifactStore } from '../../src/artifacts/local-store.js';
 import type { Manifest } from '../../src/artifacts/types.js';
 import { localPlugin } from '../../src/backends/local/index.js';
 import type { Backend, Machine, RunningJob } from '../../src/engine/backend.js';
-import { DstackError } from '../../src/engine/errors.js';
 import type { JobSpec } from '../../src/engine/types.js';
-import { closeTestDocker, ensureBusybox, sweepContainers } from './docker.js';
+import { closeTestDocker, containersLabelled, ensureBusybox, sweepContainers } from './docker.js';
 import { jobHarness, type Harness } from './job-harness.js';
+export { rejectsWith } from './errors.js';
 
 export let home = '';
 export let project = '';
@@ -31,6 +31,13 @@ export async function setUp(label: string): Promise<void> {
   await writeFile(join(project, 'hello.txt'), 'hello from the snapshot\n');
   snap = (await new LocalArtifactStore({ home }).save(project, [{ path: 'hello.txt', mount: false }])).manifest;
   backend = localPlugin.open({ home, settings: { labels: { 'dstack.test': label } } });
+}
+
+/** No container of the file's label or of this home is left: a file's last test. */
+export async function assertNothingLeft(label: string): Promise<void> {
+  const left = await containersLabelled(`dstack.test=${label}`);
+  assert.equal(left, [], `leaked: ${left.map((c) => c.id.slice(0, 12)).join(', ')}`);
+  assert.equal(await containersLabelled(`dstack.home=${home}`), []);
 }
 
 export async function tearDown(label: string): Promise<void> {
@@ -87,16 +94,6 @@ export async function withJob(s: JobSpec, fn: (j: Started) => Promise<void>, env
   }
 }
 
-export async function rejectsWith(p: Promise<unknown>, code: string): Promise<DstackError> {
-  try {
-    await p;
-  } catch (e) {
-    assert.instance(e, DstackError, String(e));
-    assert.is((e as DstackError).code, code, (e as Error).message);
-    return e as DstackError;
-  }
-  throw new Error(`expected ${code}, got success`);
-}
 
 /** Saves the files `files` (path → content; a `->` value makes a symlink, a trailing `/` a folder) as artifacts. */
 export async function depManifest(store: LocalArtifactStore, files: Record<string, string>, paths: string[], exec: string[] = []): Promise<Manifest> {

@@ -12,12 +12,12 @@ import * as assert from 'uvu/assert';
 import { LocalArtifactStore } from '../../src/artifacts/local-store.js';
 import type { BackendHandle, BackendNotice, Machine } from '../../src/engine/backend.js';
 import { localPlugin, type LocalBackend } from '../../src/backends/local/index.js';
-import { BUSYBOX, containersLabelled, testDocker } from '../helpers/docker.js';
+import { BUSYBOX, testDocker } from '../helpers/docker.js';
 import { busyboxSpec as spec } from '../helpers/job-harness.js';
 import { NOWHERE } from '../helpers/registry.js';
 import { withTimeout } from '../helpers/timeout.js';
 import { until } from '../helpers/wait.js';
-import { backend, home, harness, rejectsWith, setUp, startJob, tearDown, withJob } from '../helpers/local-backend.js';
+import { assertNothingLeft, backend, home, harness, rejectsWith, setUp, startJob, tearDown, withJob } from '../helpers/local-backend.js';
 
 const TEST_LABEL = 'local-backend';
 
@@ -356,12 +356,7 @@ test(
 
 test(
   'no container made by this file is left behind',
-  withTimeout(10_000, async () => {
-    const left = await containersLabelled(`dstack.test=${TEST_LABEL}`);
-    assert.equal(left, [], `leaked: ${left.map((c) => c.id.slice(0, 12)).join(', ')}`);
-    const byHome = await containersLabelled(`dstack.home=${home}`);
-    assert.equal(byHome, []);
-  }),
+  withTimeout(10_000, () => assertNothingLeft(TEST_LABEL)),
 );
 
 test.run();

@@ -10,11 +10,11 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { localPlugin } from '../../src/backends/local/index.js';
 import type { Backend, BackendNotice } from '../../src/engine/backend.js';
-import { DstackError } from '../../src/engine/errors.js';
 import { BUSYBOX, closeTestDocker, ensureBusybox, testDocker } from '../helpers/docker.js';
 import { startRegistry, type Registry } from '../helpers/registry.js';
 import { busyboxSpec } from '../helpers/job-harness.js';
 import { withTimeout } from '../helpers/timeout.js';
+import { rejectsWith } from '../helpers/errors.js';
 
 const USER = 'alice';
 const PASSWORD = `pw-${process.pid}-${Date.now()}`;
@@ -44,16 +44,6 @@ const notices = (): { list: BackendNotice[]; notify: (n: BackendNotice) => void 
   return { list, notify: (n) => list.push(n) };
 };
 
-async function rejectsWith(p: Promise<unknown>, code: string): Promise<DstackError> {
-  try {
-    await p;
-  } catch (e) {
-    assert.instance(e, DstackError, String(e));
-    assert.is((e as DstackError).code, code, (e as Error).message);
-    return e as DstackError;
-  }
-  throw new Error(`expected ${code}, got success`);
-}
 
 test(
   'a pull from the registry: progress in bytes up to the layer, then pull-done; the digest is the pulled image',

@@ -17,13 +17,13 @@ import { sshPlugin, type SshBackend } from '../../src/backends/ssh/index.js';
 import type { RemoteMachine } from '../../src/backends/ssh-host/machine.js';
 import type { SshRemote } from '../../src/backends/ssh/remote.js';
 import type { BackendHandle, Machine, RunningJob } from '../../src/engine/backend.js';
-import { DstackError } from '../../src/engine/errors.js';
 import type { JobSpec } from '../../src/engine/types.js';
 import { closeTestDocker, containersLabelled, ensureBusybox, sweepContainers } from '../helpers/docker.js';
 import { busyboxSpec as spec, jobHarness, type Harness } from '../helpers/job-harness.js';
 import { clientKey, killHost, removeHost, restartHost, startHost, sweepHosts, type TestHost } from '../helpers/ssh-hosts.js';
 import { withTimeout } from '../helpers/timeout.js';
 import { until } from '../helpers/wait.js';
+import { rejectsWith } from '../helpers/errors.js';
 
 const TEST_LABEL = 'ssh-backend';
 let home = '';
@@ -99,15 +99,6 @@ async function runJob(backend: SshBackend, s: JobSpec, options: { deps?: Manifes
   }
 }
 
-async function rejectsWith(p: Promise<unknown>, code: string): Promise<DstackError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof DstackError && e.code === code) return e;
-    throw e;
-  }
-  throw new Error(`expected ${code}, got success`);
-}
 
 const jobFolders = async (h: TestHost): Promise<string[]> => readdir(join(h.home, '.dstack', 'jobs')).catch(() => []);
 

@@ -110,7 +110,7 @@ export const isFingerprintParts = (v: unknown): boolean => isObject(v) && typeof
 
 export function toJob(c: Connection, r: JobRow, history: JobRecord['history']): JobRecord {
   const what = `job ${r.id}`;
-  const errorCode = r.error_code !== null && r.error_code in Codes ? (r.error_code as ErrorCode) : undefined;
+  const errorCode = r.error_code !== null && Object.hasOwn(Codes, r.error_code) ? (r.error_code as ErrorCode) : undefined;
   return {
     id: asJobId(r.id),
     run: asRunName(r.run),

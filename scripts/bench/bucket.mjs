@@ -55,7 +55,7 @@ async function startMoto() {
     else if (exited !== undefined || Date.now() > deadline) throw new Error(`moto did not start (exit ${exited}): see ${log}`);
   }
   const endpoint = `http://127.0.0.1:${port}`;
-  return { endpoint, stop: () => child.kill('SIGTERM') };
+  return { endpoint, log, stop: () => child.kill('SIGTERM') };
 }
 
 function driver(env, ...args) {
@@ -124,6 +124,8 @@ export async function run({ rounds = Number(process.env.DSTACK_BENCH_BUCKET_ROUN
       secondPush: second,
       samplesMs: { push, plain, again, ps },
     });
+    // Kept when the bench fails, to read; a finished one's goes.
+    rmSync(moto.log, { force: true });
     return {
       file,
       rows: [

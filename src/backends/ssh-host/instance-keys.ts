@@ -27,10 +27,21 @@ export interface HostKeyPair {
 
 export const clientKeyPath = (home: string): string => join(home, 'keys', 'instance_ed25519');
 
+/**
+ * ssh2's generator drops a leading zero byte of an ed25519 key (about 1 pair in 128): the pair it
+ * returns is then "Malformed OpenSSH private key" to its own parser and to OpenSSH. Such a pair is
+ * thrown away and another made; each try fails independently, so a few suffice.
+ */
 async function generate(comment: string): Promise<HostKeyPair> {
   const { utils } = await loadSsh2();
-  const pair = utils.generateKeyPairSync('ed25519', { comment });
-  return { privateKey: pair.private, publicKey: pair.public.trim() };
+  for (let attempt = 1; ; attempt++) {
+    const pair = utils.generateKeyPairSync('ed25519', { comment });
+    const parsed = utils.parseKey(pair.private);
+    if (!(parsed instanceof Error) && parsed.type === 'ssh-ed25519' && parsed.getPublicSSH().length === 51) {
+      return { privateKey: pair.private, publicKey: pair.public.trim() };
+    }
+    if (attempt === 20) throw new Error(`ssh2 made ${attempt} malformed ed25519 key pairs in a row`);
+  }
 }
 
 /** A new host key for one instance. */

@@ -1,6 +1,6 @@
 /**
  * The keys dstack makes for instances. ssh2's ed25519 generator drops a leading zero byte of a key
- * about once in 128 pairs, and such a pair is malformed to ssh2's parser and to OpenSSH: one in a
+ * once in 256 pairs (mscdex/ssh2#1390), and such a pair is malformed to ssh2's parser and to OpenSSH: one in a
  * fresh home's client key failed an AWS run in CI. Thousands of pairs make it near certain that a
  * generator without the check would be caught here.
  */

@@ -28,7 +28,7 @@ export interface HostKeyPair {
 export const clientKeyPath = (home: string): string => join(home, 'keys', 'instance_ed25519');
 
 /**
- * ssh2's generator drops a leading zero byte of an ed25519 key (about 1 pair in 128): the pair it
+ * ssh2's generator drops a leading zero byte of an ed25519 key (1 pair in 256; mscdex/ssh2#1390, open): the pair it
  * returns is then "Malformed OpenSSH private key" to its own parser and to OpenSSH. Such a pair is
  * thrown away and another made; each try fails independently, so a few suffice.
  */

@@ -4,7 +4,7 @@
  * read-only; a store damaged in its pages or in one row. Each ends with a coded error and the
  * right exit status, never a trace, with nothing left running and the run recorded truthfully.
  */
-import { existsSync, openSync, readdirSync, statSync, writeSync, closeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, rmSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { execa } from 'execa';
@@ -137,6 +137,54 @@ test(
     }
   }),
 );
+
+test(
+  'a home whose disk is full to the last byte (the reserve gone too): ps and logs read what is there; run says DS0320 (exit 3)',
+  withTimeout(90_000, async () => {
+    const p = await tmpfsProject('24m', `  - name: a\n    image: ${IMAGE}\n    commands:\n      - echo hello from a\n`);
+    try {
+      const first = await p.run(['run', 'a']);
+      assert.is(first.exitCode, 0, first.stderr);
+      const name = runNameOf(first.stderr);
+      // Not one byte left: no room for the store's shared-memory file or its WAL.
+      rmSync(join(p.home, 'store.reserve'), { force: true });
+      fill(join(p.home, 'filler'));
+
+      for (const args of [['ps'], ['ps', name, '--json']]) {
+        const r = await p.run(args);
+        assertNoCrash(r);
+        assert.is(r.exitCode, 0, `${args.join(' ')}: ${r.stderr}`);
+        assert.match(r.stdout, name);
+      }
+      const logs = await p.run(['logs', name]);
+      assert.is(logs.exitCode, 0, logs.stderr);
+      assert.is(logs.stdout, 'hello from a\n');
+      const run = await p.run(['run', 'a']);
+      assertNoCrash(run);
+      assert.is(run.exitCode, 3, run.stderr);
+      assert.match(run.stderr, /error DS0320: .*full/);
+    } finally {
+      await cleanup(p);
+    }
+  }),
+);
+
+/** Writes `path` until the disk under it has no byte left. */
+function fill(path: string): void {
+  const fd = openSync(path, 'w');
+  try {
+    for (const size of [1 << 20, 4096, 1]) {
+      const chunk = Buffer.alloc(size);
+      try {
+        for (;;) writeSync(fd, chunk);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
 
 async function homeWithRun(): Promise<{ p: Project; name: string }> {
   const p = await createProject({ workflows: `workflows:\n  - name: a\n    image: ${IMAGE}\n    commands: [echo hi]\n` });

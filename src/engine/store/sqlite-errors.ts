@@ -23,7 +23,8 @@ function fromSqlite(code: string, path: string, e: unknown): DstackError | undef
       `the run store stayed locked by another process for more than ${BUSY_TIMEOUT_MS / 1000} s`,
       'try again; if it keeps happening, look for a stuck dstack process (`ps aux | grep dstack`)',
     );
-  if (code === 'SQLITE_FULL' || code === 'SQLITE_IOERR_WRITE' || code === 'SQLITE_IOERR_FSYNC' || code === 'SQLITE_IOERR_TRUNCATE')
+  // SHMSIZE: no room to make or grow the -shm file beside the store.
+  if (code === 'SQLITE_FULL' || code === 'SQLITE_IOERR_WRITE' || code === 'SQLITE_IOERR_FSYNC' || code === 'SQLITE_IOERR_TRUNCATE' || code === 'SQLITE_IOERR_SHMSIZE')
     return err('DS0320', 'the disk holding the run store is full', `free some space on the disk holding ${dir} (\`dstack prune\` removes old runs)`);
   if (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB') return err('DS0322', 'the run store is damaged', verifyHint(path));
   if (code.startsWith('SQLITE_READONLY'))

@@ -20,7 +20,7 @@ import { SqliteImporter } from './sqlite-import.js';
 import { SqliteLogs } from './sqlite-logs.js';
 import { SqlitePrune } from './sqlite-prune.js';
 import { SqliteRuns } from './sqlite-runs.js';
-import { keepReserve } from './reserve.js';
+import { keepReserve, releaseReserve } from './reserve.js';
 import { SqliteTags } from './sqlite-tags.js';
 import type { CacheIndex, FileHashStore, FingerprintClaims, LogStore, PruneQueries, RunImporter, RunRecords, Store, TagStore } from './types.js';
 
@@ -52,7 +52,17 @@ export function openStore(home: string, options: OpenStoreOptions = {}): Store {
     return new SqliteStore(openWritable(home, path), path, options, false);
   } catch (e) {
     const error = toStoreError(e, path);
-    if (options.access !== 'read' || !cannotWrite(error) || !existsSync(path)) throw (cannotWrite(error) && readOnlyHome(home, e)) || error;
+    // A command that writes (`rm`, `prune`: how space is given back) may spend the home's reserve to open it.
+    if (options.access !== 'read' && diskFull(error) && releaseReserve(home)) {
+      try {
+        return new SqliteStore(openWritable(home, path), path, options, false);
+      } catch (again) {
+        throw toStoreError(again, path);
+      }
+    }
+    // A command that only reads works on what is there when the home cannot be written, or its disk is full.
+    const readInstead = cannotWrite(error) || diskFull(error);
+    if (options.access !== 'read' || !readInstead || !existsSync(path)) throw (cannotWrite(error) && readOnlyHome(home, e)) || error;
   }
   try {
     return new SqliteStore(openReadOnly(path), path, options, true);
@@ -72,6 +82,9 @@ function cannotWrite(e: unknown): boolean {
     (typeof code === 'string' && (code.startsWith('SQLITE_READONLY') || code.startsWith('SQLITE_CANTOPEN') || code === 'SQLITE_PERM'))
   );
 }
+
+/** A full disk, as the store met it (sqlite-errors.ts): no room for the database, its WAL or its -shm file. */
+const diskFull = (e: unknown): boolean => (e as { code?: string }).code === 'DS0320';
 
 /** DS0321 when the home itself cannot be written (a read-only mount): the clearest thing to say. */
 function readOnlyHome(home: string, cause: unknown): DstackError | undefined {

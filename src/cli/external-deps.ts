@@ -9,7 +9,7 @@ import { lineTextAt } from '../engine/workflow/source.js';
 import type { TagRecord } from '../engine/store/types.js';
 import type { DepSpec } from '../engine/types.js';
 import type { Session } from './session.js';
-import { openTeam, teamRemote } from './team.js';
+import { teamRemote, withTeam } from './team.js';
 
 /** The resolved external deps among `deps` (by `externalKey`); undefined when there are none. */
 export async function externalDepsOf(session: Session, root: string, deps: readonly DepSpec[], options: { readonly fetch: boolean }): Promise<ReadonlyMap<string, TagRecord> | undefined> {
@@ -23,8 +23,7 @@ export async function externalDepsOf(session: Session, root: string, deps: reado
       ...(e.hint ? { hint: e.hint } : {}),
     });
   });
-  const team = await openTeam(remote);
-  try {
+  return withTeam(remote, async (team) => {
     const { resolveExternalDeps } = await import('../remote-store/external-deps.js');
     const resolved = await resolveExternalDeps(team, external, root);
     if (options.fetch) {
@@ -32,7 +31,5 @@ export async function externalDepsOf(session: Session, root: string, deps: reado
       await fetchObjects(team.objects, (await session.artifacts()).objects, filesOf([...resolved.values()].map((r) => r.manifest)));
     }
     return resolved;
-  } finally {
-    await team.bucket.close();
-  }
+  });
 }

@@ -1,6 +1,6 @@
 /** `dstack logs RUN` for a run of the team bucket that this home does not have: read from the bucket, part by part. */
 import { findProjectRoot } from '../engine/workflow/files.js';
-import { defaultTeamRemote, openTeam, repoOf } from './team.js';
+import { defaultTeamRemote, repoOf, withTeam } from './team.js';
 
 /** Prints the run's log; false when there is no team bucket, no project, or no such run there. */
 export async function teamLogs(
@@ -12,8 +12,7 @@ export async function teamLogs(
   const remote = await defaultTeamRemote(home).catch(() => undefined);
   const root = findProjectRoot(process.cwd());
   if (!remote || !root) return false;
-  const team = await openTeam(remote);
-  try {
+  return withTeam(remote, async (team) => {
     const run = await team.getRun(await repoOf(root), name);
     if (!run) return false;
     const { readRunLog } = await import('../remote-store/team-logs.js');
@@ -43,7 +42,5 @@ export async function teamLogs(
     }
     if (last) flush(last.key, last.workflow, last.stream);
     return true;
-  } finally {
-    await team.bucket.close();
-  }
+  });
 }

@@ -10,7 +10,7 @@ import { findProjectRoot } from '../engine/workflow/files.js';
 import type { RunSummary } from '../remote-store/layout.js';
 import { table } from './format.js';
 import { RUN_HEADER, runCells, runSummaryJson, type RunRowSource } from './run-rows.js';
-import { defaultTeamRemote, openTeam, repoOf, teamRemote } from './team.js';
+import { defaultTeamRemote, repoOf, teamRemote, withTeam } from './team.js';
 
 /**
  * The project folder a run came from when it still holds `.dstack/`, else the project of the
@@ -37,12 +37,7 @@ export async function teamRuns(home: string, remoteName: string | undefined): Pr
   // The repository's identity (a `git` call) is looked up while the SDK loads.
   const repo = repoOf(await projectRootOf(undefined));
   repo.catch(() => undefined); // awaited below; not unhandled if opening the bucket fails first
-  const team = await openTeam(remote);
-  try {
-    return { remote: remote.name, runs: await team.listRuns(await repo) };
-  } finally {
-    await team.bucket.close();
-  }
+  return withTeam(remote, async (team) => ({ remote: remote.name, runs: await team.listRuns(await repo) }));
 }
 
 type Row = RunRowSource & { where: string };

@@ -57,6 +57,16 @@ export async function openTeam(remote: BucketRemote): Promise<TeamStore> {
   return new TeamStore(bucket, remote.name);
 }
 
+/** `fn` with the team store of `remote`, its bucket closed after whatever happens. */
+export async function withTeam<T>(remote: BucketRemote, fn: (team: TeamStore) => Promise<T>): Promise<T> {
+  const team = await openTeam(remote);
+  try {
+    return await fn(team);
+  } finally {
+    await team.bucket.close();
+  }
+}
+
 /** The repository identity of a project folder (its remote URL, or `.dstack/repo-id`). */
 export async function repoOf(root: string): Promise<string> {
   const { repoIdentity } = await import('../remote-store/repo-id.js');

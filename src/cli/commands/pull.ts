@@ -5,7 +5,7 @@ import { DstackCommand } from '../base.js';
 import { formatBytes } from '../format.js';
 import { homeId } from '../home.js';
 import { Session } from '../session.js';
-import { openTeam, repoOf, teamRemote } from '../team.js';
+import { repoOf, teamRemote, withTeam } from '../team.js';
 import { projectRootOf } from '../team-runs.js';
 import { progressBar } from '../transfer-progress.js';
 
@@ -35,42 +35,42 @@ export class PullCommand extends DstackCommand {
     try {
       const store = await session.store();
       const remote = await teamRemote(session.home, this.remote);
-      const team = await openTeam(remote);
       const bar = progressBar(this.context.stderr, 'pulling');
       try {
-        const root = await projectRootOf(undefined);
-        const [{ pullRun, pullTag }, local, repo, home] = await Promise.all([import('../../remote-store/pull.js'), session.artifacts(), repoOf(root), homeId(session.home)]);
-        const ctx = { team, local: local.objects, repo, root, onProgress: bar.update };
-        if (this.ref.startsWith(':')) {
-          const name = this.ref.slice(1);
-          const pulled = await pullTag(ctx, name);
-          const mine = store.tags.getTag(name);
-          if (mine && JSON.stringify(mine.manifest) !== JSON.stringify(pulled.tag.manifest)) {
-            throw new DstackError('DS0271', `this home has a tag '${name}' with other artifacts than the team's`, { hint: `delete yours first (\`dstack tags delete ${name}\`), or push it under another name` });
-          }
-          if (!mine) store.tags.putTag(pulled.tag);
-          bar.done();
-          this.report(`tag ${name} (by ${pulled.team.owner})`, pulled.objects, { tag: name, created: !mine }, Date.now() - started);
-          return 0;
-        }
-        const here = store.runs.getRun(this.ref);
-        if (here) {
-          const theirs = await team.getRun(repo, this.ref);
-          // This home's own run, or the team's pulled before: the same run (one owner, one start).
-          if (theirs && (theirs.home === home || (theirs.owner === here.owner && theirs.submittedAt === here.submittedAt))) {
-            this.context.stderr.write(`Run ${this.ref} is already here: nothing to pull\n`);
+        return await withTeam(remote, async (team) => {
+          const root = await projectRootOf(undefined);
+          const [{ pullRun, pullTag }, local, repo, home] = await Promise.all([import('../../remote-store/pull.js'), session.artifacts(), repoOf(root), homeId(session.home)]);
+          const ctx = { team, local: local.objects, repo, root, onProgress: bar.update };
+          if (this.ref.startsWith(':')) {
+            const name = this.ref.slice(1);
+            const pulled = await pullTag(ctx, name);
+            const mine = store.tags.getTag(name);
+            if (mine && JSON.stringify(mine.manifest) !== JSON.stringify(pulled.tag.manifest)) {
+              throw new DstackError('DS0271', `this home has a tag '${name}' with other artifacts than the team's`, { hint: `delete yours first (\`dstack tags delete ${name}\`), or push it under another name` });
+            }
+            if (!mine) store.tags.putTag(pulled.tag);
+            bar.done();
+            this.report(`tag ${name} (by ${pulled.team.owner})`, pulled.objects, { tag: name, created: !mine }, Date.now() - started);
             return 0;
           }
-          throw new DstackError('DS0271', `this home has a run named ${this.ref} already, not the team's`, { hint: `remove it first if it is a stale copy (\`dstack rm ${this.ref}\`)` });
-        }
-        const pulled = await pullRun(ctx, this.ref);
-        store.importer.importRun(pulled.run, pulled.jobs, pulled.logs);
-        bar.done();
-        this.report(`run ${pulled.run.name} (by ${pulled.run.owner})`, pulled.objects, { run: pulled.run.name }, Date.now() - started);
-        return 0;
+          const here = store.runs.getRun(this.ref);
+          if (here) {
+            const theirs = await team.getRun(repo, this.ref);
+            // This home's own run, or the team's pulled before: the same run (one owner, one start).
+            if (theirs && (theirs.home === home || (theirs.owner === here.owner && theirs.submittedAt === here.submittedAt))) {
+              this.context.stderr.write(`Run ${this.ref} is already here: nothing to pull\n`);
+              return 0;
+            }
+            throw new DstackError('DS0271', `this home has a run named ${this.ref} already, not the team's`, { hint: `remove it first if it is a stale copy (\`dstack rm ${this.ref}\`)` });
+          }
+          const pulled = await pullRun(ctx, this.ref);
+          store.importer.importRun(pulled.run, pulled.jobs, pulled.logs);
+          bar.done();
+          this.report(`run ${pulled.run.name} (by ${pulled.run.owner})`, pulled.objects, { run: pulled.run.name }, Date.now() - started);
+          return 0;
+        });
       } finally {
         bar.done();
-        await team.bucket.close();
       }
     } finally {
       await session.close();

@@ -11,7 +11,7 @@ import { homeId, owner } from '../home.js';
 import { requireRun } from '../runs.js';
 import { Session } from '../session.js';
 import { ensureBucket } from '../team-bucket.js';
-import { openTeam, teamRemote } from '../team.js';
+import { repoOf, teamRemote, withTeam } from '../team.js';
 import { progressBar } from '../transfer-progress.js';
 import { projectRootOf } from '../team-runs.js';
 
@@ -48,22 +48,22 @@ export class PushCommand extends DstackCommand {
       const run = tag ? (tag.run ? store.runs.getRun(tag.run) : undefined) : finishedRun(store, this.ref);
       const root = await projectRootOf(run);
       const remote = await teamRemote(session.home, this.remote);
-      const team = await openTeam(remote);
       const bar = progressBar(this.context.stderr, 'pushing');
       try {
-        await ensureBucket(team, this.context.stderr);
-        const [{ pushRun, pushTag }, local, home] = await Promise.all([import('../../remote-store/push.js'), session.artifacts(), homeId(session.home)]);
-        const ctx = { team, local: local.objects, home, repo: await (await import('../team.js')).repoOf(root), onProgress: bar.update };
-        const pushed = run && pushedRun(store, run);
-        const summary = tag
-          ? await pushTag(ctx, tag, owner(), pushed).then((r) => ({ what: `tag ${r.tag}${r.run ? ` (with run ${r.run})` : ''}`, objects: r.objects, extra: { tag: r.tag, run: r.run ?? null, created: r.created } }))
-          : await pushRun(ctx, pushed!).then((r) => ({ what: `run ${r.run}${r.run !== run!.name ? ` (the name ${run!.name} is another home's there)` : ''}`, objects: r.objects, extra: { run: r.run, record: r.record } }));
-        bar.done();
-        this.report(summary.what, remote.name, team.where, summary.objects, summary.extra, Date.now() - started);
-        return 0;
+        return await withTeam(remote, async (team) => {
+          await ensureBucket(team, this.context.stderr);
+          const [{ pushRun, pushTag }, local, home, repo] = await Promise.all([import('../../remote-store/push.js'), session.artifacts(), homeId(session.home), repoOf(root)]);
+          const ctx = { team, local: local.objects, home, repo, onProgress: bar.update };
+          const pushed = run && pushedRun(store, run);
+          const summary = tag
+            ? await pushTag(ctx, tag, owner(), pushed).then((r) => ({ what: `tag ${r.tag}${r.run ? ` (with run ${r.run})` : ''}`, objects: r.objects, extra: { tag: r.tag, run: r.run ?? null, created: r.created } }))
+            : await pushRun(ctx, pushed!).then((r) => ({ what: `run ${r.run}${r.run !== run!.name ? ` (the name ${run!.name} is another home's there)` : ''}`, objects: r.objects, extra: { run: r.run, record: r.record } }));
+          bar.done();
+          this.report(summary.what, remote.name, team.where, summary.objects, summary.extra, Date.now() - started);
+          return 0;
+        });
       } finally {
         bar.done();
-        await team.bucket.close();
       }
     } finally {
       await session.close();

@@ -76,6 +76,20 @@ function status(c: Connection, value: string, what: string): JobStatus {
 
 export const decodeManifest = (c: Connection, text: string, what: string): Manifest => c.json<Manifest>(text, what, isManifest);
 
+/** The columns a run's insert fills from what it was submitted with: a new run's and an imported run's alike. */
+export function runInsertParams(r: Pick<RunRecord, 'name' | 'workflow' | 'owner' | 'backend' | 'repo' | 'args' | 'tag'>) {
+  return {
+    name: r.name,
+    workflow: r.workflow,
+    owner: r.owner,
+    backend: r.backend,
+    repo: JSON.stringify(r.repo),
+    repoRoot: r.repo.root,
+    args: JSON.stringify(r.args),
+    tag: r.tag ?? null,
+  };
+}
+
 export function toRun(c: Connection, r: RunRow): RunRecord {
   const what = `run ${r.name}`;
   return {

@@ -7,6 +7,7 @@
 import { DstackError } from '../errors.js';
 import type { Connection } from './connection.js';
 import type { ImportedLog, JobRecord, RunRecord } from './records.js';
+import { runInsertParams } from './rows.js';
 import type { RunImporter } from './types.js';
 
 export class SqliteImporter implements RunImporter {
@@ -37,14 +38,7 @@ export class SqliteImporter implements RunImporter {
         });
       }
       this.s.insertRun.run({
-        name: run.name,
-        workflow: run.workflow,
-        owner: run.owner,
-        backend: run.backend,
-        repo: JSON.stringify(run.repo),
-        repoRoot: run.repo.root,
-        args: JSON.stringify(run.args),
-        tag: run.tag ?? null,
+        ...runInsertParams(run),
         status: run.status,
         submittedAt: run.submittedAt,
         finishedAt: run.finishedAt ?? null,

@@ -10,7 +10,7 @@ import type { Connection } from './connection.js';
 import { ACTIVE_STATUSES_SQL } from './migrations.js';
 import { formatRunName, randomPrefix, type RandomSource } from './names.js';
 import type { CacheHit, JobPort, JobRecord, NewRun, ProjectScope, RunRecord, StatusUpdate } from './records.js';
-import { RUN_COLUMNS, toJob, toRun, type HistoryRow, type JobRow, type RunRow } from './rows.js';
+import { RUN_COLUMNS, runInsertParams, toJob, toRun, type HistoryRow, type JobRow, type RunRow } from './rows.js';
 import { aggregateStatus } from './status.js';
 import type { RunRecords } from './types.js';
 
@@ -103,14 +103,7 @@ export class SqliteRuns implements RunRecords {
       // A reserved name is already unique (its counter moved); inserting it twice fails on the key.
       const name = run.name ?? this.allocateName();
       this.s.insertRun.run({
-        name,
-        workflow: run.workflow,
-        owner: run.owner,
-        backend: run.backend,
-        repo: JSON.stringify(run.repo),
-        repoRoot: run.repo.root,
-        args: JSON.stringify(run.args),
-        tag: run.tag ?? null,
+        ...runInsertParams({ ...run, name }),
         at,
         pid: run.pid ?? null,
         hostname: run.hostname ?? null,

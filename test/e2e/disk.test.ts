@@ -39,6 +39,19 @@ async function assertNothingLeft(p: Project): Promise<void> {
   assert.equal(existsSync(jobs) ? readdirSync(jobs) : [], [], 'no job folder is left');
 }
 
+/** Each `ps` of `listings` shows the run `name`, and its log (`hello from a`) reads back whole. */
+async function assertReadable(p: Project, name: string, listings: readonly string[][]): Promise<void> {
+  for (const args of listings) {
+    const r = await p.run(args);
+    assertNoCrash(r);
+    assert.is(r.exitCode, 0, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stdout, name);
+  }
+  const logs = await p.run(['logs', name]);
+  assert.is(logs.exitCode, 0, logs.stderr);
+  assert.is(logs.stdout, 'hello from a\n');
+}
+
 async function assertFailedWithDiskFull(p: Project, stderr: string): Promise<void> {
   const name = runNameOf(stderr);
   const run = await p.json<PsRunWithJobs>(['ps', name, '--json']);
@@ -110,15 +123,7 @@ test(
       const name = runNameOf(first.stderr);
       await mount(['-o', 'remount,ro', p.home]);
 
-      for (const args of [['ps'], ['ps', '-a', '-A'], ['ps', name]]) {
-        const r = await p.run(args);
-        assertNoCrash(r);
-        assert.is(r.exitCode, 0, `${args.join(' ')}: ${r.stderr}`);
-        assert.match(r.stdout, name);
-      }
-      const logs = await p.run(['logs', name]);
-      assert.is(logs.exitCode, 0, logs.stderr);
-      assert.is(logs.stdout, 'hello from a\n');
+      await assertReadable(p, name, [['ps'], ['ps', '-a', '-A'], ['ps', name]]);
       const ls = await p.run(['ls', name]);
       assert.is(ls.exitCode, 0, ls.stderr);
       assert.match(ls.stdout, 'out/x.txt');
@@ -150,15 +155,7 @@ test(
       rmSync(join(p.home, 'store.reserve'), { force: true });
       fill(join(p.home, 'filler'));
 
-      for (const args of [['ps'], ['ps', name, '--json']]) {
-        const r = await p.run(args);
-        assertNoCrash(r);
-        assert.is(r.exitCode, 0, `${args.join(' ')}: ${r.stderr}`);
-        assert.match(r.stdout, name);
-      }
-      const logs = await p.run(['logs', name]);
-      assert.is(logs.exitCode, 0, logs.stderr);
-      assert.is(logs.stdout, 'hello from a\n');
+      await assertReadable(p, name, [['ps'], ['ps', name, '--json']]);
       const run = await p.run(['run', 'a']);
       assertNoCrash(run);
       assert.is(run.exitCode, 3, run.stderr);

@@ -99,17 +99,10 @@ export interface FingerprintedJob {
   readonly inputs?: readonly string[];
 }
 
-export interface NewRun {
+/** What a run is submitted with: its record's own fields before any job ran. */
+export interface NewRun extends Pick<RunRecord, 'workflow' | 'owner' | 'backend' | 'repo' | 'args' | 'tag' | 'pid' | 'hostname'> {
   /** A name from `reserveName()`; when absent, createRun allocates one. */
   readonly name?: RunName;
-  readonly workflow: string;
-  readonly owner: string;
-  readonly backend: string;
-  readonly repo: RepoInfo;
-  readonly args: readonly string[];
-  readonly tag?: string;
-  readonly pid?: number;
-  readonly hostname?: string;
   /** In topological order; `deps` are indexes into this list. */
   readonly jobs: readonly { readonly spec: JobSpec; readonly deps: readonly number[] }[];
 }

@@ -12,21 +12,12 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { liveInstances, motoClient, startInstanceWatcher, sweepInstanceContainers } from '../test/helpers/instances.js';
+import { prng } from '../test/helpers/kill-trials.js';
 import { motoEnv, startMoto } from '../test/helpers/moto.js';
 
 const root = new URL('..', import.meta.url).pathname;
 const [trials, seed, maxDelay] = [Number(process.argv[2] ?? 25), Number(process.argv[3] ?? 1), Number(process.argv[4] ?? 40_000)];
 
-/** mulberry32: a small seeded PRNG, so a failing trial can be replayed. */
-function prng(a: number): () => number {
-  return () => {
-    a |= 0;
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function dstack(args: string[], cwd: string, env: NodeJS.ProcessEnv, killAfterMs?: number): Promise<{ code: number | null; signal: string | null; stderr: string }> {
   return new Promise((resolve) => {

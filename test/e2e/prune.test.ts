@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertNoContainersLeft, assertNoCrash, createProject, removeContainers, runNameOf, type CliResult, type Project } from '../helpers/cli.js';
+import { assertNoContainersLeft, createProject, removeContainers, runNameOf, type Project, assertOk as ok } from '../helpers/cli.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 const IMAGE = 'dstack-test/busybox:latest';
@@ -40,11 +40,6 @@ interface PruneJson {
   storeBytesBefore?: number;
   storeBytesAfter?: number;
 }
-
-const ok = (r: CliResult, what: string): void => {
-  assert.is(r.exitCode, 0, `${what}: ${r.stderr}`);
-  assertNoCrash(r);
-};
 
 function objectFiles(home: string): Set<string> {
   const root = join(home, 'objects', 'sha256');

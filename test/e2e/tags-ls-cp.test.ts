@@ -7,7 +7,7 @@ import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertNoContainersLeft, assertNoCrash, createProject, removeContainers, runNameOf, type CliResult, type Project } from '../helpers/cli.js';
+import { assertNoContainersLeft, assertNoCrash, createProject, removeContainers, runNameOf, type CliResult, type Project, assertOk as ok } from '../helpers/cli.js';
 import { withTimeout } from '../helpers/timeout.js';
 
 const IMAGE = 'dstack-test/busybox:latest';
@@ -49,10 +49,6 @@ const WORKFLOWS = `workflows:
 let p: Project;
 let run = '';
 
-const ok = (r: CliResult, what: string): void => {
-  assert.is(r.exitCode, 0, `${what}: ${r.stderr}`);
-  assertNoCrash(r);
-};
 const fails = (r: CliResult, exit: number, stderr: string): void => {
   assertNoCrash(r);
   assert.is(r.stderr, stderr);

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertNoContainersLeft, assertNoCrash, createProject, runNameOf, type CliResult, type Project } from '../helpers/cli.js';
+import { assertNoContainersLeft, assertNoCrash, createProject, runNameOf, type Project, assertOk as ok } from '../helpers/cli.js';
 import { motoEnv, startMoto, type Moto } from '../helpers/moto.js';
 import { startS3FaultProxy, type S3FaultProxy } from '../helpers/s3-faults.js';
 import { createBucket, testS3Client } from '../helpers/s3.js';
@@ -33,12 +33,6 @@ let client: ReturnType<typeof testS3Client>;
 let alice: Project;
 let bob: Project;
 let run = '';
-
-const ok = (r: CliResult, what: string): CliResult => {
-  assertNoCrash(r);
-  assert.is(r.exitCode, 0, `${what}: ${r.stderr}`);
-  return r;
-};
 
 test.before(
   withTimeout(120_000, async () => {

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertNoContainersLeft, assertNoCrash, createProject, runNameOf, type CliResult, type Project } from '../helpers/cli.js';
+import { assertNoContainersLeft, assertNoCrash, createProject, runNameOf, type Project, assertOk as ok } from '../helpers/cli.js';
 import { motoEnv, startMoto, type Moto } from '../helpers/moto.js';
 import { createBucket, emptyBucket, testS3Client } from '../helpers/s3.js';
 import { withTimeout } from '../helpers/timeout.js';
@@ -39,12 +39,6 @@ const WORKFLOWS = `workflows:
     artifacts:
       - model
 `;
-
-const ok = (r: CliResult, what: string): CliResult => {
-  assertNoCrash(r);
-  assert.is(r.exitCode, 0, `${what}: ${r.stderr}`);
-  return r;
-};
 
 interface PushJson {
   run: string;

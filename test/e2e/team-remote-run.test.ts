@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertNoCrash, createProject, runNameOf, sleep, type CliResult, type Project } from '../helpers/cli.js';
+import { createProject, runNameOf, sleep, type Project, assertOk as ok } from '../helpers/cli.js';
 import { assertNoHostOrContainerLeft, configurePool } from '../helpers/pool.js';
 import { removeHost, startHost, type TestHost } from '../helpers/ssh-hosts.js';
 import { withTimeout } from '../helpers/timeout.js';
@@ -29,12 +29,6 @@ let host: TestHost;
 let dir: string;
 let alice: Project;
 let bob: Project;
-
-const ok = (r: CliResult, what: string): CliResult => {
-  assertNoCrash(r);
-  assert.is(r.exitCode, 0, `${what}: ${r.stderr}`);
-  return r;
-};
 
 test.before(
   withTimeout(120_000, async () => {

@@ -266,6 +266,13 @@ async function docker(args: readonly string[]): Promise<string> {
 }
 
 /** Ids of the containers (running or not) that the home made. */
+/** A command that must have succeeded: no crash, exit 0 (`what` names it in the failure); returns it. */
+export function assertOk(r: CliResult, what: string): CliResult {
+  assertNoCrash(r);
+  assert.is(r.exitCode, 0, `${what}: ${r.stderr}`);
+  return r;
+}
+
 export async function containersOf(home: string, ...filters: string[]): Promise<string[]> {
   const out = await docker(['ps', '-a', '-q', '--no-trunc', '--filter', `label=dstack.home=${home}`, ...filters.flatMap((f) => ['--filter', f])]);
   return out.split('\n').filter(Boolean);
